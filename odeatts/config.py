@@ -1,0 +1,115 @@
+"""Settings: one object built from the environment, validated once, passed in.
+
+Nothing here is read at import time. ``Settings()`` reads the environment when it
+is called, so tests build their own and production builds exactly one in the worker.
+
+The embedded defaults (a SQLite file and an in-process limiter) exist so a newcomer
+gets speech on a bare machine; ``ODEATTS_ENV=production`` refuses them, because
+limits kept in one process do not hold across a fleet of workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "DEV_PEPPER", "normalise_database_url"]
+
+# Only ever used outside production; production refuses to start with it.
+DEV_PEPPER = "odeatts-development-pepper-not-for-production"
+
+MINIMAX_GLOBAL_URL = "https://api.minimax.io"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the plain URLs managed Postgres services hand out.
+
+    ``postgres://`` and ``postgresql://`` name no driver; we use psycopg 3.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the admin scripts can be told from outside."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", validation_alias="ODEATTS_ENV"
+    )
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    # Several deployments (or test runs) can share one Redis under different prefixes.
+    redis_prefix: str = Field("odeatts", min_length=1, validation_alias="ODEATTS_REDIS_PREFIX")
+    data_dir: Path = Field(Path("var"), validation_alias="ODEATTS_DATA_DIR")
+    key_pepper: SecretStr | None = Field(None, validation_alias="ODEATTS_KEY_PEPPER")
+
+    minimax_api_key: SecretStr | None = Field(None, validation_alias="MINIMAX_API_KEY")
+    minimax_base_url: str = Field(MINIMAX_GLOBAL_URL, validation_alias="MINIMAX_BASE_URL")
+    minimax_group_id: str | None = Field(None, validation_alias="MINIMAX_GROUP_ID")
+    minimax_model: str = Field("speech-02-turbo", validation_alias="MINIMAX_MODEL")
+    minimax_timeout_seconds: float = Field(60.0, gt=0, validation_alias="MINIMAX_TIMEOUT_SECONDS")
+    minimax_max_retries: int = Field(2, ge=0, le=5, validation_alias="MINIMAX_MAX_RETRIES")
+    minimax_retry_base_seconds: float = Field(
+        0.5, ge=0, validation_alias="MINIMAX_RETRY_BASE_SECONDS"
+    )
+
+    max_text_chars: int = Field(5000, gt=0, lt=10_000, validation_alias="ODEATTS_MAX_TEXT_CHARS")
+    # A lease or reservation older than this belongs to a worker that died: it lapses.
+    # Keep it a little above RunPod's execution timeout for the endpoint.
+    lease_ttl_seconds: int = Field(330, ge=30, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
+    max_concurrency: int = Field(32, ge=1, le=512, validation_alias="ODEATTS_MAX_CONCURRENCY")
+    log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
+
+    @field_validator("minimax_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_embedded_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        missing = [
+            name
+            for name, ok in (
+                ("DATABASE_URL (a Postgres URL; the embedded SQLite is for development)",
+                 bool(self.database_url) and not self.database_url.startswith("sqlite")),
+                ("REDIS_URL (the in-process limiter cannot hold limits across workers)",
+                 bool(self.redis_url)),
+                ("ODEATTS_KEY_PEPPER (at least 32 characters)",
+                 self.key_pepper is not None
+                 and len(self.key_pepper.get_secret_value()) >= 32
+                 and self.key_pepper.get_secret_value() != DEV_PEPPER),
+                ("MINIMAX_API_KEY", self.minimax_api_key is not None),
+            )
+            if not ok
+        ]
+        if missing:
+            raise ValueError(
+                "ODEATTS_ENV=production refuses to start without: " + "; ".join(missing)
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'odeatts.db').as_posix()}"
+
+    @property
+    def pepper(self) -> bytes:
+        secret = self.key_pepper.get_secret_value() if self.key_pepper else DEV_PEPPER
+        return secret.encode()

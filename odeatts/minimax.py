@@ -1,0 +1,250 @@
+"""MiniMax T2A v2 over httpx: one client, one place where MiniMax's failures become ours.
+
+MiniMax answers most errors with HTTP 200 and a non-zero ``base_resp.status_code``;
+real HTTP errors and broken bodies happen too. Every one of them is mapped here to
+an ``OdeaError`` (``_BASE_RESP`` is the whole table), retried with bounded
+exponential backoff when the code says a retry can help, and logged with MiniMax's
+trace id. Neither our MiniMax key nor the caller's text is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from odeatts.errors import (
+    ContentRejected,
+    InvalidRequest,
+    OdeaError,
+    ServiceUnavailable,
+    UpstreamBusy,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    VoiceNotFound,
+)
+
+__all__ = ["SpeechParams", "Speech", "MiniMaxClient", "MiniMaxError", "map_base_resp"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechParams:
+    text: str
+    voice_id: str
+    model: str
+    speed: float = 1.0
+    pitch: int = 0
+    volume: float = 1.0
+    emotion: str | None = None
+    sample_rate: int = 32000
+    bitrate: int = 128000
+    format: str = "mp3"
+    language_boost: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        voice: dict[str, Any] = {"voice_id": self.voice_id, "speed": self.speed,
+                                 "vol": self.volume, "pitch": self.pitch}
+        if self.emotion:
+            voice["emotion"] = self.emotion
+        body: dict[str, Any] = {
+            "model": self.model,
+            "text": self.text,
+            "stream": False,
+            "voice_setting": voice,
+            "audio_setting": {"sample_rate": self.sample_rate, "bitrate": self.bitrate,
+                              "format": self.format, "channel": 1},
+            "output_format": "hex",
+        }
+        if self.language_boost:
+            body["language_boost"] = self.language_boost
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    audio: bytes
+    duration_ms: int
+    sample_rate: int
+    format: str
+    billed_characters: int | None
+    trace_id: str | None
+
+
+class MiniMaxError(Exception):
+    """One failed attempt: the error to surface and whether another attempt may help."""
+
+    def __init__(self, error: OdeaError, *, retry: bool, busy: bool = False) -> None:
+        super().__init__(error.message)
+        self.error, self.retry, self.busy = error, retry, busy
+
+
+_RETRY = {1000, 1001, 1013, 1024, 1033}
+_BUSY = {1002, 1039, 1041, 2045}
+_OPERATOR = {1004, 1008, 2049}
+_CONTENT = {1026, 1027}
+_VOICE = {2042, 20132}
+
+
+def map_base_resp(code: int, msg: str) -> MiniMaxError:
+    """The whole table of MiniMax status codes (minimax-api.md) -> our errors."""
+    if code in _RETRY:
+        return MiniMaxError(UpstreamUnavailable(), retry=True)
+    if code in _BUSY:
+        return MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
+    if code == 2056:
+        return MiniMaxError(UpstreamBusy(retry_after=60.0), retry=False)
+    if code in _OPERATOR:
+        log.error("ALERT minimax account problem: code %s (%s)", code, msg[:200])
+        return MiniMaxError(ServiceUnavailable(), retry=False)
+    if code in _CONTENT:
+        return MiniMaxError(ContentRejected(), retry=False)
+    if code == 1042:
+        return MiniMaxError(
+            InvalidRequest("`text` has too many invisible characters (over 10%).",
+                           details={"field": "text"}), retry=False)
+    if code == 2013:
+        return MiniMaxError(
+            InvalidRequest("The speech provider refused a parameter: " + msg[:200],
+                           details={"field": "input"}), retry=False)
+    if code in _VOICE:
+        log.error("ALERT voice not available at minimax: code %s (%s)", code, msg[:200])
+        return MiniMaxError(VoiceNotFound("This voice is not available right now."),
+                            retry=False)
+    return MiniMaxError(UpstreamRejected(details={"upstream_code": code}), retry=False)
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class MiniMaxClient:
+    """Calls MiniMax. ``http`` is injected: the network edge is the test seam."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_key: str,
+        group_id: str | None = None,
+        max_retries: int = 2,
+        retry_base_seconds: float = 0.5,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._params = {"GroupId": group_id} if group_id else None
+        self._max_retries = max_retries
+        self._retry_base = retry_base_seconds
+        self._sleep = sleep
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def synthesize(self, params: SpeechParams, *, request_id: str) -> Speech:
+        body = await self._call("/v1/t2a_v2", params.body(), request_id=request_id)
+        return _speech(body, params.format)
+
+    async def post(self, path: str, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+        """Any JSON endpoint (voices, clone): same mapping and retries."""
+        return await self._call(path, payload, request_id=request_id)
+
+    async def _call(self, path: str, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(path, payload, request_id=request_id)
+            except MiniMaxError as failure:
+                if not failure.retry or attempt >= self._max_retries:
+                    raise failure.error from failure
+                delay = self._retry_base * (4 if failure.busy else 1) * 2**attempt
+                await self._sleep(delay * (0.5 + random.random()))
+                attempt += 1
+
+    async def _attempt(self, path: str, payload: dict[str, Any], *, request_id: str
+                       ) -> dict[str, Any]:
+        try:
+            response = await self._http.post(path, json=payload, headers=self._headers,
+                                             params=self._params)
+        except httpx.TimeoutException as exc:
+            log.warning("minimax %s timed out (request %s)", path, request_id)
+            raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+        except httpx.HTTPError as exc:
+            log.warning("minimax %s transport error %s (request %s)", path,
+                        type(exc).__name__, request_id)
+            raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+        trace_id = response.headers.get("Trace-Id")
+        _check_http(response, path, request_id, trace_id)
+        body = _json(response, path, request_id, trace_id)
+        base = body.get("base_resp") or {}
+        code = base.get("status_code")
+        if code != 0:
+            msg = str(base.get("status_msg", ""))
+            log.warning("minimax %s base_resp %s %r (request %s, trace %s)", path, code,
+                        msg[:200], request_id, trace_id or body.get("trace_id"))
+            raise map_base_resp(int(code) if isinstance(code, int) else 1000, msg)
+        body.setdefault("trace_id", trace_id)
+        return body
+
+
+def _check_http(response: httpx.Response, path: str, request_id: str, trace: str | None) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    log.warning("minimax %s HTTP %s (request %s, trace %s)", path, status, request_id, trace)
+    if status in (401, 403):
+        log.error("ALERT minimax refused our credentials: HTTP %s", status)
+        raise MiniMaxError(ServiceUnavailable(), retry=False)
+    if status == 429:
+        raise MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
+    if status == 408 or status >= 500:
+        raise MiniMaxError(UpstreamUnavailable(), retry=True)
+    raise MiniMaxError(UpstreamRejected(details={"upstream_http": status}), retry=False)
+
+
+def _json(response: httpx.Response, path: str, request_id: str, trace: str | None
+          ) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.warning("minimax %s sent a body that is not JSON (request %s, trace %s)",
+                    path, request_id, trace)
+        raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+    if not isinstance(body, dict):
+        raise MiniMaxError(UpstreamUnavailable(), retry=True)
+    return body
+
+
+def _speech(body: dict[str, Any], fmt: str) -> Speech:
+    data, extra = body.get("data") or {}, body.get("extra_info") or {}
+    try:
+        audio = binascii.unhexlify(data["audio"])
+        duration_ms = int(extra["audio_length"])
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        log.warning("minimax answered success without usable audio (trace %s)",
+                    body.get("trace_id"))
+        raise UpstreamUnavailable() from exc
+    if not audio or duration_ms <= 0:
+        raise UpstreamUnavailable()
+    return Speech(
+        audio=audio,
+        duration_ms=duration_ms,
+        sample_rate=int(extra.get("audio_sample_rate") or 0),
+        format=str(extra.get("audio_format") or fmt),
+        billed_characters=_int_or_none(extra.get("usage_characters")),
+        trace_id=body.get("trace_id"),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

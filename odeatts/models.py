@@ -1,0 +1,137 @@
+"""Tables. The schema itself is owned by Alembic (``odeatts/migrations``); these
+classes describe it for queries. Amounts of audio are integer milliseconds, so
+sums are exact; callers see seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "Plan", "User", "ApiKey", "Voice", "Usage", "UtcDateTime", "utcnow"]
+
+# Usage row states. A 'reserved' row older than the lease TTL belongs to a dead worker
+# and no longer counts against the quota (see quota.py).
+RESERVED, SUCCEEDED, FAILED, REFUSED = "reserved", "succeeded", "failed", "refused"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC on every backend (SQLite stores naive timestamps)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use odeatts.models.utcnow()")
+        return value.astimezone(dt.UTC) if value is not None else None
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    monthly_seconds: Mapped[int] = mapped_column(Integer)
+    rpm: Mapped[int] = mapped_column(Integer)
+    max_streams: Mapped[int] = mapped_column(Integer)
+    price_cents: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Per-user overrides of the plan (enterprise deals); NULL means "the plan's".
+    monthly_seconds_override: Mapped[int | None] = mapped_column(Integer)
+    rpm_override: Mapped[int | None] = mapped_column(Integer)
+    streams_override: Mapped[int | None] = mapped_column(Integer)
+    used_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    cycle_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cycle_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Voice(Base):
+    __tablename__ = "voices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    minimax_voice_id: Mapped[str] = mapped_column(String(256))
+    language: Mapped[str] = mapped_column(String(16))
+    gender: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default="system")
+    language_boost: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Usage(Base):
+    """One row per RunPod job id: the reservation, then its outcome.
+
+    The unique job id is what makes a re-delivered job impossible to charge twice.
+    """
+
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_user_status", "user_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    voice: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(32))
+    text_chars: Mapped[int] = mapped_column(Integer)
+    estimated_ms: Mapped[int] = mapped_column(BigInteger)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    billed_characters: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=RESERVED)
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    reserved_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    settled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

@@ -1,0 +1,308 @@
+"""Postgres metering: authenticate a key and reserve seconds, then settle or release.
+
+One speech job costs two short transactions here (design.md, round trips 1 and 4):
+
+``reserve``  locks the caller's user row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on
+             SQLite), sums the caller's live reservations, and inserts the job's usage
+             row, as ``reserved`` when the estimate fits or ``refused`` when it does not.
+             The usage row is unique on the RunPod job id: a job delivered twice finds
+             its row and is never charged twice.
+``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``.
+``release``  marks the row ``failed``/``refused``; nothing was charged.
+
+Reserved seconds are not a counter that a crashed worker could leave behind: they
+are the sum of ``reserved`` rows younger than the lease TTL, so a dead worker's
+reservation lapses by itself when its lease does. A re-delivered job whose earlier
+attempt died, failed or was refused takes its row over (``attempts`` + 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
+from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
+
+__all__ = [
+    "Caller",
+    "JobMeta",
+    "Reservation",
+    "QuotaView",
+    "authenticate",
+    "reserve",
+    "settle",
+    "release",
+    "live_reserved_ms",
+    "database_errors",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller and the limits that apply to them now."""
+
+    user_id: int
+    api_key_id: int
+    plan_id: str
+    rpm: int
+    max_streams: int
+    quota_ms: int
+    used_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobMeta:
+    """What the usage row records about a job before synthesis."""
+
+    job_id: str
+    voice: str
+    model: str
+    text_chars: int
+    estimated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    usage_id: int
+    attempt: int
+    caller: Caller
+    estimated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    used_ms: int
+    reserved_ms: int
+    quota_ms: int
+
+    @property
+    def remaining_ms(self) -> int:
+        return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
+
+
+class database_errors:  # noqa: N801 - used as a context manager, reads as a phrase
+    """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if exc is not None and isinstance(exc, SQLAlchemyError | OSError):
+            log.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
+            raise ServiceUnavailable() from exc
+        return False
+
+
+def _caller_query(key_hash: str, *, lock: bool):  # type: ignore[no-untyped-def]
+    stmt = (
+        select(ApiKey.id, User, Plan)
+        .join(User, User.id == ApiKey.user_id)
+        .join(Plan, Plan.id == User.plan_id)
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None), User.active.is_(True))
+    )
+    return stmt.with_for_update(of=User) if lock else stmt
+
+
+def _caller(api_key_id: int, user: User, plan: Plan) -> Caller:
+    return Caller(
+        user_id=user.id,
+        api_key_id=api_key_id,
+        plan_id=plan.id,
+        rpm=user.rpm_override if user.rpm_override is not None else plan.rpm,
+        max_streams=(
+            user.streams_override if user.streams_override is not None else plan.max_streams
+        ),
+        quota_ms=1000 * (
+            user.monthly_seconds_override
+            if user.monthly_seconds_override is not None
+            else plan.monthly_seconds
+        ),
+        used_ms=user.used_ms,
+    )
+
+
+async def _load_caller(session: AsyncSession, key_hash: str, *, lock: bool) -> Caller:
+    row = (await session.execute(_caller_query(key_hash, lock=lock))).first()
+    if row is None:
+        raise Unauthorized()
+    return _caller(row[0], row[1], row[2])
+
+
+async def authenticate(sessions: async_sessionmaker[AsyncSession], *, key_hash: str) -> Caller:
+    """Read-only authentication, for actions that reserve nothing."""
+    with database_errors():
+        async with sessions() as session:
+            return await _load_caller(session, key_hash, lock=False)
+
+
+async def live_reserved_ms(
+    session: AsyncSession, *, user_id: int, since: dt.datetime, exclude_job: str | None = None
+) -> int:
+    stmt = select(func.coalesce(func.sum(Usage.estimated_ms), 0)).where(
+        Usage.user_id == user_id, Usage.status == RESERVED, Usage.reserved_at > since
+    )
+    if exclude_job is not None:
+        stmt = stmt.where(Usage.job_id != exclude_job)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def reserve(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    key_hash: str,
+    job: JobMeta,
+    now: dt.datetime,
+    stale_after: dt.timedelta,
+) -> Reservation:
+    """Authenticate and reserve ``job.estimated_ms`` in one transaction.
+
+    Raises Unauthorized, QuotaExceeded (after recording a ``refused`` row) or DuplicateJob.
+    The usual path is three statements: lock the user, sum live reservations, insert.
+    """
+    with database_errors():
+        async with sessions() as session, session.begin():
+            caller = await _load_caller(session, key_hash, lock=True)
+            reserved = await live_reserved_ms(
+                session, user_id=caller.user_id, since=now - stale_after, exclude_job=job.job_id
+            )
+            fits = caller.used_ms + reserved + job.estimated_ms <= caller.quota_ms
+            values = _row_values(caller, job, now, RESERVED if fits else REFUSED)
+            row_id = await _insert_new(session, values)
+            if row_id is None:  # this job id was seen before: a re-delivery
+                usage_id, attempt = await _take_over(
+                    session, job.job_id, values, caller, now - stale_after
+                )
+            else:
+                usage_id, attempt = row_id, 1
+    if not fits:
+        view = QuotaView(caller.used_ms, reserved, caller.quota_ms)
+        raise QuotaExceeded(
+            f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
+            f"{view.remaining_ms / 1000:.1f} s are left this cycle.",
+            details={
+                "remaining_seconds": view.remaining_ms / 1000,
+                "estimated_seconds": job.estimated_ms / 1000,
+            },
+        )
+    return Reservation(
+        usage_id=usage_id, attempt=attempt, caller=caller, estimated_ms=job.estimated_ms
+    )
+
+
+def _row_values(caller: Caller, job: JobMeta, now: dt.datetime, status: str) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id, "user_id": caller.user_id, "api_key_id": caller.api_key_id,
+        "voice": job.voice, "model": job.model, "text_chars": job.text_chars,
+        "estimated_ms": job.estimated_ms, "status": status, "reserved_at": now,
+        "error_code": None if status == RESERVED else "quota_exceeded",
+        "duration_ms": None, "billed_characters": None, "trace_id": None, "settled_at": None,
+    }
+
+
+async def _insert_new(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Insert the job's row unless its job id exists; the unique index decides, atomically."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Usage)
+        .values(**values, attempts=1, created_at=values["reserved_at"])
+        .on_conflict_do_nothing(index_elements=[Usage.job_id])
+        .returning(Usage.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _take_over(
+    session: AsyncSession, job_id: str, values: dict[str, Any], caller: Caller,
+    stale_before: dt.datetime,
+) -> tuple[int, int]:
+    """A re-delivered job: refuse it if done or still running, else take its row over."""
+    row = (
+        await session.execute(select(Usage).where(Usage.job_id == job_id).with_for_update())
+    ).scalar_one()
+    if row.user_id != caller.user_id or row.status == SUCCEEDED:
+        raise DuplicateJob(details={"job_status": "completed"})
+    if row.status == RESERVED and row.reserved_at > stale_before:
+        raise DuplicateJob(
+            "This job id is already being processed.", details={"job_status": "in_progress"}
+        )
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.attempts += 1
+    await session.flush()
+    return row.id, row.attempts
+
+
+async def settle(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    reservation: Reservation,
+    duration_ms: int,
+    billed_characters: int | None,
+    trace_id: str | None,
+    now: dt.datetime,
+) -> QuotaView:
+    """Charge the real duration, once. Returns the caller's quota after the charge."""
+    user_id = reservation.caller.user_id
+    try:
+        with database_errors():
+            async with sessions() as session, session.begin():
+                # Lock order users -> usage, as in reserve(), so the two never deadlock.
+                used = (
+                    await session.execute(
+                        update(User)
+                        .where(User.id == user_id)
+                        .values(used_ms=User.used_ms + duration_ms)
+                        .returning(User.used_ms)
+                    )
+                ).scalar_one()
+                marked = await session.execute(
+                    update(Usage)
+                    .where(Usage.id == reservation.usage_id,
+                           Usage.attempts == reservation.attempt, Usage.status == RESERVED)
+                    .values(status=SUCCEEDED, duration_ms=duration_ms, settled_at=now,
+                            billed_characters=billed_characters, trace_id=trace_id)
+                )
+                if marked.rowcount != 1:  # type: ignore[attr-defined]
+                    raise _TakenOver()  # rolls the charge back with the transaction
+    except _TakenOver:
+        # Another delivery took this job over after our lease lapsed; it owns the charge.
+        log.warning("usage %s was taken over; not charged twice", reservation.usage_id)
+        used = reservation.caller.used_ms
+    return QuotaView(used, 0, reservation.caller.quota_ms)
+
+
+class _TakenOver(Exception):
+    pass
+
+
+async def release(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    reservation: Reservation,
+    status: str,
+    error_code: str,
+    now: dt.datetime,
+    trace_id: str | None = None,
+) -> None:
+    """Give the reservation back: the job failed or was refused; nothing is charged."""
+    assert status in (FAILED, REFUSED)
+    with database_errors():
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(Usage)
+                .where(Usage.id == reservation.usage_id, Usage.attempts == reservation.attempt,
+                       Usage.status == RESERVED)
+                .values(status=status, error_code=error_code, settled_at=now, trace_id=trace_id)
+            )

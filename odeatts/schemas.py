@@ -1,0 +1,133 @@
+"""The public contract: what a caller may send in ``job.input`` and what comes back.
+
+Accepted input shapes (``input`` of a RunPod job)::
+
+    {"api_key": "odea_...", "text": "...", "voice": "british-female",       # action "speech"
+     "speed"?: 0.5-2.0, "pitch"?: -12..12, "volume"?: (0, 10], "emotion"?: ...,
+     "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
+     "language_boost"?: ...}
+    {"api_key": "odea_...", "action": "voices", "language"?: "en-NG", "gender"?: "female"}
+    {"api_key": "odea_...", "action": "usage", "limit"?: 1-100}
+
+Unknown fields are refused (a typo such as ``"sped"`` must not be silently ignored).
+``parse_job`` is pure: it turns a raw job into one of these models or raises
+``InvalidRequest`` naming the field, and is tested without any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+
+from odeatts.errors import InvalidRequest, Unauthorized
+
+__all__ = [
+    "MODELS",
+    "EMOTIONS",
+    "SAMPLE_RATES",
+    "BITRATES",
+    "SpeechRequest",
+    "VoicesRequest",
+    "UsageRequest",
+    "JobRequest",
+    "ParsedJob",
+    "parse_job",
+]
+
+MODELS = (
+    "speech-2.8-hd", "speech-2.8-turbo", "speech-2.6-hd", "speech-2.6-turbo",
+    "speech-02-hd", "speech-02-turbo", "speech-01-hd", "speech-01-turbo",
+)
+EMOTIONS = (
+    "happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent", "whisper",
+)
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
+BITRATES = (32000, 64000, 128000, 256000)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    api_key: SecretStr = Field(min_length=1)
+
+
+class SpeechRequest(_Input):
+    action: Literal["speech"] = "speech"
+    text: str = Field(min_length=1)
+    voice: str = Field(min_length=1, max_length=64)
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    pitch: int = Field(0, ge=-12, le=12)
+    volume: float = Field(1.0, gt=0, le=10)
+    emotion: Literal[EMOTIONS] | None = None  # type: ignore[valid-type]
+    model: Literal[MODELS] | None = None  # type: ignore[valid-type]
+    sample_rate: Literal[SAMPLE_RATES] = 32000  # type: ignore[valid-type]
+    bitrate: Literal[BITRATES] = 128000  # type: ignore[valid-type]
+    format: Literal["mp3"] = "mp3"
+    language_boost: str | None = Field(None, max_length=32)
+
+
+class VoicesRequest(_Input):
+    action: Literal["voices"]
+    language: str | None = Field(None, max_length=16)
+    gender: Literal["male", "female", "neutral"] | None = None
+
+
+class UsageRequest(_Input):
+    action: Literal["usage"]
+    limit: int = Field(10, ge=1, le=100)
+
+
+JobRequest = Annotated[
+    SpeechRequest | VoicesRequest | UsageRequest, Field(discriminator="action")
+]
+_ADAPTER: TypeAdapter[SpeechRequest | VoicesRequest | UsageRequest] = TypeAdapter(JobRequest)
+
+
+class ParsedJob(BaseModel):
+    """A job id and its validated request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    request: SpeechRequest | VoicesRequest | UsageRequest
+
+
+def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
+    """Validate a raw RunPod job. Raises ``InvalidRequest`` naming the first bad field."""
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not job["id"]:
+        raise InvalidRequest("The job has no id.", details={"field": "id"})
+    raw = job.get("input")
+    if not isinstance(raw, dict):
+        raise InvalidRequest("`input` must be a JSON object.", details={"field": "input"})
+    if "api_key" not in raw or not isinstance(raw.get("api_key"), str) or not raw["api_key"]:
+        # A missing key is an authentication failure, reported before any other field.
+        raise Unauthorized("Missing API key: send it as input.api_key.")
+    raw = {"action": "speech", **raw}
+    try:
+        request = _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    if isinstance(request, SpeechRequest) and len(request.text) > max_text_chars:
+        raise InvalidRequest(
+            f"`text` is {len(request.text)} characters; the limit is {max_text_chars}.",
+            details={"field": "text", "max_chars": max_text_chars},
+        )
+    return ParsedJob(id=job["id"], request=request)
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    # The discriminator ("speech") appears in the location of union members; drop it.
+    loc = [str(p) for p in first["loc"] if p not in ("speech", "voices", "usage")]
+    field = ".".join(loc) or "input"
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field = "action"
+        return InvalidRequest(
+            "`action` must be one of: speech, voices, usage.", details={"field": field}
+        )
+    if first["type"] == "extra_forbidden":
+        message = f"Unknown field `{field}`."
+    else:
+        message = f"`{field}`: {first['msg']}."
+    return InvalidRequest(message, details={"field": field})

@@ -1,0 +1,56 @@
+"""The voice catalogue: friendly names (``nigerian-male``) -> MiniMax voice ids.
+
+A worker keeps the active catalogue in memory and reloads it every ``ttl`` seconds,
+so a speech job pays no database round trip for its voice. An unknown name forces
+one early reload (at most once a second) so a voice an operator just added works
+at once; a deactivated voice disappears within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from odeatts.models import Voice
+from odeatts.quota import database_errors
+
+__all__ = ["VoiceCatalogue", "voice_dict"]
+
+
+
+def voice_dict(voice: Voice) -> dict[str, object]:
+    """What callers see of a voice (never MiniMax's internal id)."""
+    return {"name": voice.name, "language": voice.language, "gender": voice.gender,
+            "kind": voice.kind, "description": voice.description}
+
+
+class VoiceCatalogue:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._clock = clock
+        self._voices: dict[str, Voice] = {}
+        self._loaded_at = float("-inf")
+
+    async def get(self, name: str) -> Voice | None:
+        now = self._clock()
+        if now - self._loaded_at > self._ttl or (name not in self._voices
+                                                 and now - self._loaded_at > 1.0):
+            await self.reload()
+        return self._voices.get(name)
+
+    async def active(self) -> list[Voice]:
+        if self._clock() - self._loaded_at > self._ttl:
+            await self.reload()
+        return sorted(self._voices.values(), key=lambda v: v.name)
+
+    async def reload(self) -> None:
+        with database_errors():
+            async with self._sessions() as session:
+                rows = (await session.execute(select(Voice).where(Voice.active.is_(True))))
+                self._voices = {v.name: v for v in rows.scalars()}
+        self._loaded_at = self._clock()

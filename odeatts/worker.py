@@ -1,0 +1,99 @@
+"""The worker's runtime: builds the pipeline inside the running event loop, and turns
+every outcome of a job into what RunPod expects.
+
+RunPod calls ``asyncio.run`` more than once per process (fitness checks, the job
+loop, local tests), so pools are made lazily, per loop: a pool made in one loop is
+useless in the next. ``handle`` never raises: an ``OdeaError`` becomes
+``{"error": "<json>"}``; anything else is logged with its traceback here and the
+caller gets only ``internal``. Cancellation is re-raised after the pipeline has
+released what it held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from odeatts.config import Settings
+from odeatts.db import make_engine, make_sessionmaker
+from odeatts.errors import InternalError, OdeaError
+from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter
+from odeatts.minimax import MiniMaxClient
+from odeatts.pipeline import Pipeline
+from odeatts.schemas import parse_job
+from odeatts.voices import VoiceCatalogue
+
+__all__ = ["Worker", "build_pipeline", "build_limiter"]
+
+log = logging.getLogger(__name__)
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2.0,
+                               socket_connect_timeout=2.0, health_check_interval=30)
+        return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
+                            prefix=settings.redis_prefix)
+    log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
+    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds)
+
+
+def build_minimax(settings: Settings) -> MiniMaxClient:
+    http = httpx.AsyncClient(
+        base_url=settings.minimax_base_url,
+        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=5.0),
+        limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
+    )
+    api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
+    return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
+                         max_retries=settings.minimax_max_retries,
+                         retry_base_seconds=settings.minimax_retry_base_seconds)
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """Everything a job needs, bound to the running event loop."""
+    engine = make_engine(settings.effective_database_url,
+                         pool_size=min(settings.max_concurrency, 20))
+    sessions = make_sessionmaker(engine)
+    return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings),
+                    minimax=build_minimax(settings), voices=VoiceCatalogue(sessions))
+
+
+class Worker:
+    """One per process; hands each RunPod job to the pipeline of the current loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pipeline: Pipeline | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def pipeline(self) -> Pipeline:
+        loop = asyncio.get_running_loop()
+        if self._pipeline is None or self._loop is not loop:
+            self._pipeline, self._loop = build_pipeline(self.settings), loop
+        return self._pipeline
+
+    async def aclose(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.aclose()
+            self._pipeline = self._loop = None
+
+    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_id = job.get("id") if isinstance(job, dict) else None
+        try:
+            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            return await self.pipeline().run(parsed)
+        except OdeaError as exc:
+            log.info("job %s failed: %s", job_id, exc.code)
+            return {"error": exc.to_wire()}
+        except Exception:
+            log.exception("job %s crashed", job_id)
+            return {"error": InternalError().to_wire()}
+
+    def concurrency(self, current: int) -> int:
+        """RunPod's concurrency_modifier: jobs are I/O-bound, so run many per worker."""
+        return self.settings.max_concurrency

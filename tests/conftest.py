@@ -1,0 +1,153 @@
+"""Shared fixtures. The suite runs twice where it matters: on the embedded defaults
+(SQLite + in-process limiter) and on real Postgres + Redis (``backend`` fixture).
+MiniMax is the emulator, over real HTTP on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minimax_emulator import Emulator
+from odeatts import accounts
+from odeatts.config import Settings
+from odeatts.worker import Worker
+from tests.support.services import PostgresTemplate, SqliteTemplate, require
+
+PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
+EMULATOR_KEY = "emulator-key"
+_ENV = ("DATABASE_URL", "REDIS_URL", "MINIMAX_API_KEY", "MINIMAX_BASE_URL", "MINIMAX_GROUP_ID",
+        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own environment must not leak into a test."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator(api_key=EMULATOR_KEY)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Iterator[Emulator]:
+    """The session's emulator, with faults, stats and clones cleared for this test."""
+    emulator.reset()
+    yield emulator
+    emulator.reset()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[PostgresTemplate]:
+    template = PostgresTemplate(require("postgres"))
+    yield template
+    template.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    return SqliteTemplate(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(params=["embedded", "real"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """embedded = SQLite + in-process limiter; real = Postgres + Redis."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if backend == "embedded":
+        yield request.getfixturevalue("sqlite_template").fresh(tmp_path)
+        return
+    template: PostgresTemplate = request.getfixturevalue("pg_template")
+    url = template.fresh()
+    yield url
+    template.drop(url)
+
+
+@pytest.fixture
+def redis_url(backend: str) -> str | None:
+    return require("redis") if backend == "real" else None
+
+
+@pytest.fixture
+def make_settings(database_url: str, redis_url: str | None, emu: Emulator, tmp_path: Path
+                  ) -> Callable[..., Settings]:
+    prefix = f"odeatts-test-{uuid.uuid4().hex[:8]}"
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "ODEATTS_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "ODEATTS_REDIS_PREFIX": prefix, "MINIMAX_BASE_URL": emu.url,
+            "MINIMAX_API_KEY": EMULATOR_KEY, "ODEATTS_KEY_PEPPER": PEPPER,
+            "MINIMAX_RETRY_BASE_SECONDS": 0.01, "ODEATTS_DATA_DIR": str(tmp_path),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    w = Worker(settings)
+    yield w
+    await w.aclose()
+
+
+UserFactory = Callable[..., Awaitable[tuple[int, str]]]
+
+
+@pytest.fixture
+def make_user(worker: Worker) -> UserFactory:
+    """Create a user (default plan free) and return (user id, plain API key)."""
+    counter = iter(range(1_000_000))
+
+    async def make(plan: str = "free", **fields: Any) -> tuple[int, str]:
+        n = next(counter)
+        created = await accounts.create_user(
+            worker.pipeline().sessions, name=f"User {n}", email=f"user{n}@example.com",
+            plan=plan, pepper=worker.settings.pepper)
+        if fields:
+            async with worker.pipeline().sessions() as session, session.begin():
+                user = await session.get(type(created.user), created.user.id)
+                for name, value in fields.items():
+                    setattr(user, name, value)
+        return created.user.id, created.key.plain
+
+    return make
+
+
+JobRunner = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def run_job(worker: Worker) -> JobRunner:
+    """Run one job through the worker exactly as RunPod would; errors come back parsed."""
+
+    async def run(job_id: str | None = None, **job_input: Any) -> dict[str, Any]:
+        result = await worker.handle({"id": job_id or f"test-{uuid.uuid4()}",
+                                      "input": job_input})
+        if "error" in result:
+            assert isinstance(result["error"], str), "RunPod wants error as a string"
+            return {"error": json.loads(result["error"])}
+        return result
+
+    return run

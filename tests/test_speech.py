@@ -1,0 +1,156 @@
+"""The job path end to end: a RunPod job in, MP3 out, metered — on both backends."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from mutagen.mp3 import MP3
+from sqlalchemy import select, update
+
+from odeatts.models import ApiKey, Usage, User, utcnow
+from odeatts.worker import Worker
+from tests.conftest import JobRunner, UserFactory
+
+TEXT = "Good morning, Lagos. The market opens at nine."
+
+
+def mp3_seconds(output: dict) -> float:
+    audio = base64.b64decode(output["audio_base64"])
+    return float(MP3(io.BytesIO(audio)).info.length)
+
+
+async def usage_rows(worker: Worker) -> list[Usage]:
+    async with worker.pipeline().sessions() as session:
+        return list((await session.execute(select(Usage).order_by(Usage.id))).scalars())
+
+
+async def test_valid_job_returns_mp3_and_charges_its_real_duration(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker
+) -> None:
+    _, key = await make_user()
+    out = await run_job("job-1", api_key=key, text=TEXT, voice="nigerian-female",
+                        speed=1.0, pitch=0, emotion="happy", model="speech-02-turbo")
+    assert "error" not in out, out
+    assert out["format"] == "mp3" and out["voice"] == "nigerian-female"
+    assert out["request_id"] == "job-1" and out["characters"] == len(TEXT)
+    assert out["sample_rate"] == 32000
+    assert out["duration_seconds"] > 1.0
+    assert mp3_seconds(out) == pytest.approx(out["duration_seconds"], rel=0.05, abs=0.1)
+    assert out["quota"]["used_seconds"] == pytest.approx(out["duration_seconds"], abs=0.001)
+    assert out["quota"]["remaining_seconds"] == pytest.approx(
+        600 - out["duration_seconds"], abs=0.001)
+    [row] = await usage_rows(worker)
+    assert (row.job_id, row.status, row.voice) == ("job-1", "succeeded", "nigerian-female")
+    assert row.duration_ms == round(out["duration_seconds"] * 1000)
+    assert row.billed_characters == len(TEXT) and row.trace_id
+
+
+async def test_voice_settings_reach_minimax(run_job: JobRunner, make_user: UserFactory) -> None:
+    _, key = await make_user()
+    slow = await run_job(api_key=key, text=TEXT, voice="british-male", speed=0.5)
+    fast = await run_job(api_key=key, text=TEXT, voice="british-male", speed=2.0)
+    assert slow["duration_seconds"] > 2 * fast["duration_seconds"]
+
+
+@pytest.mark.parametrize("api_key", ["", "not-a-key", "odea_AAAAAAAA_" + "B" * 32])
+async def test_bad_keys_are_unauthorized(run_job: JobRunner, api_key: str,
+                                         worker: Worker) -> None:
+    out = await run_job(api_key=api_key, text=TEXT, voice="british-male")
+    assert out["error"]["code"] == "unauthorized" and out["error"]["status"] == 401
+    assert await usage_rows(worker) == []
+
+
+async def test_missing_key_is_unauthorized(run_job: JobRunner) -> None:
+    out = await run_job(text=TEXT, voice="british-male")
+    assert out["error"]["code"] == "unauthorized"
+
+
+async def test_revoked_key_and_inactive_user_are_unauthorized(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker
+) -> None:
+    user_id, key = await make_user()
+    assert "error" not in await run_job(api_key=key, text="Hello.", voice="british-male")
+    async with worker.pipeline().sessions() as session, session.begin():
+        await session.execute(update(ApiKey).values(revoked_at=utcnow()))
+    assert (await run_job(api_key=key, text="Hello.", voice="british-male")
+            )["error"]["code"] == "unauthorized"
+    other_id, other_key = await make_user()
+    async with worker.pipeline().sessions() as session, session.begin():
+        await session.execute(update(User).where(User.id == other_id).values(active=False))
+    assert (await run_job(api_key=other_key, text="Hello.", voice="british-male")
+            )["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"text": ""}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": "x" * 5001}, "text"),
+        ({"speed": 2.5}, "speed"),
+        ({"speed": 0.1}, "speed"),
+        ({"pitch": 13}, "pitch"),
+        ({"volume": 0}, "volume"),
+        ({"emotion": "ecstatic"}, "emotion"),
+        ({"model": "speech-99"}, "model"),
+        ({"sample_rate": 12345}, "sample_rate"),
+        ({"format": "ogg"}, "format"),
+        ({"sped": 1.0}, "sped"),
+        ({"action": "dance"}, "action"),
+    ],
+)
+async def test_invalid_requests_name_the_field(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker, fields: dict, field: str
+) -> None:
+    _, key = await make_user()
+    job = {"api_key": key, "text": TEXT, "voice": "british-male", **fields}
+    out = await run_job(**job)
+    assert out["error"]["code"] == "invalid_request"
+    assert out["error"]["field"] == field and out["error"]["status"] == 400
+    assert await usage_rows(worker) == []
+
+
+async def test_missing_text_and_voice(run_job: JobRunner, make_user: UserFactory) -> None:
+    _, key = await make_user()
+    assert (await run_job(api_key=key, voice="british-male"))["error"]["field"] == "text"
+    assert (await run_job(api_key=key, text=TEXT))["error"]["field"] == "voice"
+
+
+async def test_input_that_is_not_an_object(worker: Worker) -> None:
+    import json
+
+    result = await worker.handle({"id": "j", "input": "say hello"})
+    assert json.loads(result["error"])["code"] == "invalid_request"
+
+
+async def test_unknown_voice_lists_the_valid_names(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker
+) -> None:
+    _, key = await make_user()
+    out = await run_job(api_key=key, text=TEXT, voice="klingon-male")
+    assert out["error"]["code"] == "voice_not_found"
+    assert "nigerian-male" in out["error"]["voices"]
+    assert "american-female" in out["error"]["voices"]
+    assert await usage_rows(worker) == []
+
+
+async def test_unknown_voice_with_bad_key_is_unauthorized_first(run_job: JobRunner) -> None:
+    out = await run_job(api_key="odea_AAAAAAAA_" + "B" * 32, text=TEXT, voice="klingon")
+    assert out["error"]["code"] == "unauthorized"
+    assert "voices" not in out["error"]
+
+
+async def test_no_secret_or_traceback_in_any_output(
+    run_job: JobRunner, make_user: UserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, key = await make_user()
+    outputs = [
+        await run_job(api_key=key, text=TEXT, voice="british-male"),
+        await run_job(api_key=key, text=TEXT, voice="nope"),
+        await run_job(api_key=key + "x", text=TEXT, voice="british-male"),
+    ]
+    text = repr(outputs) + caplog.text
+    assert key not in text and "emulator-key" not in text
+    assert "Traceback" not in repr(outputs)
