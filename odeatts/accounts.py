@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from odeatts.keys import NewKey, generate_key
 from odeatts.models import ApiKey, Plan, User, Voice, utcnow
 
-__all__ = ["AdminError", "CreatedUser", "create_user", "add_voice", "next_month", "user_dict"]
+__all__ = ["AdminError", "CreatedUser", "add_voice", "create_user", "next_month", "user_dict"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")

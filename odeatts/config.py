@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DEV_PEPPER", "normalise_database_url"]
+__all__ = ["DEV_PEPPER", "Settings", "normalise_database_url"]
 
 # Only ever used outside production; production refuses to start with it.
 DEV_PEPPER = "odeatts-development-pepper-not-for-production"
@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     minimax_max_retries: int = Field(2, ge=0, le=5, validation_alias="MINIMAX_MAX_RETRIES")
     minimax_retry_base_seconds: float = Field(
         0.5, ge=0, validation_alias="MINIMAX_RETRY_BASE_SECONDS"
+    )
+
+    # Our MiniMax account's limits, shared by every worker (0 disables a limit). A job
+    # that finds the account busy waits up to upstream_max_wait_seconds for a slot.
+    minimax_rpm_limit: int = Field(60, ge=0, validation_alias="MINIMAX_RPM_LIMIT")
+    minimax_tpm_limit: int = Field(20_000, ge=0, validation_alias="MINIMAX_TPM_LIMIT")
+    upstream_max_wait_seconds: float = Field(
+        10.0, ge=0, validation_alias="ODEATTS_UPSTREAM_MAX_WAIT_SECONDS"
     )
 
     max_text_chars: int = Field(5000, gt=0, lt=10_000, validation_alias="ODEATTS_MAX_TEXT_CHARS")

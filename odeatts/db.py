@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["make_engine", "make_sessionmaker", "is_sqlite"]
+__all__ = ["is_sqlite", "make_engine", "make_sessionmaker"]
 
 
 def is_sqlite(url: str) -> bool:

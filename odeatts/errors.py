@@ -2,7 +2,7 @@
 
     OdeaError                      every failure a caller can meet; never carries internals
     ├── CallerError                the caller can fix it; retrying the same job will not help
-    │   ├── InvalidRequest         400 invalid_request: a field is missing, malformed or out of range
+    │   ├── InvalidRequest         400 invalid_request: a field is missing or out of range
     │   ├── Unauthorized           401 unauthorized: key missing, unknown, revoked or user inactive
     │   ├── QuotaExceeded          402 quota_exceeded: the job would not fit in what is left
     │   ├── VoiceNotFound          404 voice_not_found: no active voice by that name
@@ -30,24 +30,24 @@ import json
 from typing import Any, ClassVar
 
 __all__ = [
-    "OdeaError",
+    "ERROR_CODES",
     "CallerError",
-    "InvalidRequest",
-    "Unauthorized",
-    "QuotaExceeded",
-    "VoiceNotFound",
-    "DuplicateJob",
-    "ContentRejected",
-    "Throttled",
-    "RateLimited",
     "ConcurrencyLimited",
-    "UpstreamBusy",
+    "ContentRejected",
+    "DuplicateJob",
+    "InternalError",
+    "InvalidRequest",
+    "OdeaError",
+    "QuotaExceeded",
+    "RateLimited",
     "ServiceError",
+    "ServiceUnavailable",
+    "Throttled",
+    "Unauthorized",
+    "UpstreamBusy",
     "UpstreamRejected",
     "UpstreamUnavailable",
-    "ServiceUnavailable",
-    "InternalError",
-    "ERROR_CODES",
+    "VoiceNotFound",
 ]
 
 

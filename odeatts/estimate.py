@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["estimate_ms", "WORDS_PER_SECOND", "CHARS_PER_SECOND"]
+__all__ = ["CHARS_PER_SECOND", "WORDS_PER_SECOND", "estimate_ms"]
 
 # About 150 words per minute of ordinary English speech at speed 1.0.
 WORDS_PER_SECOND = 150 / 60

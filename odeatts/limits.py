@@ -1,18 +1,22 @@
-"""Admission: requests per minute and concurrent streams, per user.
+"""Admission: requests per minute and concurrent streams per user, and the fleet-wide
+guard that keeps all workers together under our MiniMax account's own limits.
 
 ``admit`` answers with a ``Decision``; the caller decides what to raise (upstash's
 shape). Two implementations share that interface:
 
 ``RedisLimiter``     production. One Lua script, one round trip: it drops what has left
-                     the window, checks both limits, and records the request and the
-                     lease only if both pass. Time is Redis's own clock, so workers with
-                     skewed clocks still agree on one window.
+                     the windows, checks the user's RPM, the user's streams and the
+                     account's upstream RPM/TPM, and records all three only if all pass.
+                     Time is Redis's own clock, so workers with skewed clocks agree.
 ``InProcessLimiter`` the embedded default for a newcomer's machine: the same rules in
                      this process only. Production settings refuse it.
 
 RPM is an exact sliding log (a sorted set of admission times): no burst slips through
 at a window edge. A lease is a member of a sorted set scored by its expiry, so a
-worker killed with SIGKILL loses its leases when they expire, not by luck.
+worker killed with SIGKILL loses its leases when they expire, not by luck. Upstream
+slots carry their character count in the member name, so the TPM sum needs no
+second structure. A retry of a MiniMax call takes another upstream slot
+(``acquire_upstream``) because MiniMax counts it like any other request.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -28,22 +33,56 @@ from redis.exceptions import RedisError
 
 from odeatts.errors import ServiceUnavailable
 
-__all__ = ["Decision", "Limiter", "RedisLimiter", "InProcessLimiter", "WINDOW_MS"]
+__all__ = [
+    "WINDOW_MS",
+    "Decision",
+    "InProcessLimiter",
+    "Limiter",
+    "RedisLimiter",
+    "UpstreamBudget",
+]
 
 log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 
 # Key layout (prefix defaults to "odeatts"):
-#   {prefix}:rpm:{user_id}     ZSET member=<lease id>:<admission µs>, score=admission ms
-#   {prefix}:leases:{user_id}  ZSET member=<lease id (RunPod job id)>, score=expiry ms
-_ADMIT = """
+#   {prefix}:rpm:{user_id}     ZSET member=<lease>:<µs>, score=admission ms
+#   {prefix}:leases:{user_id}  ZSET member=<lease (RunPod job id)>, score=expiry ms
+#   {prefix}:upstream          ZSET member=<lease>:<µs>:<chars>, score=admission ms (fleet-wide)
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm_key, lease_key = KEYS[1], KEYS[2]
-local rpm, streams, ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-    tonumber(ARGV[5])
-local lease = ARGV[4]
+local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
+"""
+# Expects up_key, up_rpm, up_tpm, chars, window, now; returns early when refused.
+_UPSTREAM_CHECK = """
+redis.call('ZREMRANGEBYSCORE', up_key, '-inf', now - window)
+if up_rpm > 0 and redis.call('ZCARD', up_key) >= up_rpm then
+  local oldest = redis.call('ZRANGE', up_key, 0, 0, 'WITHSCORES')
+  return {0, 'upstream', 0, tonumber(oldest[2]) + window - now}
+end
+if up_tpm > 0 then
+  local entries = redis.call('ZRANGE', up_key, 0, -1, 'WITHSCORES')
+  local sum = 0
+  for i = 1, #entries, 2 do sum = sum + tonumber(string.match(entries[i], ':(%d+)$')) end
+  if sum > 0 and sum + chars > up_tpm then
+    local freed = 0
+    for i = 1, #entries, 2 do
+      freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
+      if sum - freed + chars <= up_tpm then
+        return {0, 'upstream', 0, tonumber(entries[i + 1]) + window - now}
+      end
+    end
+    return {0, 'upstream', 0, window}
+  end
+end
+"""
+_ADMIT = _NOW + """
+local rpm_key, lease_key, up_key = KEYS[1], KEYS[2], KEYS[3]
+local rpm, streams, ttl, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local window, up_rpm, up_tpm, chars = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+    tonumber(ARGV[8])
 redis.call('ZREMRANGEBYSCORE', rpm_key, '-inf', now - window)
 redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', now)
 local used = redis.call('ZCARD', rpm_key)
@@ -51,73 +90,112 @@ if used >= rpm then
   local oldest = redis.call('ZRANGE', rpm_key, 0, 0, 'WITHSCORES')
   return {0, 'rate', 0, tonumber(oldest[2]) + window - now}
 end
-local held = redis.call('ZCARD', lease_key)
-if redis.call('ZSCORE', lease_key, lease) == false and held >= streams then
+if redis.call('ZSCORE', lease_key, lease) == false
+    and redis.call('ZCARD', lease_key) >= streams then
   return {0, 'concurrency', 0, 1000}
 end
-redis.call('ZADD', rpm_key, now, lease .. ':' .. t[1] .. t[2])
+""" + _UPSTREAM_CHECK + """
+redis.call('ZADD', rpm_key, now, lease .. ':' .. stamp)
 redis.call('ZADD', lease_key, now + ttl, lease)
+redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
 redis.call('PEXPIRE', rpm_key, window)
 redis.call('PEXPIRE', lease_key, ttl)
+redis.call('PEXPIRE', up_key, window)
 return {1, 'ok', rpm - used - 1, 0}
 """
+_UPSTREAM = _NOW + """
+local up_key, lease = KEYS[1], ARGV[1]
+local window, up_rpm, up_tpm, chars = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+    tonumber(ARGV[5])
+""" + _UPSTREAM_CHECK + """
+redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
+redis.call('PEXPIRE', up_key, window)
+return {1, 'ok', 0, 0}
+"""
+
+Reason = Literal["ok", "rate", "concurrency", "upstream"]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    reason: Literal["ok", "rate", "concurrency"]
-    remaining: int  # requests left in the current window after this one
+    reason: Reason
+    remaining: int  # the user's requests left in the current window after this one
     retry_after: float  # seconds; 0 when allowed
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamBudget:
+    """Our MiniMax account's limits, shared by every worker (0 = unlimited)."""
+
+    rpm: int = 60
+    tpm: int = 20_000
+
+
 class Limiter(Protocol):
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int) -> Decision:
-        """Check and record one request, taking a lease on success."""
+    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
+                    chars: int) -> Decision:
+        """Check and record one request, taking a lease and an upstream slot on success."""
+        ...
+
+    async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
+        """One more upstream slot (a retry of a MiniMax call)."""
         ...
 
     async def release(self, *, user_id: int, lease_id: str) -> None:
         """Give a lease back (idempotent)."""
         ...
 
-    async def ping(self) -> None: ...
-
     async def aclose(self) -> None: ...
 
 
+def _decision(raw: list[object]) -> Decision:
+    allowed, reason, remaining, retry_ms = raw
+    text = reason.decode() if isinstance(reason, bytes) else str(reason)
+    return Decision(bool(allowed), text, int(remaining), int(retry_ms) / 1000)  # type: ignore[arg-type, call-overload]
+
+
 class RedisLimiter:
-    def __init__(self, redis: Redis, *, lease_ttl_seconds: int, prefix: str = "odeatts") -> None:
+    def __init__(self, redis: Redis, *, lease_ttl_seconds: int, upstream: UpstreamBudget,
+                 prefix: str = "odeatts") -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = lease_ttl_seconds * 1000
+        self._upstream = upstream
         self._admit = redis.register_script(_ADMIT)
+        self._acquire = redis.register_script(_UPSTREAM)
 
-    def _keys(self, user_id: int) -> list[str]:
+    def _user_keys(self, user_id: int) -> list[str]:
         return [f"{self._prefix}:rpm:{user_id}", f"{self._prefix}:leases:{user_id}"]
 
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int) -> Decision:
-        args = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS]
+    @property
+    def _upstream_key(self) -> str:
+        return f"{self._prefix}:upstream"
+
+    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
+                    chars: int) -> Decision:
+        up = self._upstream
+        args = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS, up.rpm, up.tpm, chars]
+        keys = [*self._user_keys(user_id), self._upstream_key]
         try:
-            allowed, reason, remaining, retry_ms = await self._admit(
-                keys=self._keys(user_id), args=args
-            )
+            return _decision(await self._admit(keys=keys, args=args))
         except RedisError as exc:
             raise _unavailable(exc) from exc
-        reason = reason.decode() if isinstance(reason, bytes) else reason
-        return Decision(bool(allowed), reason, int(remaining), int(retry_ms) / 1000)
+
+    async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
+        up = self._upstream
+        try:
+            return _decision(await self._acquire(
+                keys=[self._upstream_key], args=[lease_id, WINDOW_MS, up.rpm, up.tpm, chars]))
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
 
     async def release(self, *, user_id: int, lease_id: str) -> None:
         try:
-            await self._redis.zrem(self._keys(user_id)[1], lease_id)
+            await self._redis.zrem(self._user_keys(user_id)[1], lease_id)
         except RedisError as exc:
             # The lease lapses by its TTL; the slot is lost only until then.
             log.warning("could not release lease of user %s: %s", user_id, type(exc).__name__)
-
-    async def ping(self) -> None:
-        try:
-            await self._redis.ping()
-        except RedisError as exc:
-            raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -128,35 +206,74 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable()
 
 
+class _Window:
+    """A sliding log of (time, weight) for the in-process limiter."""
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+
+    def trim(self, now: float) -> None:
+        while self.entries and self.entries[0][0] <= now - WINDOW_MS / 1000:
+            self.entries.popleft()
+
+    def wait_for(self, now: float, limit: int, weight_limit: int, weight: int) -> float | None:
+        """Seconds until a request of ``weight`` fits; None when it fits now."""
+        if limit and len(self.entries) >= limit:
+            return self.entries[0][0] + WINDOW_MS / 1000 - now
+        total = sum(w for _, w in self.entries)
+        if weight_limit and total and total + weight > weight_limit:
+            freed = 0
+            for at, w in self.entries:
+                freed += w
+                if total - freed + weight <= weight_limit:
+                    return at + WINDOW_MS / 1000 - now
+            return WINDOW_MS / 1000
+        return None
+
+
 class InProcessLimiter:
     """The same rules kept in this process; for development on a bare machine only."""
 
-    def __init__(self, *, lease_ttl_seconds: int, clock: object = time.monotonic) -> None:
+    def __init__(self, *, lease_ttl_seconds: int, upstream: UpstreamBudget,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = float(lease_ttl_seconds)
+        self._upstream_budget = upstream
         self._clock = clock
-        self._admitted: dict[int, deque[float]] = {}
+        self._admitted: dict[int, _Window] = {}
         self._leases: dict[int, dict[str, float]] = {}
+        self._upstream = _Window()
 
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int) -> Decision:
-        now = self._clock()  # type: ignore[operator]
-        window = self._admitted.setdefault(user_id, deque())
-        while window and window[0] <= now - WINDOW_MS / 1000:
-            window.popleft()
+    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
+                    chars: int) -> Decision:
+        now = self._clock()
+        window = self._admitted.setdefault(user_id, _Window())
+        window.trim(now)
+        self._upstream.trim(now)
         leases = {k: v for k, v in self._leases.get(user_id, {}).items() if v > now}
         self._leases[user_id] = leases
-        if len(window) >= rpm:
-            return Decision(False, "rate", 0, window[0] + WINDOW_MS / 1000 - now)
+        if (wait := window.wait_for(now, rpm, 0, 1)) is not None:
+            return Decision(False, "rate", 0, wait)
         if lease_id not in leases and len(leases) >= streams:
             return Decision(False, "concurrency", 0, 1.0)
-        window.append(now)
+        budget = self._upstream_budget
+        if (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None:
+            return Decision(False, "upstream", 0, wait)
+        window.entries.append((now, 1))
+        self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
-        return Decision(True, "ok", rpm - len(window), 0.0)
+        return Decision(True, "ok", rpm - len(window.entries), 0.0)
+
+    async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
+        now = self._clock()
+        self._upstream.trim(now)
+        budget = self._upstream_budget
+        if (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None:
+            return Decision(False, "upstream", 0, wait)
+        self._upstream.entries.append((now, chars))
+        return Decision(True, "ok", 0, 0.0)
 
     async def release(self, *, user_id: int, lease_id: str) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
-
-    async def ping(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         return None

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 
-__all__ = ["configure_logging", "RedactSecrets", "redact"]
+__all__ = ["RedactSecrets", "configure_logging", "redact"]
 
 _PATTERNS = [
     (re.compile(r"odea_[A-Za-z0-9]{8}_[A-Za-z0-9]+"), "odea_[redacted]"),

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
-__all__ = ["alembic_config", "upgrade", "downgrade", "sync_url"]
+__all__ = ["alembic_config", "downgrade", "sync_url", "upgrade"]
 
 _HERE = Path(__file__).parent
 

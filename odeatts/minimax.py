@@ -31,7 +31,7 @@ from odeatts.errors import (
     VoiceNotFound,
 )
 
-__all__ = ["SpeechParams", "Speech", "MiniMaxClient", "MiniMaxError", "map_base_resp"]
+__all__ = ["MiniMaxClient", "MiniMaxError", "Speech", "SpeechParams", "map_base_resp"]
 
 log = logging.getLogger(__name__)
 
@@ -87,42 +87,69 @@ class MiniMaxError(Exception):
         self.error, self.retry, self.busy = error, retry, busy
 
 
-_RETRY = {1000, 1001, 1013, 1024, 1033}
-_BUSY = {1002, 1039, 1041, 2045}
-_OPERATOR = {1004, 1008, 2049}
-_CONTENT = {1026, 1027}
-_VOICE = {2042, 20132}
+def _retry(_: int, msg: str) -> MiniMaxError:
+    return MiniMaxError(UpstreamUnavailable(), retry=True)
 
 
-def map_base_resp(code: int, msg: str) -> MiniMaxError:
-    """The whole table of MiniMax status codes (minimax-api.md) -> our errors."""
-    if code in _RETRY:
-        return MiniMaxError(UpstreamUnavailable(), retry=True)
-    if code in _BUSY:
-        return MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
-    if code == 2056:
-        return MiniMaxError(UpstreamBusy(retry_after=60.0), retry=False)
-    if code in _OPERATOR:
-        log.error("ALERT minimax account problem: code %s (%s)", code, msg[:200])
-        return MiniMaxError(ServiceUnavailable(), retry=False)
-    if code in _CONTENT:
-        return MiniMaxError(ContentRejected(), retry=False)
-    if code == 1042:
-        return MiniMaxError(
-            InvalidRequest("`text` has too many invisible characters (over 10%).",
-                           details={"field": "text"}), retry=False)
-    if code == 2013:
-        return MiniMaxError(
-            InvalidRequest("The speech provider refused a parameter: " + msg[:200],
-                           details={"field": "input"}), retry=False)
-    if code in _VOICE:
-        log.error("ALERT voice not available at minimax: code %s (%s)", code, msg[:200])
-        return MiniMaxError(VoiceNotFound("This voice is not available right now."),
-                            retry=False)
+def _busy(_: int, msg: str) -> MiniMaxError:
+    return MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
+
+
+def _window_spent(_: int, msg: str) -> MiniMaxError:
+    return MiniMaxError(UpstreamBusy(retry_after=60.0), retry=False)
+
+
+def _operator(code: int, msg: str) -> MiniMaxError:
+    log.error("ALERT minimax account problem: code %s (%s)", code, msg[:200])
+    return MiniMaxError(ServiceUnavailable(), retry=False)
+
+
+def _content(_: int, msg: str) -> MiniMaxError:
+    return MiniMaxError(ContentRejected(), retry=False)
+
+
+def _invisible(_: int, msg: str) -> MiniMaxError:
+    return MiniMaxError(InvalidRequest("`text` has too many invisible characters (over 10%).",
+                                       details={"field": "text"}), retry=False)
+
+
+def _params(_: int, msg: str) -> MiniMaxError:
+    # We validate every field we send; what MiniMax still refuses is a caller's value
+    # it dislikes in combination (an emotion the model lacks, a language_boost).
+    return MiniMaxError(InvalidRequest("The speech provider refused a parameter: " + msg[:200],
+                                       details={"field": "input"}), retry=False)
+
+
+def _voice(code: int, msg: str) -> MiniMaxError:
+    log.error("ALERT voice not available at minimax: code %s (%s)", code, msg[:200])
+    return MiniMaxError(VoiceNotFound("This voice is not available right now."), retry=False)
+
+
+def _rejected(code: int, msg: str) -> MiniMaxError:
     return MiniMaxError(UpstreamRejected(details={"upstream_code": code}), retry=False)
 
 
+# The whole table of MiniMax status codes (minimax-api.md) -> our errors. Codes not
+# listed (clone validation, unknown ones) are upstream_rejected.
+_BASE_RESP: dict[int, Callable[[int, str], MiniMaxError]] = {
+    **dict.fromkeys((1000, 1001, 1013, 1024, 1033), _retry),
+    **dict.fromkeys((1002, 1039, 1041, 2045), _busy),
+    2056: _window_spent,
+    **dict.fromkeys((1004, 1008, 2049), _operator),
+    **dict.fromkeys((1026, 1027), _content),
+    1042: _invisible,
+    2013: _params,
+    **dict.fromkeys((2042, 20132), _voice),
+}
+
+
+def map_base_resp(code: int, msg: str) -> MiniMaxError:
+    return _BASE_RESP.get(code, _rejected)(code, msg)
+
+
 Sleep = Callable[[float], Awaitable[None]]
+# Called before each retry: waits for (or refuses) a slot under our account's limits.
+RetryGate = Callable[[], Awaitable[None]]
 
 
 class MiniMaxClient:
@@ -148,15 +175,18 @@ class MiniMaxClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def synthesize(self, params: SpeechParams, *, request_id: str) -> Speech:
-        body = await self._call("/v1/t2a_v2", params.body(), request_id=request_id)
+    async def synthesize(self, params: SpeechParams, *, request_id: str,
+                         retry_gate: RetryGate | None = None) -> Speech:
+        body = await self._call("/v1/t2a_v2", params.body(), request_id=request_id,
+                                retry_gate=retry_gate)
         return _speech(body, params.format)
 
     async def post(self, path: str, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
         """Any JSON endpoint (voices, clone): same mapping and retries."""
         return await self._call(path, payload, request_id=request_id)
 
-    async def _call(self, path: str, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    async def _call(self, path: str, payload: dict[str, Any], *, request_id: str,
+                    retry_gate: RetryGate | None = None) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
@@ -166,6 +196,8 @@ class MiniMaxClient:
                     raise failure.error from failure
                 delay = self._retry_base * (4 if failure.busy else 1) * 2**attempt
                 await self._sleep(delay * (0.5 + random.random()))
+                if retry_gate is not None:
+                    await retry_gate()
                 attempt += 1
 
     async def _attempt(self, path: str, payload: dict[str, Any], *, request_id: str

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Plan", "User", "ApiKey", "Voice", "Usage", "UtcDateTime", "utcnow"]
+__all__ = ["ApiKey", "Base", "Plan", "Usage", "User", "UtcDateTime", "Voice", "utcnow"]
 
 # Usage row states. A 'reserved' row older than the lease TTL belongs to a dead worker
 # and no longer counts against the quota (see quota.py).
@@ -42,7 +42,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             raise ValueError("naive datetime: use odeatts.models.utcnow()")
         return value.astimezone(dt.UTC) if value is not None else None
 
-    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: object
+    ) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value

@@ -12,9 +12,11 @@ failure and cancellation alike.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from odeatts import quota
 from odeatts.config import Settings
-from odeatts.errors import ConcurrencyLimited, OdeaError, RateLimited, VoiceNotFound
+from odeatts.errors import (
+    ConcurrencyLimited,
+    OdeaError,
+    RateLimited,
+    UpstreamBusy,
+    VoiceNotFound,
+)
 from odeatts.estimate import estimate_ms
 from odeatts.keys import hash_key, looks_like_key
-from odeatts.limits import Limiter
+from odeatts.limits import Decision, Limiter
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, utcnow
 from odeatts.schemas import ParsedJob, SpeechRequest, UsageRequest, VoicesRequest
@@ -114,20 +122,18 @@ class Pipeline:
         """Admission, synthesis and settlement; releases everything on every other exit."""
         caller = reservation.caller
         try:
-            decision = await self.limiter.admit(user_id=caller.user_id, lease_id=job_id,
-                                                rpm=caller.rpm, streams=caller.max_streams)
+            decision = await self._admit(job_id, caller, len(params.text))
         except BaseException as exc:
             await self._release(reservation, FAILED, exc)
             raise
         if not decision.allowed:
-            error = (RateLimited if decision.reason == "rate" else ConcurrencyLimited)(
-                retry_after=decision.retry_after,
-                details={"limit": caller.rpm if decision.reason == "rate" else caller.max_streams},
-            )
+            error = _refusal(decision, caller)
             await self._release(reservation, REFUSED, error)
             raise error
         try:
-            speech = await self.minimax.synthesize(params, request_id=job_id)
+            speech = await self.minimax.synthesize(
+                params, request_id=job_id,
+                retry_gate=lambda: self._upstream_slot(job_id, len(params.text)))
             view = await quota.settle(self.sessions, reservation=reservation,
                                       duration_ms=speech.duration_ms,
                                       billed_characters=speech.billed_characters,
@@ -138,6 +144,31 @@ class Pipeline:
         finally:
             await self.limiter.release(user_id=caller.user_id, lease_id=job_id)
         return speech, view
+
+    async def _admit(self, job_id: str, caller: quota.Caller, chars: int) -> Decision:
+        """Admission; waits briefly while only our MiniMax account's limit is in the way."""
+        waited = 0.0
+        while True:
+            decision = await self.limiter.admit(user_id=caller.user_id, lease_id=job_id,
+                                                rpm=caller.rpm, streams=caller.max_streams,
+                                                chars=chars)
+            if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
+                return decision
+            pause = decision.retry_after + random.uniform(0, 0.05)
+            await asyncio.sleep(pause)
+            waited += pause
+
+    async def _upstream_slot(self, job_id: str, chars: int) -> None:
+        waited = 0.0
+        while True:
+            decision = await self.limiter.acquire_upstream(lease_id=job_id, chars=chars)
+            if decision.allowed:
+                return
+            if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
+                raise UpstreamBusy(retry_after=decision.retry_after)
+            pause = decision.retry_after + random.uniform(0, 0.05)
+            await asyncio.sleep(pause)
+            waited += pause
 
     async def _release(self, reservation: quota.Reservation, status: str,
                        exc: BaseException) -> None:
@@ -183,6 +214,20 @@ class Pipeline:
             "cycle": {"start": user.cycle_start.isoformat(), "end": user.cycle_end.isoformat()},
             "recent": [_usage_row(r) for r in rows],
         }
+
+
+def _worth_waiting(decision: Decision, waited: float, max_wait: float) -> bool:
+    return (not decision.allowed and decision.reason == "upstream"
+            and waited + decision.retry_after <= max_wait)
+
+
+def _refusal(decision: Decision, caller: quota.Caller) -> OdeaError:
+    if decision.reason == "rate":
+        return RateLimited(retry_after=decision.retry_after, details={"limit": caller.rpm})
+    if decision.reason == "concurrency":
+        return ConcurrencyLimited(retry_after=decision.retry_after,
+                                  details={"limit": caller.max_streams})
+    return UpstreamBusy(retry_after=decision.retry_after)
 
 
 def _usage_row(row: Usage) -> dict[str, Any]:

@@ -35,14 +35,14 @@ from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, U
 __all__ = [
     "Caller",
     "JobMeta",
-    "Reservation",
     "QuotaView",
+    "Reservation",
     "authenticate",
+    "database_errors",
+    "live_reserved_ms",
+    "release",
     "reserve",
     "settle",
-    "release",
-    "live_reserved_ms",
-    "database_errors",
 ]
 
 log = logging.getLogger(__name__)

@@ -23,15 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 from odeatts.errors import InvalidRequest, Unauthorized
 
 __all__ = [
-    "MODELS",
-    "EMOTIONS",
-    "SAMPLE_RATES",
     "BITRATES",
-    "SpeechRequest",
-    "VoicesRequest",
-    "UsageRequest",
+    "EMOTIONS",
+    "MODELS",
+    "SAMPLE_RATES",
     "JobRequest",
     "ParsedJob",
+    "SpeechRequest",
+    "UsageRequest",
+    "VoicesRequest",
     "parse_job",
 ]
 

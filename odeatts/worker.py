@@ -21,25 +21,26 @@ from redis.asyncio import Redis
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
 from odeatts.errors import InternalError, OdeaError
-from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter
+from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
 from odeatts.minimax import MiniMaxClient
 from odeatts.pipeline import Pipeline
 from odeatts.schemas import parse_job
 from odeatts.voices import VoiceCatalogue
 
-__all__ = ["Worker", "build_pipeline", "build_limiter"]
+__all__ = ["Worker", "build_limiter", "build_pipeline"]
 
 log = logging.getLogger(__name__)
 
 
 def build_limiter(settings: Settings) -> Limiter:
+    upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0,
                                socket_connect_timeout=2.0, health_check_interval=30)
         return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
-                            prefix=settings.redis_prefix)
+                            upstream=upstream, prefix=settings.redis_prefix)
     log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
-    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds)
+    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
 
 
 def build_minimax(settings: Settings) -> MiniMaxClient:
