@@ -37,7 +37,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(voices_app, name="voices")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -17,10 +17,22 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKey", "Base", "Plan", "Usage", "User", "UtcDateTime", "Voice", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "BillingCycle",
+    "Plan",
+    "QuotaAdjustment",
+    "Usage",
+    "User",
+    "UtcDateTime",
+    "Voice",
+    "utcnow",
+]
 
 # Usage row states. A 'reserved' row older than the lease TTL belongs to a dead worker
 # and no longer counts against the quota (see quota.py).
@@ -79,6 +91,8 @@ class User(Base):
     rpm_override: Mapped[int | None] = mapped_column(Integer)
     streams_override: Mapped[int | None] = mapped_column(Integer)
     used_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Seconds an operator granted (or took back) for this cycle; reset with the cycle.
+    credit_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cycle_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     cycle_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -94,6 +108,8 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # Set on rotation: the old key keeps working until then (a grace period).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Voice(Base):
@@ -108,7 +124,41 @@ class Voice(Base):
     language_boost: Mapped[str | None] = mapped_column(String(32))
     description: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # For cloned voices: the MiniMax file the clone was made from.
+    minimax_file_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class QuotaAdjustment(Base):
+    """An operator's grant or deduction of seconds, kept for audit."""
+
+    __tablename__ = "quota_adjustments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    delta_ms: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BillingCycle(Base):
+    """A finished billing cycle's totals, archived by the quota reset (once per cycle)."""
+
+    __tablename__ = "billing_cycles"
+    __table_args__ = (
+        UniqueConstraint("user_id", "cycle_start", name="uq_billing_cycles_user_start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    plan_id: Mapped[str] = mapped_column(String(32))
+    cycle_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cycle_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    quota_ms: Mapped[int] = mapped_column(BigInteger)
+    used_ms: Mapped[int] = mapped_column(BigInteger)
+    credit_ms: Mapped[int] = mapped_column(BigInteger)
+    closed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class Usage(Base):
@@ -118,7 +168,10 @@ class Usage(Base):
     """
 
     __tablename__ = "usage"
-    __table_args__ = (Index("ix_usage_user_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_usage_user_status", "user_id", "status"),
+        Index("ix_usage_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(128), unique=True)

@@ -85,7 +85,8 @@ class Pipeline:
         key_hash = self._key_hash(request)
         voice = await self.voices.get(request.voice)
         if voice is None:
-            await quota.authenticate(self.sessions, key_hash=key_hash)  # 401 before 404
+            await quota.authenticate(self.sessions, key_hash=key_hash,  # 401 before 404
+                                     now=self.clock())
             names = [v.name for v in await self.voices.active()]
             raise VoiceNotFound(f"Unknown voice `{request.voice}`.",
                                 details={"field": "voice", "voices": names})
@@ -183,7 +184,8 @@ class Pipeline:
             log.error("could not release reservation %s; it will lapse", reservation.usage_id)
 
     async def list_voices(self, request: VoicesRequest) -> dict[str, Any]:
-        await quota.authenticate(self.sessions, key_hash=self._key_hash(request))
+        await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
+                                 now=self.clock())
         voices = [
             voice_dict(v) for v in await self.voices.active()
             if (request.language is None or v.language.lower() == request.language.lower())
@@ -192,7 +194,8 @@ class Pipeline:
         return {"voices": voices}
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
-        caller = await quota.authenticate(self.sessions, key_hash=self._key_hash(request))
+        caller = await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
+                                 now=self.clock())
         now = self.clock()
         with quota.database_errors():
             async with self.sessions() as session:

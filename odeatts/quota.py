@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -105,12 +105,13 @@ class database_errors:  # noqa: N801 - used as a context manager, reads as a phr
         return False
 
 
-def _caller_query(key_hash: str, *, lock: bool):  # type: ignore[no-untyped-def]
+def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: ignore[no-untyped-def]
     stmt = (
         select(ApiKey.id, User, Plan)
         .join(User, User.id == ApiKey.user_id)
         .join(Plan, Plan.id == User.plan_id)
-        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None), User.active.is_(True))
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None), User.active.is_(True),
+               or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
     )
     return stmt.with_for_update(of=User) if lock else stmt
 
@@ -124,7 +125,7 @@ def _caller(api_key_id: int, user: User, plan: Plan) -> Caller:
         max_streams=(
             user.streams_override if user.streams_override is not None else plan.max_streams
         ),
-        quota_ms=1000 * (
+        quota_ms=user.credit_ms + 1000 * (
             user.monthly_seconds_override
             if user.monthly_seconds_override is not None
             else plan.monthly_seconds
@@ -133,18 +134,20 @@ def _caller(api_key_id: int, user: User, plan: Plan) -> Caller:
     )
 
 
-async def _load_caller(session: AsyncSession, key_hash: str, *, lock: bool) -> Caller:
-    row = (await session.execute(_caller_query(key_hash, lock=lock))).first()
+async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime,
+                       lock: bool) -> Caller:
+    row = (await session.execute(_caller_query(key_hash, now=now, lock=lock))).first()
     if row is None:
         raise Unauthorized()
     return _caller(row[0], row[1], row[2])
 
 
-async def authenticate(sessions: async_sessionmaker[AsyncSession], *, key_hash: str) -> Caller:
+async def authenticate(sessions: async_sessionmaker[AsyncSession], *, key_hash: str,
+                       now: dt.datetime) -> Caller:
     """Read-only authentication, for actions that reserve nothing."""
     with database_errors():
         async with sessions() as session:
-            return await _load_caller(session, key_hash, lock=False)
+            return await _load_caller(session, key_hash, now=now, lock=False)
 
 
 async def live_reserved_ms(
@@ -173,7 +176,7 @@ async def reserve(
     """
     with database_errors():
         async with sessions() as session, session.begin():
-            caller = await _load_caller(session, key_hash, lock=True)
+            caller = await _load_caller(session, key_hash, now=now, lock=True)
             reserved = await live_reserved_ms(
                 session, user_id=caller.user_id, since=now - stale_after, exclude_job=job.job_id
             )

@@ -1,0 +1,212 @@
+"""The public input contract, tested without any I/O: parse_job and the duration estimate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from odeatts.errors import InvalidRequest, Unauthorized
+from odeatts.estimate import estimate_ms
+from odeatts.schemas import SpeechRequest, UsageRequest, VoicesRequest, parse_job
+
+KEY = "odea_AbCd1234_" + "k" * 32
+MAX = 5000
+
+
+def job(**fields: Any) -> dict[str, Any]:
+    return {"id": "job-1", "input": {"api_key": KEY, **fields}}
+
+
+def speech(**fields: Any) -> dict[str, Any]:
+    return job(**{"text": "Hello from Lagos.", "voice": "nigerian-female", **fields})
+
+
+def invalid(raw: Any, max_text_chars: int = MAX) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        parse_job(raw, max_text_chars=max_text_chars)
+    assert info.value.code == "invalid_request" and info.value.status == 400
+    return info.value
+
+
+def test_speech_defaults() -> None:
+    parsed = parse_job(speech(), max_text_chars=MAX)
+    request = parsed.request
+    assert parsed.id == "job-1" and isinstance(request, SpeechRequest)
+    assert request.action == "speech" and request.api_key.get_secret_value() == KEY
+    assert (request.speed, request.pitch, request.volume) == (1.0, 0, 1.0)
+    assert (request.sample_rate, request.bitrate, request.format) == (32000, 128000, "mp3")
+    assert request.emotion is None and request.model is None and request.language_boost is None
+
+
+def test_speech_accepts_every_documented_field() -> None:
+    request = parse_job(speech(speed=0.5, pitch=-12, volume=10, emotion="calm",
+                               model="speech-02-hd", sample_rate=44100, bitrate=256000,
+                               format="mp3", language_boost="English"),
+                        max_text_chars=MAX).request
+    assert isinstance(request, SpeechRequest)
+    assert (request.speed, request.pitch, request.volume) == (0.5, -12, 10)
+    assert (request.emotion, request.model, request.sample_rate) == ("calm", "speech-02-hd", 44100)
+
+
+def test_text_is_stripped() -> None:
+    request = parse_job(job(text="  Hi.  ", voice=" british-male "), max_text_chars=MAX).request
+    assert isinstance(request, SpeechRequest)
+    assert (request.text, request.voice) == ("Hi.", "british-male")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"speed": 0.49}, "speed"),
+        ({"speed": 2.01}, "speed"),
+        ({"speed": "fast"}, "speed"),
+        ({"pitch": -13}, "pitch"),
+        ({"pitch": 13}, "pitch"),
+        ({"volume": 0}, "volume"),
+        ({"volume": 10.5}, "volume"),
+        ({"emotion": "ecstatic"}, "emotion"),
+        ({"model": "speech-99"}, "model"),
+        ({"sample_rate": 12345}, "sample_rate"),
+        ({"bitrate": 1}, "bitrate"),
+        ({"format": "wav"}, "format"),
+        ({"language_boost": "x" * 33}, "language_boost"),
+        ({"voice": "v" * 65}, "voice"),
+        ({"text": ""}, "text"),
+        ({"text": "   "}, "text"),
+    ],
+)
+def test_out_of_range_fields_are_named(fields: dict[str, Any], field: str) -> None:
+    exc = invalid(speech(**fields))
+    assert exc.details["field"] == field
+    assert field in exc.message
+
+
+@pytest.mark.parametrize("missing", ["text", "voice"])
+def test_missing_required_field_is_named(missing: str) -> None:
+    raw = speech()
+    del raw["input"][missing]
+    assert invalid(raw).details["field"] == missing
+
+
+def test_unknown_fields_are_refused() -> None:
+    exc = invalid(speech(sped=1.2))
+    assert exc.details["field"] == "sped"
+    assert "sped" in exc.message
+
+
+def test_unknown_fields_are_refused_for_other_actions_too() -> None:
+    assert invalid(job(action="voices", text="hello")).details["field"] == "text"
+    assert invalid(job(action="usage", voice="x")).details["field"] == "voice"
+
+
+def test_unknown_action_is_named() -> None:
+    exc = invalid(job(action="dance"))
+    assert exc.details["field"] == "action"
+
+
+def test_voices_action() -> None:
+    request = parse_job(job(action="voices"), max_text_chars=MAX).request
+    assert isinstance(request, VoicesRequest)
+    assert request.language is None and request.gender is None
+    request = parse_job(job(action="voices", language="en-NG", gender="female"),
+                        max_text_chars=MAX).request
+    assert isinstance(request, VoicesRequest)
+    assert (request.language, request.gender) == ("en-NG", "female")
+    assert invalid(job(action="voices", gender="robot")).details["field"] == "gender"
+
+
+def test_usage_action() -> None:
+    request = parse_job(job(action="usage"), max_text_chars=MAX).request
+    assert isinstance(request, UsageRequest) and request.limit == 10
+    request = parse_job(job(action="usage", limit=100), max_text_chars=MAX).request
+    assert isinstance(request, UsageRequest) and request.limit == 100
+    assert invalid(job(action="usage", limit=0)).details["field"] == "limit"
+    assert invalid(job(action="usage", limit=101)).details["field"] == "limit"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        [],
+        "job",
+        {"input": {"api_key": KEY}},
+        {"id": "", "input": {"api_key": KEY}},
+        {"id": 7, "input": {"api_key": KEY}},
+    ],
+    ids=["none", "list", "str", "no-id", "empty-id", "int-id"],
+)
+def test_job_without_an_id_is_invalid(raw: Any) -> None:
+    assert invalid(raw).details["field"] == "id"
+
+
+@pytest.mark.parametrize("payload", [None, "text", ["a"], 3])
+def test_non_dict_input_is_invalid(payload: Any) -> None:
+    assert invalid({"id": "job-1", "input": payload}).details["field"] == "input"
+
+
+def test_missing_input_is_invalid() -> None:
+    assert invalid({"id": "job-1"}).details["field"] == "input"
+
+
+@pytest.mark.parametrize("api_key", [None, "", 42])
+def test_missing_api_key_is_unauthorized(api_key: Any) -> None:
+    fields = {"text": "Hi.", "voice": "british-male"}
+    if api_key is not None:
+        fields["api_key"] = api_key
+    with pytest.raises(Unauthorized) as info:
+        parse_job({"id": "job-1", "input": fields}, max_text_chars=MAX)
+    assert info.value.code == "unauthorized" and info.value.status == 401
+
+
+def test_missing_api_key_wins_over_other_bad_fields() -> None:
+    with pytest.raises(Unauthorized):
+        parse_job({"id": "job-1", "input": {"sped": 9}}, max_text_chars=MAX)
+
+
+def test_max_text_chars_is_enforced_with_the_limit_in_details() -> None:
+    assert isinstance(parse_job(speech(text="x" * 100), max_text_chars=100).request,
+                      SpeechRequest)
+    exc = invalid(speech(text="x" * 101), max_text_chars=100)
+    assert exc.details == {"field": "text", "max_chars": 100}
+    assert "100" in exc.message and "101" in exc.message
+
+
+# --- estimate_ms -------------------------------------------------------------------------
+
+SENTENCE = "The market in Lagos opens at nine and closes when the last trader goes home. "
+
+
+def test_estimate_grows_with_text_length() -> None:
+    assert estimate_ms(SENTENCE * 2) > estimate_ms(SENTENCE) > estimate_ms("Hi there.")
+    assert estimate_ms(SENTENCE * 10) > 5 * estimate_ms(SENTENCE)
+
+
+def test_estimate_is_about_150_words_a_minute() -> None:
+    text = " ".join(["word"] * 150)
+    assert 60_000 <= estimate_ms(text) <= 75_000
+
+
+def test_estimate_shrinks_with_speed() -> None:
+    slow, normal, fast = (estimate_ms(SENTENCE * 4, speed) for speed in (0.5, 1.0, 2.0))
+    assert slow > normal > fast
+    assert slow == pytest.approx(2 * normal, rel=0.01)
+    assert fast == pytest.approx(normal / 2, rel=0.01)
+
+
+def test_pause_markers_add_their_seconds() -> None:
+    text = SENTENCE * 2
+    halves = SENTENCE.strip() + " <#1.5#> " + SENTENCE.strip()
+    assert estimate_ms(halves) - estimate_ms(text) == pytest.approx(1500, abs=5)
+    assert estimate_ms(text + "<#2#>") - estimate_ms(text) == pytest.approx(2000, abs=5)
+
+
+def test_pause_markers_are_not_spoken_words() -> None:
+    assert estimate_ms("<#1.5#>") == 1500
+
+
+def test_estimate_has_a_floor_of_half_a_second() -> None:
+    assert estimate_ms("Hi") == 500
+    assert estimate_ms("") == 500
+    assert estimate_ms("Hi", speed=2.0) == 500
