@@ -181,16 +181,42 @@ class MiniMaxClient:
                                 retry_gate=retry_gate)
         return _speech(body, params.format)
 
-    async def post(self, path: str, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
-        """Any JSON endpoint (voices, clone): same mapping and retries."""
-        return await self._call(path, payload, request_id=request_id)
+    async def list_voices(self, voice_type: str = "all", *, request_id: str = "admin"
+                          ) -> dict[str, Any]:
+        """``POST /v1/get_voice``: system, cloned and designed voices of our account."""
+        return await self._call("/v1/get_voice", {"voice_type": voice_type},
+                                request_id=request_id)
 
-    async def _call(self, path: str, payload: dict[str, Any], *, request_id: str,
-                    retry_gate: RetryGate | None = None) -> dict[str, Any]:
+    async def upload_file(self, filename: str, content: bytes, *, purpose: str = "voice_clone",
+                          request_id: str = "admin") -> int:
+        """``POST /v1/files/upload`` (multipart); returns MiniMax's file_id."""
+        body = await self._call("/v1/files/upload", None, request_id=request_id,
+                                files={"file": (filename, content)}, data={"purpose": purpose})
+        try:
+            return int(body["file"]["file_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamUnavailable() from exc
+
+    async def clone_voice(self, *, file_id: int, voice_id: str, preview_text: str | None = None,
+                          model: str | None = None, request_id: str = "admin"
+                          ) -> dict[str, Any]:
+        """``POST /v1/voice_clone``; a preview text is billed and needs a model."""
+        payload: dict[str, Any] = {"file_id": file_id, "voice_id": voice_id}
+        if preview_text:
+            payload.update(text=preview_text, model=model)
+        return await self._call("/v1/voice_clone", payload, request_id=request_id)
+
+    async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",
+                           request_id: str = "admin") -> None:
+        await self._call("/v1/delete_voice", {"voice_type": voice_type, "voice_id": voice_id},
+                         request_id=request_id)
+
+    async def _call(self, path: str, payload: dict[str, Any] | None, *, request_id: str,
+                    retry_gate: RetryGate | None = None, **multipart: Any) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
-                return await self._attempt(path, payload, request_id=request_id)
+                return await self._attempt(path, payload, request_id=request_id, **multipart)
             except MiniMaxError as failure:
                 if not failure.retry or attempt >= self._max_retries:
                     raise failure.error from failure
@@ -200,11 +226,11 @@ class MiniMaxClient:
                     await retry_gate()
                 attempt += 1
 
-    async def _attempt(self, path: str, payload: dict[str, Any], *, request_id: str
-                       ) -> dict[str, Any]:
+    async def _attempt(self, path: str, payload: dict[str, Any] | None, *, request_id: str,
+                       **multipart: Any) -> dict[str, Any]:
         try:
             response = await self._http.post(path, json=payload, headers=self._headers,
-                                             params=self._params)
+                                             params=self._params, **multipart)
         except httpx.TimeoutException as exc:
             log.warning("minimax %s timed out (request %s)", path, request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc

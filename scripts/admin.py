@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from odeatts.cli import app  # noqa: E402
+from odeatts.cli import app
 
 if __name__ == "__main__":
     app()
