@@ -68,7 +68,49 @@ class Settings(BaseSettings):
         10.0, ge=0, validation_alias="ODEATTS_UPSTREAM_MAX_WAIT_SECONDS"
     )
 
-    max_text_chars: int = Field(5000, gt=0, lt=10_000, validation_alias="ODEATTS_MAX_TEXT_CHARS")
+    # What MiniMax charges us, for cost-against-revenue reports (USD per million billed
+    # characters; third-party figures, set your contract's).
+    price_turbo_per_million_chars: float = Field(
+        60.0, ge=0, validation_alias="MINIMAX_PRICE_TURBO_PER_MILLION_CHARS"
+    )
+    price_hd_per_million_chars: float = Field(
+        100.0, ge=0, validation_alias="MINIMAX_PRICE_HD_PER_MILLION_CHARS"
+    )
+    price_per_clone: float = Field(1.5, ge=0, validation_alias="MINIMAX_PRICE_PER_CLONE")
+
+    # Object storage for large results (any S3-compatible endpoint). Same variable
+    # names as RunPod's own upload helper, plus an explicit bucket.
+    bucket_endpoint_url: str | None = Field(None, validation_alias="BUCKET_ENDPOINT_URL")
+    bucket_access_key_id: str | None = Field(None, validation_alias="BUCKET_ACCESS_KEY_ID")
+    bucket_secret_access_key: SecretStr | None = Field(
+        None, validation_alias="BUCKET_SECRET_ACCESS_KEY"
+    )
+    bucket_name: str | None = Field(None, validation_alias="BUCKET_NAME")
+    bucket_region: str = Field("us-east-1", validation_alias="BUCKET_REGION")
+    url_expiry_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, validation_alias="ODEATTS_URL_EXPIRY_SECONDS"
+    )
+    # Audio above this many bytes goes to object storage: base64 adds a third, and RunPod
+    # silently drops /run results above ~10 MB, so inline stays well under that.
+    inline_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, le=7 * 1024 * 1024, validation_alias="ODEATTS_INLINE_MAX_BYTES"
+    )
+    # Streaming: each yielded chunk's raw size (base64 keeps it under RunPod's ~1 MB).
+    stream_chunk_bytes: int = Field(
+        256 * 1024, ge=4096, le=700 * 1024, validation_alias="ODEATTS_STREAM_CHUNK_BYTES"
+    )
+    # "plain": an async handler, output is an object. "stream": an async generator
+    # handler (RunPod decides by the handler's type), /runsync output is a list.
+    handler_mode: Literal["plain", "stream"] = Field("plain", validation_alias="ODEATTS_HANDLER")
+
+    # Per job. Longer than MiniMax's per-request limit is fine: such texts are split at
+    # sentence boundaries into parts of at most part_chars and joined.
+    max_text_chars: int = Field(50_000, gt=0, le=200_000, validation_alias="ODEATTS_MAX_TEXT_CHARS")
+    part_chars: int = Field(3000, ge=200, lt=10_000, validation_alias="ODEATTS_PART_CHARS")
+    part_parallelism: int = Field(3, ge=1, le=16, validation_alias="ODEATTS_PART_PARALLELISM")
+    part_max_wait_seconds: float = Field(
+        120.0, ge=0, validation_alias="ODEATTS_PART_MAX_WAIT_SECONDS"
+    )
     # A lease or reservation older than this belongs to a worker that died: it lapses.
     # Keep it a little above RunPod's execution timeout for the endpoint.
     lease_ttl_seconds: int = Field(330, ge=30, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
@@ -101,6 +143,8 @@ class Settings(BaseSettings):
                  and len(self.key_pepper.get_secret_value()) >= 32
                  and self.key_pepper.get_secret_value() != DEV_PEPPER),
                 ("MINIMAX_API_KEY", self.minimax_api_key is not None),
+                ("BUCKET_NAME and BUCKET_ENDPOINT_URL (large results need object storage)",
+                 bool(self.bucket_name) and bool(self.bucket_endpoint_url)),
             )
             if not ok
         ]

@@ -14,7 +14,7 @@ import binascii
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,14 @@ from odeatts.errors import (
     VoiceNotFound,
 )
 
-__all__ = ["MiniMaxClient", "MiniMaxError", "Speech", "SpeechParams", "map_base_resp"]
+__all__ = [
+    "MiniMaxClient",
+    "MiniMaxError",
+    "Speech",
+    "SpeechParams",
+    "StreamEnd",
+    "map_base_resp",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,17 @@ class SpeechParams:
 @dataclass(frozen=True, slots=True)
 class Speech:
     audio: bytes
+    duration_ms: int
+    sample_rate: int
+    format: str
+    billed_characters: int | None
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The final event of a stream: what MiniMax says it made (and bills)."""
+
     duration_ms: int
     sample_rate: int
     format: str
@@ -181,6 +199,57 @@ class MiniMaxClient:
                                 retry_gate=retry_gate)
         return _speech(body, params.format)
 
+    async def stream(self, params: SpeechParams, *, request_id: str,
+                     retry_gate: RetryGate | None = None) -> AsyncIterator[bytes | StreamEnd]:
+        """SSE synthesis: audio chunks as MiniMax makes them, then one ``StreamEnd``.
+
+        A failure before the first chunk is retried like any call; after it, the
+        stream is broken and the error surfaces (the caller has partial audio).
+        """
+        attempt = 0
+        while True:
+            delivered = False
+            try:
+                async for item in self._stream_once(params, request_id):
+                    delivered = True
+                    yield item
+                return
+            except MiniMaxError as failure:
+                if delivered or not failure.retry or attempt >= self._max_retries:
+                    raise failure.error from failure
+                await self._backoff(attempt, failure, retry_gate)
+                attempt += 1
+
+    async def _stream_once(self, params: SpeechParams, request_id: str
+                           ) -> AsyncIterator[bytes | StreamEnd]:
+        body = params.body()
+        body.pop("output_format")
+        body.update(stream=True, stream_options={"exclude_aggregated_audio": True})
+        path = "/v1/t2a_v2"
+        try:
+            async with self._http.stream("POST", path, json=body, headers=self._headers,
+                                         params=self._params) as response:
+                trace_id = response.headers.get("Trace-Id")
+                _check_http(response, path, request_id, trace_id)
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # Errors before streaming come as a plain JSON body with HTTP 200.
+                    await response.aread()
+                    self._check_base(_json(response, path, request_id, trace_id), path,
+                                     request_id, trace_id)
+                    raise MiniMaxError(UpstreamUnavailable(), retry=True)
+                async for event in _sse_events(response):
+                    self._check_base(event, path, request_id, trace_id)
+                    item = _stream_item(event, params.format, trace_id)
+                    if item is not None:
+                        yield item
+                    if isinstance(item, StreamEnd):
+                        return
+        except httpx.HTTPError as exc:
+            log.warning("minimax stream %s for request %s", type(exc).__name__, request_id)
+            raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+        log.warning("minimax stream ended without its final event (request %s)", request_id)
+        raise MiniMaxError(UpstreamUnavailable(), retry=True)
+
     async def list_voices(self, voice_type: str = "all", *, request_id: str = "admin"
                           ) -> dict[str, Any]:
         """``POST /v1/get_voice``: system, cloned and designed voices of our account."""
@@ -220,11 +289,15 @@ class MiniMaxClient:
             except MiniMaxError as failure:
                 if not failure.retry or attempt >= self._max_retries:
                     raise failure.error from failure
-                delay = self._retry_base * (4 if failure.busy else 1) * 2**attempt
-                await self._sleep(delay * (0.5 + random.random()))
-                if retry_gate is not None:
-                    await retry_gate()
+                await self._backoff(attempt, failure, retry_gate)
                 attempt += 1
+
+    async def _backoff(self, attempt: int, failure: MiniMaxError,
+                       retry_gate: RetryGate | None) -> None:
+        delay = self._retry_base * (4 if failure.busy else 1) * 2**attempt
+        await self._sleep(delay * (0.5 + random.random()))
+        if retry_gate is not None:
+            await retry_gate()
 
     async def _attempt(self, path: str, payload: dict[str, Any] | None, *, request_id: str,
                        **multipart: Any) -> dict[str, Any]:
@@ -241,6 +314,14 @@ class MiniMaxClient:
         trace_id = response.headers.get("Trace-Id")
         _check_http(response, path, request_id, trace_id)
         body = _json(response, path, request_id, trace_id)
+        self._check_base(body, path, request_id, trace_id)
+        body.setdefault("trace_id", trace_id)
+        return body
+
+    @staticmethod
+    def _check_base(body: dict[str, Any], path: str, request_id: str, trace_id: str | None
+                    ) -> None:
+        """MiniMax answers most errors with HTTP 200: base_resp decides."""
         base = body.get("base_resp") or {}
         code = base.get("status_code")
         if code != 0:
@@ -248,8 +329,6 @@ class MiniMaxClient:
             log.warning("minimax %s base_resp %s %r (request %s, trace %s)", path, code,
                         msg[:200], request_id, trace_id or body.get("trace_id"))
             raise map_base_resp(int(code) if isinstance(code, int) else 1000, msg)
-        body.setdefault("trace_id", trace_id)
-        return body
 
 
 def _check_http(response: httpx.Response, path: str, request_id: str, trace: str | None) -> None:
@@ -278,6 +357,44 @@ def _json(response: httpx.Response, path: str, request_id: str, trace: str | Non
     if not isinstance(body, dict):
         raise MiniMaxError(UpstreamUnavailable(), retry=True)
     return body
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events of JSON objects; a ``[DONE]`` terminator is tolerated."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif not line.strip() and data:
+            payload, data = "\n".join(data), []
+            if payload.strip() == "[DONE]":
+                return
+            try:
+                event = json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+            if isinstance(event, dict):
+                yield event
+
+
+def _stream_item(event: dict[str, Any], fmt: str, trace_id: str | None
+                 ) -> bytes | StreamEnd | None:
+    data, extra = event.get("data") or {}, event.get("extra_info")
+    if data.get("status") == 2 or extra:
+        extra = extra or {}
+        try:
+            duration_ms = int(extra["audio_length"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
+        return StreamEnd(duration_ms=duration_ms,
+                         sample_rate=int(extra.get("audio_sample_rate") or 0),
+                         format=str(extra.get("audio_format") or fmt),
+                         billed_characters=_int_or_none(extra.get("usage_characters")),
+                         trace_id=trace_id or event.get("trace_id"))
+    try:
+        return binascii.unhexlify(data.get("audio") or "") or None
+    except (binascii.Error, TypeError) as exc:
+        raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
 
 
 def _speech(body: dict[str, Any], fmt: str) -> Speech:

@@ -1,13 +1,17 @@
 """The one place that orders the steps of a job (design.md, "one straight path").
 
 speech:  parse -> voice (cached) -> Postgres: authenticate + reserve -> Redis: admit
-         -> MiniMax -> Postgres: settle -> Redis: release the lease
+         -> MiniMax (one call, or several parts for a long text) -> object storage when
+         the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
+stream:  the same, but audio chunks are yielded as MiniMax streams them, then a final
+         item with the metadata and quota
 voices:  authenticate -> the active catalogue, filtered
 usage:   authenticate -> plan, limits, cycle and recent usage rows
 
 Every exit after the reservation gives back what it took: a refusal or a failure
 releases the reservation (nothing charged), and the lease is released on success,
-failure and cancellation alike.
+failure and cancellation alike. A stream the caller cancels midway is charged for
+the audio it had already delivered; a stream MiniMax breaks is charged nothing.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import base64
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from odeatts import quota
+from odeatts.audio import delivered_ms, join
 from odeatts.config import Settings
 from odeatts.errors import (
     ConcurrencyLimited,
+    InvalidRequest,
     OdeaError,
     RateLimited,
     UpstreamBusy,
@@ -36,9 +43,11 @@ from odeatts.errors import (
 from odeatts.estimate import estimate_ms
 from odeatts.keys import hash_key, looks_like_key
 from odeatts.limits import Decision, Limiter
-from odeatts.minimax import MiniMaxClient, Speech, SpeechParams
-from odeatts.models import FAILED, REFUSED, Plan, Usage, User, utcnow
+from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
+from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
 from odeatts.schemas import ParsedJob, SpeechRequest, UsageRequest, VoicesRequest
+from odeatts.storage import Storage
+from odeatts.text import split_text
 from odeatts.voices import VoiceCatalogue, voice_dict
 
 __all__ = ["Pipeline"]
@@ -50,6 +59,17 @@ log = logging.getLogger(__name__)
 _NO_KEY = "0" * 64
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A speech job ready for MiniMax: its voice, its parts and its reservation."""
+
+    id: str
+    request: SpeechRequest
+    voice: Voice
+    parts: list[SpeechParams]
+    reservation: quota.Reservation
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -57,6 +77,7 @@ class Pipeline:
     limiter: Limiter
     minimax: MiniMaxClient
     voices: VoiceCatalogue
+    storage: Storage | None = None
     clock: Callable[[], dt.datetime] = utcnow
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
@@ -73,15 +94,54 @@ class Pipeline:
         await self.minimax.aclose()
         await self.sessions.kw["bind"].dispose()
 
-    def _key_hash(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> str:
-        plain = request.api_key.get_secret_value()
-        return hash_key(plain, self.settings.pepper) if looks_like_key(plain) else _NO_KEY
-
-    @property
-    def _stale_after(self) -> dt.timedelta:
-        return dt.timedelta(seconds=self.settings.lease_ttl_seconds)
-
+    # ------------------------------------------------------------------ speech
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
+        job = await self._prepare(job_id, request)
+        async with self._metered(job):
+            speeches = await self._synthesize(job)
+            audio = join([s.audio for s in speeches], request.format)
+            duration = sum(s.duration_ms for s in speeches)
+            delivery = await self._deliver(job, audio)
+            view = await self._settle(job, duration, speeches[0].trace_id,
+                                      sum(s.billed_characters or 0 for s in speeches))
+        return {**delivery, **self._metadata(job, duration, speeches[0].sample_rate, view)}
+
+    async def speech_stream(self, job_id: str, request: SpeechRequest
+                            ) -> AsyncIterator[dict[str, Any]]:
+        """Audio chunks as MiniMax streams them (parts in order), then the metadata."""
+        job = await self._prepare(job_id, request)
+        sent = bytearray()
+        chunks = 0
+        async with self._metered(job):
+            ends: list[StreamEnd] = []
+            try:
+                for index, params in enumerate(job.parts):
+                    await self._part_slot(job, index)
+                    async for item in self.minimax.stream(
+                            params, request_id=f"{job.id}:{index}",
+                            retry_gate=lambda p=params: self._upstream_slot(job.id, len(p.text))):
+                        if isinstance(item, StreamEnd):
+                            ends.append(item)
+                            continue
+                        for piece in _pieces(item, self.settings.stream_chunk_bytes):
+                            sent += piece
+                            yield {"chunk": chunks, "format": request.format,
+                                   "audio_base64": base64.b64encode(piece).decode("ascii")}
+                            chunks += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                await self._charge_delivered(job, bytes(sent))
+                raise
+            except OdeaError as exc:
+                exc.details.update(delivered_chunks=chunks, charged_seconds=0)
+                raise
+            duration = sum(e.duration_ms for e in ends)
+            view = await self._settle(job, duration, ends[0].trace_id,
+                                      sum(e.billed_characters or 0 for e in ends))
+        yield {"done": True, "chunks": chunks,
+               **self._metadata(job, duration, ends[0].sample_rate, view)}
+
+    async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
+        """Everything that can refuse a job before anything is reserved, then reserve."""
         key_hash = self._key_hash(request)
         voice = await self.voices.get(request.voice)
         if voice is None:
@@ -90,62 +150,150 @@ class Pipeline:
             names = [v.name for v in await self.voices.active()]
             raise VoiceNotFound(f"Unknown voice `{request.voice}`.",
                                 details={"field": "voice", "voices": names})
-        model = request.model or self.settings.minimax_model
-        meta = quota.JobMeta(job_id=job_id, voice=voice.name, model=model,
-                             text_chars=len(request.text),
-                             estimated_ms=estimate_ms(request.text, request.speed))
-        reservation = await quota.reserve(self.sessions, key_hash=key_hash, job=meta,
-                                          now=self.clock(), stale_after=self._stale_after)
-        params = SpeechParams(
-            text=request.text, voice_id=voice.minimax_voice_id, model=model,
-            speed=request.speed, pitch=request.pitch, volume=request.volume,
-            emotion=request.emotion, sample_rate=request.sample_rate, bitrate=request.bitrate,
-            format=request.format, language_boost=request.language_boost or voice.language_boost,
-        )
-        speech, view = await self._admitted(job_id, reservation, params)
-        log.info("job %s user %s voice %s: %d ms charged (estimate %d ms, trace %s)", job_id,
-                 reservation.caller.user_id, voice.name, speech.duration_ms,
-                 meta.estimated_ms, speech.trace_id)
-        return {
-            "audio_base64": base64.b64encode(speech.audio).decode("ascii"),
-            "format": speech.format,
-            "duration_seconds": round(speech.duration_ms / 1000, 3),
-            "sample_rate": speech.sample_rate or request.sample_rate,
-            "voice": voice.name,
-            "characters": len(request.text),
-            "quota": {"used_seconds": view.used_ms / 1000,
-                      "remaining_seconds": view.remaining_ms / 1000},
-            "request_id": job_id,
-        }
+        estimate = estimate_ms(request.text, request.speed)
+        self._check_delivery(request, estimate)
+        parts = self._parts(request, voice)
+        meta = quota.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
+                             text_chars=len(request.text), estimated_ms=estimate)
+        reservation = await quota.reserve(
+            self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
+            stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds))
+        return _Job(job_id, request, voice, parts, reservation)
 
-    async def _admitted(self, job_id: str, reservation: quota.Reservation,
-                        params: SpeechParams) -> tuple[Speech, quota.QuotaView]:
-        """Admission, synthesis and settlement; releases everything on every other exit."""
-        caller = reservation.caller
+    def _parts(self, request: SpeechRequest, voice: Voice) -> list[SpeechParams]:
+        texts = split_text(request.text, self.settings.part_chars)
+        if len(texts) > 1 and request.format == "flac":
+            raise InvalidRequest(
+                f"flac cannot be joined: use mp3, wav or pcm for texts over "
+                f"{self.settings.part_chars} characters.", details={"field": "format"})
+        base = SpeechParams(
+            text="", voice_id=voice.minimax_voice_id,
+            model=request.model or self.settings.minimax_model, speed=request.speed,
+            pitch=request.pitch, volume=request.volume, emotion=request.emotion,
+            sample_rate=request.sample_rate, bitrate=request.bitrate, format=request.format,
+            language_boost=request.language_boost or voice.language_boost)
+        return [replace(base, text=t) for t in texts]
+
+    def _check_delivery(self, request: SpeechRequest, estimate: int) -> None:
+        """Refuse up front what could never be delivered, before anything is charged."""
+        if request.stream:
+            return
+        size = _estimated_bytes(request, estimate)
+        inline_max = self.settings.inline_max_bytes
+        if request.output == "base64" and size > inline_max:
+            raise InvalidRequest(
+                f"About {size // 1024} KB of audio is too large to return inline "
+                f"(limit {inline_max // 1024} KB); ask for output 'url'.",
+                details={"field": "output"})
+        wants_storage = request.output == "url" or size > inline_max
+        if wants_storage and self.storage is None:
+            field = "output" if request.output == "url" else "text"
+            raise InvalidRequest(
+                "This deployment has no object storage: audio must fit inline "
+                f"(about {inline_max // 1024} KB).", details={"field": field})
+
+    @asynccontextmanager
+    async def _metered(self, job: _Job) -> AsyncIterator[None]:
+        """Admission, then the body; gives back the reservation and the lease on any exit."""
+        caller = job.reservation.caller
         try:
-            decision = await self._admit(job_id, caller, len(params.text))
+            decision = await self._admit(job.id, caller, len(job.parts[0].text))
         except BaseException as exc:
-            await self._release(reservation, FAILED, exc)
+            await self._release(job.reservation, FAILED, exc)
             raise
         if not decision.allowed:
             error = _refusal(decision, caller)
-            await self._release(reservation, REFUSED, error)
+            await self._release(job.reservation, REFUSED, error)
             raise error
         try:
-            speech = await self.minimax.synthesize(
-                params, request_id=job_id,
-                retry_gate=lambda: self._upstream_slot(job_id, len(params.text)))
-            view = await quota.settle(self.sessions, reservation=reservation,
-                                      duration_ms=speech.duration_ms,
-                                      billed_characters=speech.billed_characters,
-                                      trace_id=speech.trace_id, now=self.clock())
+            yield
         except BaseException as exc:
-            await self._release(reservation, FAILED, exc)
+            # A no-op when the job was already settled (the row is no longer reserved).
+            await self._release(job.reservation, FAILED, exc)
             raise
         finally:
-            await self.limiter.release(user_id=caller.user_id, lease_id=job_id)
-        return speech, view
+            await self.limiter.release(user_id=caller.user_id, lease_id=job.id)
 
+    async def _synthesize(self, job: _Job) -> list[Speech]:
+        """All parts, at most ``part_parallelism`` at once; one failure cancels the rest."""
+        gate = asyncio.Semaphore(self.settings.part_parallelism)
+
+        async def one(index: int, params: SpeechParams) -> Speech:
+            async with gate:
+                await self._part_slot(job, index)
+                return await self.minimax.synthesize(
+                    params, request_id=f"{job.id}:{index}" if len(job.parts) > 1 else job.id,
+                    retry_gate=lambda: self._upstream_slot(job.id, len(params.text)))
+
+        tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(job.parts)]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [r for r in results if isinstance(r, Speech)]
+
+    async def _part_slot(self, job: _Job, index: int) -> None:
+        """The first part's upstream slot came with admission; later parts take their own,
+        waiting longer than a single request would: a long text can need more than a
+        minute of the account's TPM, and the caller is already committed to the job."""
+        if index > 0:
+            await self._upstream_slot(job.id, len(job.parts[index].text),
+                                      max_wait=self.settings.part_max_wait_seconds)
+
+    async def _deliver(self, job: _Job, audio: bytes) -> dict[str, Any]:
+        request = job.request
+        inline = request.output == "base64" or (
+            request.output == "auto" and len(audio) <= self.settings.inline_max_bytes)
+        if inline and len(audio) <= self.settings.inline_max_bytes:
+            return {"audio_base64": base64.b64encode(audio).decode("ascii")}
+        if self.storage is None or request.output == "base64":
+            # The estimate said it would fit; the audio did not. Never send an oversize
+            # inline result (RunPod would drop it silently).
+            raise InvalidRequest(
+                f"The audio ({len(audio) // 1024} KB) is too large to return inline.",
+                details={"field": "output"})
+        url = await self.storage.put_audio(audio, job_id=job.id, fmt=request.format)
+        return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
+
+    async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
+                      error_code: str | None = None) -> quota.QuotaView:
+        view = await quota.settle(self.sessions, reservation=job.reservation,
+                                  duration_ms=duration_ms, billed_characters=billed or None,
+                                  trace_id=trace_id, now=self.clock(), error_code=error_code)
+        log.info("job %s user %s voice %s: %d ms charged (estimate %d ms, %d parts, trace %s)",
+                 job.id, job.reservation.caller.user_id, job.voice.name, duration_ms,
+                 job.reservation.estimated_ms, len(job.parts), trace_id)
+        return view
+
+    async def _charge_delivered(self, job: _Job, sent: bytes) -> None:
+        """A stream the caller stopped: charge what they had received, nothing more."""
+        if not sent:
+            return
+        try:
+            duration = delivered_ms(sent, job.request.format, job.request.sample_rate)
+            await self._settle(job, duration, None, 0, error_code="cancelled")
+        except Exception:
+            log.exception("could not charge the delivered part of job %s", job.id)
+
+    def _metadata(self, job: _Job, duration_ms: int, sample_rate: int,
+                  view: quota.QuotaView) -> dict[str, Any]:
+        return {
+            "format": job.request.format,
+            "duration_seconds": round(duration_ms / 1000, 3),
+            "sample_rate": sample_rate or job.request.sample_rate,
+            "voice": job.voice.name,
+            "characters": len(job.request.text),
+            "quota": {"used_seconds": view.used_ms / 1000,
+                      "remaining_seconds": view.remaining_ms / 1000},
+            "request_id": job.id,
+        }
+
+    # --------------------------------------------------------------- admission
     async def _admit(self, job_id: str, caller: quota.Caller, chars: int) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
@@ -155,27 +303,24 @@ class Pipeline:
                                                 chars=chars)
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
-            pause = decision.retry_after + random.uniform(0, 0.05)
-            await asyncio.sleep(pause)
-            waited += pause
+            waited += await _pause(decision)
 
-    async def _upstream_slot(self, job_id: str, chars: int) -> None:
+    async def _upstream_slot(self, job_id: str, chars: int, max_wait: float | None = None
+                             ) -> None:
+        limit = self.settings.upstream_max_wait_seconds if max_wait is None else max_wait
         waited = 0.0
         while True:
             decision = await self.limiter.acquire_upstream(lease_id=job_id, chars=chars)
             if decision.allowed:
                 return
-            if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
+            if not _worth_waiting(decision, waited, limit):
                 raise UpstreamBusy(retry_after=decision.retry_after)
-            pause = decision.retry_after + random.uniform(0, 0.05)
-            await asyncio.sleep(pause)
-            waited += pause
+            waited += await _pause(decision)
 
     async def _release(self, reservation: quota.Reservation, status: str,
                        exc: BaseException) -> None:
         code = exc.code if isinstance(exc, OdeaError) else (
             "cancelled" if not isinstance(exc, Exception) else "internal")
-        log.info("job reservation %s released: %s", reservation.usage_id, code)
         try:
             await quota.release(self.sessions, reservation=reservation, status=status,
                                 error_code=code, now=self.clock())
@@ -183,6 +328,11 @@ class Pipeline:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
             log.error("could not release reservation %s; it will lapse", reservation.usage_id)
 
+    def _key_hash(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> str:
+        plain = request.api_key.get_secret_value()
+        return hash_key(plain, self.settings.pepper) if looks_like_key(plain) else _NO_KEY
+
+    # ------------------------------------------------------------ other actions
     async def list_voices(self, request: VoicesRequest) -> dict[str, Any]:
         await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
                                  now=self.clock())
@@ -194,15 +344,15 @@ class Pipeline:
         return {"voices": voices}
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
-        caller = await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
-                                 now=self.clock())
         now = self.clock()
+        caller = await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
+                                          now=now)
+        stale = now - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with quota.database_errors():
             async with self.sessions() as session:
                 user, plan = (await session.execute(
                     select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                reserved = await quota.live_reserved_ms(session, user_id=user.id,
-                                                        since=now - self._stale_after)
+                reserved = await quota.live_reserved_ms(session, user_id=user.id, since=stale)
                 rows = (await session.execute(
                     select(Usage).where(Usage.user_id == user.id)
                     .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
@@ -219,9 +369,28 @@ class Pipeline:
         }
 
 
+def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:
+    seconds = estimate_ms / 1000
+    if request.format == "mp3":
+        return int(seconds * request.bitrate / 8)
+    pcm = int(seconds * request.sample_rate * 2)
+    return pcm // 2 if request.format == "flac" else pcm
+
+
+def _pieces(audio: bytes, size: int) -> list[bytes]:
+    """Stream chunks no larger than RunPod carries (the caller concatenates them)."""
+    return [audio[i:i + size] for i in range(0, len(audio), size)]
+
+
 def _worth_waiting(decision: Decision, waited: float, max_wait: float) -> bool:
     return (not decision.allowed and decision.reason == "upstream"
             and waited + decision.retry_after <= max_wait)
+
+
+async def _pause(decision: Decision) -> float:
+    pause = decision.retry_after + random.uniform(0, 0.05)
+    await asyncio.sleep(pause)
+    return pause
 
 
 def _refusal(decision: Decision, caller: quota.Caller) -> OdeaError:

@@ -255,8 +255,13 @@ async def settle(
     billed_characters: int | None,
     trace_id: str | None,
     now: dt.datetime,
+    error_code: str | None = None,
 ) -> QuotaView:
-    """Charge the real duration, once. Returns the caller's quota after the charge."""
+    """Charge the real duration, once. Returns the caller's quota after the charge.
+
+    ``error_code`` marks a partial delivery (a stream the caller cancelled midway):
+    charged for what was delivered, and recorded as such.
+    """
     user_id = reservation.caller.user_id
     try:
         with database_errors():
@@ -275,7 +280,8 @@ async def settle(
                     .where(Usage.id == reservation.usage_id,
                            Usage.attempts == reservation.attempt, Usage.status == RESERVED)
                     .values(status=SUCCEEDED, duration_ms=duration_ms, settled_at=now,
-                            billed_characters=billed_characters, trace_id=trace_id)
+                            billed_characters=billed_characters, trace_id=trace_id,
+                            error_code=error_code)
                 )
                 if marked.rowcount != 1:  # type: ignore[attr-defined]
                     raise _TakenOver()  # rolls the charge back with the transaction

@@ -5,7 +5,7 @@ Accepted input shapes (``input`` of a RunPod job)::
     {"api_key": "odea_...", "text": "...", "voice": "british-female",       # action "speech"
      "speed"?: 0.5-2.0, "pitch"?: -12..12, "volume"?: (0, 10], "emotion"?: ...,
      "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
-     "language_boost"?: ...}
+     "language_boost"?: ..., "stream"?: false, "output"?: "auto" | "base64" | "url"}
     {"api_key": "odea_...", "action": "voices", "language"?: "en-NG", "gender"?: "female"}
     {"api_key": "odea_...", "action": "usage", "limit"?: 1-100}
 
@@ -18,7 +18,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from odeatts.errors import InvalidRequest, Unauthorized
 
@@ -27,6 +35,7 @@ __all__ = [
     "EMOTIONS",
     "MODELS",
     "SAMPLE_RATES",
+    "STREAM_FORMATS",
     "JobRequest",
     "ParsedJob",
     "SpeechRequest",
@@ -44,6 +53,9 @@ EMOTIONS = (
 )
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
 BITRATES = (32000, 64000, 128000, 256000)
+# What a stream can carry and still be charged fairly if the caller stops it midway:
+# MiniMax streams no wav, and a partial FLAC cannot be measured.
+STREAM_FORMATS = ("mp3", "pcm")
 
 
 class _Input(BaseModel):
@@ -63,8 +75,18 @@ class SpeechRequest(_Input):
     model: Literal[MODELS] | None = None  # type: ignore[valid-type]
     sample_rate: Literal[SAMPLE_RATES] = 32000  # type: ignore[valid-type]
     bitrate: Literal[BITRATES] = 128000  # type: ignore[valid-type]
-    format: Literal["mp3"] = "mp3"
+    format: Literal["mp3", "wav", "pcm", "flac"] = "mp3"
     language_boost: str | None = Field(None, max_length=32)
+    stream: bool = False
+    output: Literal["auto", "base64", "url"] = "auto"
+
+    @model_validator(mode="after")
+    def _stream_combinations(self) -> SpeechRequest:
+        if self.stream and self.format not in STREAM_FORMATS:
+            raise ValueError(f"format {self.format!r} cannot be streamed; use mp3 or pcm")
+        if self.stream and self.output == "url":
+            raise ValueError("a streamed job yields its audio; output 'url' is for stream false")
+        return self
 
 
 class VoicesRequest(_Input):
@@ -120,7 +142,7 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     first = exc.errors(include_url=False, include_input=False)[0]
     # The discriminator ("speech") appears in the location of union members; drop it.
     loc = [str(p) for p in first["loc"] if p not in ("speech", "voices", "usage")]
-    field = ".".join(loc) or "input"
+    field = ".".join(loc) or ("stream" if first["type"] == "value_error" else "input")
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         field = "action"
         return InvalidRequest(
@@ -129,5 +151,5 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     if first["type"] == "extra_forbidden":
         message = f"Unknown field `{field}`."
     else:
-        message = f"`{field}`: {first['msg']}."
+        message = f"`{field}`: {first['msg'].removeprefix('Value error, ')}."
     return InvalidRequest(message, details={"field": field})

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -20,11 +22,12 @@ from redis.asyncio import Redis
 
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
-from odeatts.errors import InternalError, OdeaError
+from odeatts.errors import InternalError, InvalidRequest, OdeaError
 from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
 from odeatts.minimax import MiniMaxClient
 from odeatts.pipeline import Pipeline
-from odeatts.schemas import parse_job
+from odeatts.schemas import SpeechRequest, parse_job
+from odeatts.storage import build_storage
 from odeatts.voices import VoiceCatalogue
 
 __all__ = ["Worker", "build_limiter", "build_pipeline"]
@@ -61,7 +64,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
                          pool_size=min(settings.max_concurrency, 20))
     sessions = make_sessionmaker(engine)
     return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings),
-                    minimax=build_minimax(settings), voices=VoiceCatalogue(sessions))
+                    minimax=build_minimax(settings), voices=VoiceCatalogue(sessions),
+                    storage=build_storage(settings))
 
 
 class Worker:
@@ -84,17 +88,54 @@ class Worker:
             self._pipeline = self._loop = None
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The plain handler: one job, one object (``ODEATTS_HANDLER=plain``)."""
         job_id = job.get("id") if isinstance(job, dict) else None
         try:
             parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
+                raise InvalidRequest("This endpoint does not stream; send stream: false or "
+                                     "use the streaming endpoint.", details={"field": "stream"})
             return await self.pipeline().run(parsed)
         except OdeaError as exc:
-            log.info("job %s failed: %s", job_id, exc.code)
-            return {"error": exc.to_wire()}
+            return _failed(job_id, exc)
         except Exception:
             log.exception("job %s crashed", job_id)
             return {"error": InternalError().to_wire()}
 
+    async def handle_stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The streaming handler (``ODEATTS_HANDLER=stream``): RunPod sees a generator.
+
+        ``stream: true`` yields audio chunks then a final item; anything else yields its
+        one result. An error is yielded as ``{"error": ...}``, which ends the job FAILED.
+        """
+        job_id = job.get("id") if isinstance(job, dict) else None
+        try:
+            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            request = parsed.request
+            if isinstance(request, SpeechRequest) and request.stream:
+                # aclosing: when RunPod stops consuming (cancel), the pipeline's own
+                # generator must close now and charge what it delivered, not at GC time.
+                async with aclosing(self.pipeline().speech_stream(parsed.id, request)) as items:
+                    async for item in items:
+                        yield item
+            else:
+                yield await self.pipeline().run(parsed)
+        except OdeaError as exc:
+            yield _failed(job_id, exc)
+        except Exception:
+            log.exception("job %s crashed", job_id)
+            yield {"error": InternalError().to_wire()}
+
+    @property
+    def handler(self) -> Callable[[dict[str, Any]], Any]:
+        """What RunPod is given: it decides by the function's type whether to stream."""
+        return self.handle_stream if self.settings.handler_mode == "stream" else self.handle
+
     def concurrency(self, current: int) -> int:
         """RunPod's concurrency_modifier: jobs are I/O-bound, so run many per worker."""
         return self.settings.max_concurrency
+
+
+def _failed(job_id: str | None, exc: OdeaError) -> dict[str, Any]:
+    log.info("job %s failed: %s", job_id, exc.code)
+    return {"error": exc.to_wire()}

@@ -19,6 +19,8 @@ PRODUCTION = {
     "REDIS_URL": "redis://cache.internal:6379/0",
     "ODEATTS_KEY_PEPPER": "p" * 32,
     "MINIMAX_API_KEY": "mm-key",
+    "BUCKET_NAME": "odeatts-audio",
+    "BUCKET_ENDPOINT_URL": "https://s3.example.com",
 }
 
 
@@ -94,9 +96,11 @@ def test_complete_production_config_is_accepted(monkeypatch: pytest.MonkeyPatch)
         ({"ODEATTS_KEY_PEPPER": "p" * 31}, "ODEATTS_KEY_PEPPER"),
         ({"ODEATTS_KEY_PEPPER": DEV_PEPPER}, "ODEATTS_KEY_PEPPER"),
         ({"MINIMAX_API_KEY": None}, "MINIMAX_API_KEY"),
+        ({"BUCKET_NAME": None}, "BUCKET_NAME"),
+        ({"BUCKET_ENDPOINT_URL": None}, "BUCKET_NAME"),
     ],
     ids=["no-db", "sqlite-db", "no-redis", "no-pepper", "short-pepper", "dev-pepper",
-         "no-minimax-key"],
+         "no-minimax-key", "no-bucket", "no-bucket-endpoint"],
 )
 def test_production_refuses_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str | None], named: str
@@ -106,14 +110,16 @@ def test_production_refuses_what_is_missing(
     message = refusal()
     assert "production" in message and named in message
     # Only what is wrong is named, so the operator is not sent hunting.
-    others = {"DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY"} - {named}
+    others = {"DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY",
+              "BUCKET_NAME"} - {named}
     assert not any(other in message for other in others)
 
 
 def test_production_names_everything_missing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ODEATTS_ENV", "production")
     message = refusal()
-    for name in ("DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY"):
+    for name in ("DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY",
+                 "BUCKET_NAME"):
         assert name in message
 
 

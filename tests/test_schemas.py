@@ -69,7 +69,7 @@ def test_text_is_stripped() -> None:
         ({"model": "speech-99"}, "model"),
         ({"sample_rate": 12345}, "sample_rate"),
         ({"bitrate": 1}, "bitrate"),
-        ({"format": "wav"}, "format"),
+        ({"format": "ogg"}, "format"),
         ({"language_boost": "x" * 33}, "language_boost"),
         ({"voice": "v" * 65}, "voice"),
         ({"text": ""}, "text"),
