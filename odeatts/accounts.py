@@ -14,17 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from odeatts.errors import AdminError
 from odeatts.keys import NewKey, generate_key
 from odeatts.models import ApiKey, Plan, User, Voice, utcnow
 
-__all__ = ["AdminError", "CreatedUser", "add_voice", "create_user", "next_month", "user_dict"]
+__all__ = ["CreatedUser", "add_voice", "create_user", "next_month", "user_dict"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
-
-
-class AdminError(Exception):
-    """An operator's mistake (unknown plan, duplicate email...): message, no traceback."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@
         ├── ServiceUnavailable     503 service_unavailable: Postgres, Redis or our account is down
         └── InternalError          500 internal: a bug; the log has the rest
 
+``AdminError`` stands apart: an operator's mistake in an admin command (unknown plan,
+duplicate email); the CLI prints its message and exits 2. Callers never see one.
+
 Each class has a stable ``code`` (documented in the README, never renamed), an
 HTTP-like ``status`` (RunPod has no per-job status, so it travels inside the error),
 ``retryable`` and a caller-safe message. ``details`` holds caller-safe extras such as
@@ -31,6 +34,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ERROR_CODES",
+    "AdminError",
     "CallerError",
     "ConcurrencyLimited",
     "ContentRejected",
@@ -208,3 +212,7 @@ def _leaves(cls: type[OdeaError]) -> list[type[OdeaError]]:
 
 
 ERROR_CODES: dict[str, type[OdeaError]] = {leaf.code: leaf for leaf in _leaves(OdeaError)}
+
+
+class AdminError(Exception):
+    """An operator's mistake in an admin command: a message for a person, no traceback."""

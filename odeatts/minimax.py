@@ -140,7 +140,8 @@ def _params(_: int, msg: str) -> MiniMaxError:
 
 def _voice(code: int, msg: str) -> MiniMaxError:
     log.error("ALERT voice not available at minimax: code %s (%s)", code, msg[:200])
-    return MiniMaxError(VoiceNotFound("This voice is not available right now."), retry=False)
+    return MiniMaxError(VoiceNotFound("This voice is not available right now.",
+                                      details={"upstream_code": code}), retry=False)
 
 
 def _rejected(code: int, msg: str) -> MiniMaxError:
@@ -272,7 +273,9 @@ class MiniMaxClient:
         """``POST /v1/voice_clone``; a preview text is billed and needs a model."""
         payload: dict[str, Any] = {"file_id": file_id, "voice_id": voice_id}
         if preview_text:
-            payload.update(text=preview_text, model=model)
+            payload["text"] = preview_text
+            if model:
+                payload["model"] = model
         return await self._call("/v1/voice_clone", payload, request_id=request_id)
 
     async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",

@@ -26,7 +26,8 @@ from odeatts.cli import app
 from odeatts.config import Settings
 from odeatts.keys import hash_key
 from odeatts.migrate import sync_url
-from odeatts.models import ApiKey, Plan
+from odeatts.models import ApiKey, Plan, Voice
+from odeatts.worker import Worker
 from tests.conftest import JobRunner
 from tests.test_migrations import empty_database
 
@@ -43,7 +44,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     assert settings.database_url and settings.key_pepper
     return {"DATABASE_URL": settings.database_url,
             "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
-            "ODEATTS_DATA_DIR": str(settings.data_dir)}
+            "ODEATTS_DATA_DIR": str(settings.data_dir),
+            "MINIMAX_BASE_URL": settings.minimax_base_url, "MINIMAX_API_KEY": "emulator-key"}
 
 
 @pytest.fixture
@@ -221,12 +223,15 @@ async def test_an_added_voice_is_usable_by_name(invoke: Invoke, run_job: JobRunn
     assert "English_CalmWoman" not in json.dumps(listed)
 
 
-async def test_the_added_minimax_id_is_what_reaches_minimax(
-    invoke: Invoke, run_job: JobRunner, emu: Emulator
+async def test_a_voice_minimax_has_dropped_is_voice_not_found_and_free(
+    invoke: Invoke, run_job: JobRunner, emu: Emulator, worker: Worker
 ) -> None:
-    """A name MiniMax does not know gets past our catalogue and is refused upstream."""
-    added = await asyncio.to_thread(add_voice, invoke, "ghost-voice", "No_Such_Voice_Id")
-    assert added.exit_code == 0, added.stderr
+    """The catalogue's MiniMax id is what reaches MiniMax: one MiniMax no longer knows
+    (an expired clone) is refused upstream, and nothing is charged. `voices add` would
+    refuse such an id, so the row is written directly, as if the clone had expired."""
+    async with worker.pipeline().sessions() as session, session.begin():
+        session.add(Voice(name="ghost-voice", minimax_voice_id="No_Such_Voice_Id",
+                          language="en-US", gender="female", kind="cloned", active=True))
     created = await asyncio.to_thread(create_user, invoke, "ada@example.com", "free", "--json")
     key = json.loads(created.stdout)["api_key"]
     out = await run_job(api_key=key, text=TEXT, voice="ghost-voice")

@@ -10,11 +10,22 @@ from __future__ import annotations
 import typer
 
 from odeatts.cli import db, users, voices
+from odeatts.logs import configure_logging
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Operate OdeaTTS: database, users, keys, quotas, voices and usage.")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Show the package's warnings on stderr.")) -> None:
+    """Library warnings (a MiniMax retry, say) would land above the one `error:` line an
+    operator reads; they appear only when asked for, and always with secrets masked."""
+    configure_logging("INFO" if verbose else "CRITICAL")
+
+
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(voices.app, name="voices")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -19,12 +20,13 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from odeatts.accounts import AdminError
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
-from odeatts.errors import OdeaError
+from odeatts.errors import AdminError, OdeaError
+from odeatts.minimax import MiniMaxClient
+from odeatts.worker import build_minimax
 
-__all__ = ["Sessions", "emit", "err", "fail", "out", "run", "settings", "table"]
+__all__ = ["Sessions", "emit", "err", "fail", "minimax", "out", "run", "settings", "table"]
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]
@@ -65,9 +67,19 @@ def run(work: Callable[[Sessions], Awaitable[T]]) -> T:
         fail(str(exc))
     except OdeaError as exc:
         fail(f"{exc.code}: {exc.message}", code=3 if exc.retryable else 2)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, ConnectionError) as exc:
         fail(f"database unavailable ({type(exc).__name__}); is DATABASE_URL right and "
              "migrated (admin.py db upgrade)?", code=3)
+
+
+@asynccontextmanager
+async def minimax() -> AsyncIterator[MiniMaxClient]:
+    """A MiniMax client from the same settings as the worker (voices, cloning)."""
+    client = build_minimax(settings())
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -1,0 +1,116 @@
+"""Fault rules: what can go wrong, on which endpoint, how many times.
+
+Why: the production code's retry, back-off, timeout and error mapping can
+only be trusted if tests can make MiniMax fail in every way it really does
+(error base_resp, HTTP 5xx, slowness, garbage, cut-off bodies, broken
+streams, dropped connections) on demand and reproducibly.
+
+Rule shapes (JSON or dict), each with optional "endpoint" (t2a_v2,
+files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
+"times" (default 1; null or 0 = until reset):
+  {"kind": "base_resp", "code": 1002, "msg": "..."}   HTTP 200, data null
+  {"kind": "http", "status": 502, "body": "...", "headers": {...}}
+  {"kind": "delay", "seconds": 2.5}                   then answer normally
+  {"kind": "malformed"}                               HTTP 200, body not JSON
+  {"kind": "truncated"}                               HTTP 200, JSON cut in half
+  {"kind": "stream_break", "after_chunks": 2}         SSE only: N events, then drop
+  {"kind": "stream_error", "after_chunks": 2, "code": 1000, "msg": "..."}
+  {"kind": "disconnect"}                              close without a response
+Rules are matched in registration order and the first match wins. The two
+stream_* kinds only match streaming t2a_v2 requests; other requests pass
+them by without using them up.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ENDPOINTS", "KINDS", "STREAM_KINDS", "FaultBook", "FaultRule", "parse_rule"]
+
+ENDPOINTS = frozenset({"t2a_v2", "files/upload", "voice_clone", "get_voice", "delete_voice", "*"})
+KINDS = frozenset(
+    {
+        "base_resp",
+        "http",
+        "delay",
+        "malformed",
+        "truncated",
+        "stream_break",
+        "stream_error",
+        "disconnect",
+    }
+)
+STREAM_KINDS = frozenset({"stream_break", "stream_error"})
+
+
+@dataclass
+class FaultRule:
+    """One registered fault; `remaining` None means it never runs out."""
+
+    kind: str
+    endpoint: str = "*"
+    remaining: int | None = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A kind-specific option such as code, status, seconds, after_chunks."""
+        return self.options.get(key, default)
+
+    def matches(self, endpoint: str, streaming: bool) -> bool:
+        """Whether this rule applies to a request on endpoint."""
+        if self.endpoint not in ("*", endpoint):
+            return False
+        return self.kind not in STREAM_KINDS or (endpoint == "t2a_v2" and streaming)
+
+
+def parse_rule(raw: Any) -> FaultRule:
+    """Validate a rule dict; raises ValueError with a readable reason."""
+    if not isinstance(raw, dict):
+        raise ValueError("a fault rule must be a JSON object")
+    kind, endpoint = raw.get("kind"), raw.get("endpoint", "*")
+    if kind not in KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
+    times = raw.get("times", 1)
+    if times is not None and (not isinstance(times, int) or isinstance(times, bool) or times < 0):
+        raise ValueError("times must be a non-negative integer or null")
+    options = {k: v for k, v in raw.items() if k not in ("kind", "endpoint", "times")}
+    return FaultRule(kind, endpoint, times or None, options)
+
+
+class FaultBook:
+    """Thread-safe ordered list of pending fault rules."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+
+    def add(self, rule: FaultRule) -> None:
+        """Register a rule after all existing ones."""
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        """Drop every rule."""
+        with self._lock:
+            self._rules.clear()
+
+    def pending(self) -> int:
+        """How many rules are still registered."""
+        with self._lock:
+            return len(self._rules)
+
+    def take(self, endpoint: str, streaming: bool = False) -> FaultRule | None:
+        """The first rule matching this request, using up one of its times."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(endpoint, streaming):
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                        if rule.remaining <= 0:
+                            self._rules.remove(rule)
+                    return rule
+        return None

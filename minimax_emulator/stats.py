@@ -1,0 +1,69 @@
+"""Request statistics the tests read back.
+
+Why: the production code promises to respect MiniMax's account-wide limits
+(60 RPM, concurrency) and to bill characters correctly; a test can only check
+that from the server side, by looking at when requests arrived and how many
+were in flight at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+__all__ = ["ENDPOINT_NAMES", "Stats"]
+
+ENDPOINT_NAMES = ("t2a_v2", "files/upload", "voice_clone", "get_voice", "delete_voice")
+
+
+class Stats:
+    """Thread-safe counters: requests per endpoint, t2a arrivals, concurrency, characters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero everything."""
+        with self._lock:
+            self._requests: Counter[str] = Counter(dict.fromkeys(ENDPOINT_NAMES, 0))
+            self._t2a_times: list[float] = []
+            self._in_flight = 0
+            self._in_flight_max = 0
+            self._characters = 0
+
+    def arrived(self, endpoint: str) -> None:
+        """Count a request (and time-stamp it if it is a t2a_v2 call)."""
+        with self._lock:
+            self._requests[endpoint] += 1
+            if endpoint == "t2a_v2":
+                self._t2a_times.append(time.time())
+
+    def enter(self) -> None:
+        """A t2a_v2 request started being served."""
+        with self._lock:
+            self._in_flight += 1
+            self._in_flight_max = max(self._in_flight_max, self._in_flight)
+
+    def leave(self) -> None:
+        """A t2a_v2 request finished (whatever the outcome)."""
+        with self._lock:
+            self._in_flight -= 1
+
+    def billed(self, characters: int) -> None:
+        """Add the usage_characters of a successful synthesis."""
+        with self._lock:
+            self._characters += characters
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy, as served by GET /_emulator/stats."""
+        with self._lock:
+            return {
+                "requests": dict(self._requests),
+                "t2a_timestamps": list(self._t2a_times),
+                "in_flight": self._in_flight,
+                "in_flight_max": self._in_flight_max,
+                "characters": self._characters,
+            }

@@ -1,0 +1,136 @@
+"""POST /v1/t2a_v2: validate, synthesize with espeak-ng, answer like MiniMax.
+
+Why: this is the endpoint the worker lives on. Order of checks: parameters
+(2013), invisible characters (1042), voice id (2042), format the emulator
+can produce (1000 for flac and the global-only formats). Then the configured
+latency is served (non-streaming: latency_seconds + per_char_latency_seconds
+x characters before answering; streaming: latency_seconds before the first
+event and the per-character part spread over the events, plus
+chunk_delay_seconds between events), synthesis runs in a worker thread so
+the event loop keeps serving, and the answer goes out as JSON or SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from minimax_emulator.protocol import ApiError, base_resp, json_response, read_json
+from minimax_emulator.speech import FORMATS, Synthesis, synthesize
+from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
+from minimax_emulator.streaming import Pacing, pieces, stream_events
+from minimax_emulator.textinfo import apply_tone, invisible_ratio, usage_characters, word_count
+from minimax_emulator.validation import T2ARequest, parse_t2a
+
+__all__ = ["CONTENT_TYPES", "hosted_url", "t2a_v2"]
+
+CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "application/octet-stream"}
+
+
+def hosted_url(request: web.Request, token: str) -> str:
+    """Where the emulator serves a hosted file, as the client reaches it."""
+    return f"{request.scheme}://{request.host}/_emulator/files/{token}"
+
+
+def _check(state: EmulatorState, req: T2ARequest) -> tuple[str, float]:
+    """The espeak voice and invisible ratio, or the ApiError MiniMax would give."""
+    ratio = invisible_ratio(req.text)
+    if ratio > 0.1:
+        raise ApiError(1042, "invisible character ratio exceeds limit (more than 10% of the text)")
+    voice = state.voices.espeak_voice(req.voice_id)
+    if voice is None:
+        raise ApiError(2042, "voice id not exist or no access")
+    if req.format not in FORMATS:
+        raise ApiError(1000, f"emulator: {req.format} not supported")
+    return voice, ratio
+
+
+def _synthesize(req: T2ARequest, voice: str) -> Synthesis:
+    """Blocking synthesis of a validated request (run in a thread)."""
+    return synthesize(
+        apply_tone(req.text, list(req.tone)),
+        voice,
+        speed=req.speed,
+        vol=req.vol,
+        pitch=req.pitch,
+        emotion=req.emotion,
+        sample_rate=req.sample_rate,
+        bitrate=req.bitrate,
+        fmt=req.format,
+        channels=req.channel,
+    )
+
+
+def _extra_info(req: T2ARequest, synthesis: Synthesis, ratio: float) -> dict[str, Any]:
+    return {
+        "audio_length": synthesis.duration_ms,
+        "audio_sample_rate": synthesis.sample_rate,
+        "audio_size": synthesis.size,
+        "bitrate": req.bitrate,
+        "word_count": word_count(req.text),
+        "invisible_character_ratio": ratio,
+        "usage_characters": usage_characters(req.text),
+        "audio_format": synthesis.format,
+        "audio_channel": synthesis.channels,
+    }
+
+
+def _pacing(state: EmulatorState, req: T2ARequest, events: int) -> Pacing:
+    settings = state.settings
+    per_char = settings.per_char_latency_seconds * usage_characters(req.text)
+    return Pacing(settings.latency_seconds, per_char / max(events, 1), settings.chunk_delay_seconds)
+
+
+async def _stream(
+    request: web.Request,
+    state: EmulatorState,
+    req: T2ARequest,
+    synthesis: Synthesis,
+    info: dict[str, Any],
+) -> web.StreamResponse:
+    trace_id = request[TRACE_KEY]
+    audio = pieces(synthesis)
+    whole = "" if req.exclude_aggregated_audio else synthesis.audio.hex()
+    final = {
+        "data": {"audio": whole, "status": 2},
+        "extra_info": info,
+        "trace_id": trace_id,
+        "base_resp": base_resp(),
+    }
+    pacing = _pacing(state, req, len(audio))
+    return await stream_events(request, audio, final, trace_id, pacing, request.get(FAULT_KEY))
+
+
+def _audio_field(
+    request: web.Request, state: EmulatorState, req: T2ARequest, synthesis: Synthesis
+) -> str:
+    if req.output_format == "hex":
+        return synthesis.audio.hex()
+    token = state.hosted.put(synthesis.audio, CONTENT_TYPES[synthesis.format])
+    return hosted_url(request, token)
+
+
+async def t2a_v2(request: web.Request) -> web.StreamResponse:
+    """The /v1/t2a_v2 handler (auth and faults are handled by the middleware)."""
+    state: EmulatorState = request.app[STATE_KEY]
+    req = parse_t2a(await read_json(request))
+    voice, ratio = _check(state, req)
+    if not req.stream:
+        pacing = _pacing(state, req, 1)
+        await asyncio.sleep(pacing.first + pacing.each)
+    synthesis = await asyncio.to_thread(_synthesize, req, voice)
+    state.voices.mark_used(req.voice_id)
+    state.stats.billed(usage_characters(req.text))
+    info = _extra_info(req, synthesis, ratio)
+    if req.stream:
+        return await _stream(request, state, req, synthesis, info)
+    trace_id = request[TRACE_KEY]
+    payload = {
+        "data": {"audio": _audio_field(request, state, req, synthesis), "status": 2},
+        "extra_info": info,
+        "trace_id": trace_id,
+        "base_resp": base_resp(),
+    }
+    return json_response(payload, trace_id)
