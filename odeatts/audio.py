@@ -75,7 +75,7 @@ def mp3_frames(data: bytes, *, partial: bool = False) -> list[Frame]:
 
     ``partial``: the bytes are a prefix of a stream; an incomplete last frame is ignored.
     """
-    pos, found = _skip_id3(data), []
+    pos, found = _skip_id3(data), list[Frame]()
     while pos < len(data):
         frame = _frame_at(data, pos)
         if partial and (frame is None or pos + frame.length > len(data)):

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
             name
             for name, ok in (
                 ("DATABASE_URL (a Postgres URL; the embedded SQLite is for development)",
-                 bool(self.database_url) and not self.database_url.startswith("sqlite")),
+                 bool(self.database_url)
+                 and not (self.database_url or "").startswith("sqlite")),
                 ("REDIS_URL (the in-process limiter cannot hold limits across workers)",
                  bool(self.redis_url)),
                 ("ODEATTS_KEY_PEPPER (at least 32 characters)",

@@ -175,7 +175,8 @@ class RedisLimiter:
     async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
                     chars: int) -> Decision:
         up = self._upstream
-        args = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS, up.rpm, up.tpm, chars]
+        args: list[int | str] = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS, up.rpm,
+                                 up.tpm, chars]
         keys = [*self._user_keys(user_id), self._upstream_key]
         try:
             return _decision(await self._admit(keys=keys, args=args))

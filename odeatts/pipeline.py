@@ -21,9 +21,10 @@ import base64
 import datetime as dt
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -107,7 +108,7 @@ class Pipeline:
         return {**delivery, **self._metadata(job, duration, speeches[0].sample_rate, view)}
 
     async def speech_stream(self, job_id: str, request: SpeechRequest
-                            ) -> AsyncIterator[dict[str, Any]]:
+                            ) -> AsyncGenerator[dict[str, Any], None]:
         """Audio chunks as MiniMax streams them (parts in order), then the metadata."""
         job = await self._prepare(job_id, request)
         sent = bytearray()
@@ -117,9 +118,9 @@ class Pipeline:
             try:
                 for index, params in enumerate(job.parts):
                     await self._part_slot(job, index)
+                    gate = partial(self._upstream_slot, job.id, len(params.text))
                     async for item in self.minimax.stream(
-                            params, request_id=f"{job.id}:{index}",
-                            retry_gate=lambda p=params: self._upstream_slot(job.id, len(p.text))):
+                            params, request_id=f"{job.id}:{index}", retry_gate=gate):
                         if isinstance(item, StreamEnd):
                             ends.append(item)
                             continue

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,18 +93,14 @@ class QuotaView:
         return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
 
 
-class database_errors:  # noqa: N801 - used as a context manager, reads as a phrase
+@contextmanager
+def database_errors() -> Iterator[None]:
     """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if exc is not None and isinstance(exc, SQLAlchemyError | OSError):
-            log.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
-            raise ServiceUnavailable() from exc
-        return False
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
+        raise ServiceUnavailable() from exc
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: ignore[no-untyped-def]
