@@ -16,7 +16,7 @@ COPY handler.py test_input.json ./
 COPY odeatts ./odeatts
 # The admin CLI ships in the image so operators can run it against production, e.g.
 #   docker run --env-file prod.env IMAGE python scripts/admin.py db upgrade
-COPY scripts/__init__.py scripts/admin.py ./scripts/
+COPY scripts/__init__.py scripts/admin.py scripts/reset_quotas.py ./scripts/
 
 RUN useradd --create-home --uid 10001 odea
 USER odea

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # Keep it a little above RunPod's execution timeout for the endpoint.
     lease_ttl_seconds: int = Field(330, ge=30, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
     max_concurrency: int = Field(32, ge=1, le=512, validation_alias="ODEATTS_MAX_CONCURRENCY")
+    # Connections per worker (plus as many again in bursts). A job holds one only for its
+    # two short transactions, so a few serve dozens of jobs; workers x 2 x this must stay
+    # under Postgres' max_connections (100 by default).
+    db_pool_size: int = Field(5, ge=1, le=50, validation_alias="ODEATTS_DB_POOL_SIZE")
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
 
     @field_validator("database_url")

@@ -171,6 +171,7 @@ class Usage(Base):
     __table_args__ = (
         Index("ix_usage_user_status", "user_id", "status"),
         Index("ix_usage_created_at", "created_at"),
+        Index("ix_usage_api_key_created", "api_key_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

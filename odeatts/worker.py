@@ -60,8 +60,7 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
-    engine = make_engine(settings.effective_database_url,
-                         pool_size=min(settings.max_concurrency, 20))
+    engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
     sessions = make_sessionmaker(engine)
     return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings),
                     minimax=build_minimax(settings), voices=VoiceCatalogue(sessions),

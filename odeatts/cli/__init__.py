@@ -2,19 +2,24 @@
 
     admin.py db ...       schema migrations          (cli/db.py)
     admin.py users ...    customers and plans        (cli/users.py)
+    admin.py keys ...     API keys                   (cli/keys.py)
+    admin.py quota ...    seconds, credits, resets   (cli/quota.py)
     admin.py voices ...   the voice catalogue        (cli/voices.py)
+    admin.py usage ...    usage reports              (cli/usage.py)
 """
 
 from __future__ import annotations
 
 import typer
 
-from odeatts.cli import db, users, voices
+from odeatts.cli import db, keys, quota, usage, users, voices
+from odeatts.cli.common import OneLineErrors
 from odeatts.logs import configure_logging
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
                   help="Operate OdeaTTS: database, users, keys, quotas, voices and usage.")
 
 
@@ -28,4 +33,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v",
 
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
+app.add_typer(quota.app, name="quota")
 app.add_typer(voices.app, name="voices")
+app.add_typer(usage.app, name="usage")

@@ -16,9 +16,13 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typer._click.core import Context
+from typer._click.exceptions import UsageError
+from typer.core import TyperGroup
 
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
@@ -26,13 +30,36 @@ from odeatts.errors import AdminError, OdeaError
 from odeatts.minimax import MiniMaxClient
 from odeatts.worker import build_minimax
 
-__all__ = ["Sessions", "emit", "err", "fail", "minimax", "out", "run", "settings", "table"]
+__all__ = [
+    "OneLineErrors",
+    "Sessions",
+    "emit",
+    "err",
+    "fail",
+    "minimax",
+    "out",
+    "run",
+    "settings",
+    "table",
+]
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
+
+
+class OneLineErrors(TyperGroup):
+    """A mistyped option is an operator mistake too: one ``error:`` line and exit 2,
+    not click's usage panel (which the top-level app would otherwise print)."""
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            path = (exc.ctx or ctx).command_path
+            fail(f"{exc.format_message()} (see: {path} --help)")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -85,7 +112,8 @@ async def minimax() -> AsyncIterator[MiniMaxClient]:
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     result = Table(*columns, title=title)
     for row in rows:
-        result.add_row(*("" if v is None else str(v) for v in row))
+        # Names and labels are operators' text: never rich markup.
+        result.add_row(*("" if v is None else escape(str(v)) for v in row))
     return result
 
 

@@ -49,9 +49,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "cycle_start", name="uq_billing_cycles_user_start"),
     )
     op.create_index("ix_usage_created_at", "usage", ["created_at"])
+    # keys list: a key's last use is its newest usage row.
+    op.create_index("ix_usage_api_key_created", "usage", ["api_key_id", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_api_key_created", table_name="usage")
     op.drop_index("ix_usage_created_at", table_name="usage")
     op.drop_table("billing_cycles")
     op.drop_table("quota_adjustments")

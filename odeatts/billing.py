@@ -1,0 +1,476 @@
+"""Operators' quota and billing: a user's quota, credits, cycle resets, usage reports.
+
+Used by ``admin.py quota ...``, ``admin.py usage report`` and ``scripts/reset_quotas.py``.
+Every write is one short transaction holding the user's row lock (``FOR UPDATE``; the
+SQLite engine takes ``BEGIN IMMEDIATE``), the same lock a speech job's reserve and
+settle take, so all of this is safe while traffic flows:
+
+``adjust_quota``  changes ``users.credit_ms`` and writes its ``quota_adjustments`` row
+                  in the same transaction: no credit without its audit row.
+``reset_user``    closes the current cycle now (an operator's decision).
+``reset_due``     the scheduled reset: every user whose ``cycle_end`` has passed, one
+                  transaction each, the condition re-checked under the lock; the unique
+                  (user_id, cycle_start) of ``billing_cycles`` backs that up. Running it
+                  twice, or twice at once, archives each cycle once.
+
+A job reserved before a reset and settled after it adds its real seconds to the NEW
+cycle's ``used_ms`` (settle adds to whatever the counter holds): late, never lost.
+Reservations are ``usage`` rows, not a counter, so a reset moves nothing else.
+
+A user whose reset was missed for several cycles gets ONE archive row spanning them
+all (``cycle_start`` of the oldest to the start of the current cycle): ``used_ms``
+accumulated over that whole time and cannot honestly be split afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from odeatts.accounts import find_user, next_month
+from odeatts.errors import AdminError
+from odeatts.models import (
+    FAILED,
+    REFUSED,
+    SUCCEEDED,
+    BillingCycle,
+    Plan,
+    QuotaAdjustment,
+    Usage,
+    User,
+    utcnow,
+)
+from odeatts.quota import live_reserved_ms
+
+__all__ = [
+    "MAX_ADJUST_SECONDS",
+    "CycleArchive",
+    "Prices",
+    "QuotaState",
+    "ResetSummary",
+    "UsageLine",
+    "UsageReport",
+    "adjust_quota",
+    "parse_period",
+    "parse_seconds",
+    "quota_state",
+    "reset_due",
+    "reset_user",
+    "usage_report",
+]
+
+log = logging.getLogger(__name__)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+# A single adjustment above this is far more likely a typo than a deal (about 115 days
+# of audio); an operator can still make several.
+MAX_ADJUST_SECONDS = 10_000_000
+
+
+# --- what the functions return -------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """A user's quota as a speech job would see it now."""
+
+    user_id: int
+    email: str
+    plan_id: str
+    plan_seconds: int
+    override_seconds: int | None
+    credit_ms: int
+    used_ms: int
+    reserved_ms: int
+    cycle_start: dt.datetime
+    cycle_end: dt.datetime
+
+    @property
+    def quota_ms(self) -> int:
+        base = self.plan_seconds if self.override_seconds is None else self.override_seconds
+        return 1000 * base + self.credit_ms
+
+    @property
+    def remaining_ms(self) -> int:
+        return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
+            "plan_seconds": self.plan_seconds, "override_seconds": self.override_seconds,
+            "credit_seconds": self.credit_ms / 1000, "quota_seconds": self.quota_ms / 1000,
+            "used_seconds": self.used_ms / 1000, "reserved_seconds": self.reserved_ms / 1000,
+            "remaining_seconds": self.remaining_ms / 1000,
+            "cycle": {"start": self.cycle_start.isoformat(), "end": self.cycle_end.isoformat()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CycleArchive:
+    """A closed cycle as archived in ``billing_cycles``, and the cycle that replaced it."""
+
+    user_id: int
+    email: str
+    plan_id: str
+    cycle_start: dt.datetime
+    cycle_end: dt.datetime
+    quota_ms: int
+    used_ms: int
+    credit_ms: int
+    closed_at: dt.datetime
+    new_start: dt.datetime
+    new_end: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
+            "archived": {"start": self.cycle_start.isoformat(),
+                         "end": self.cycle_end.isoformat(),
+                         "quota_seconds": self.quota_ms / 1000,
+                         "used_seconds": self.used_ms / 1000,
+                         "credit_seconds": self.credit_ms / 1000},
+            "cycle": {"start": self.new_start.isoformat(), "end": self.new_end.isoformat()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResetSummary:
+    now: dt.datetime
+    due: int  # users found due before taking any lock
+    archives: list[CycleArchive]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"now": self.now.isoformat(), "users_reset": len(self.archives),
+                "users": [a.to_dict() for a in self.archives]}
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """What MiniMax charges us, USD per million billed characters."""
+
+    turbo_per_million: float
+    hd_per_million: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    user_id: int
+    email: str
+    plan_id: str
+    requests: int
+    succeeded: int
+    failed: int
+    refused: int
+    duration_ms: int
+    billed_characters: int
+    cost_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id, "email": self.email, "plan": self.plan_id,
+            "requests": self.requests, "succeeded": self.succeeded, "failed": self.failed,
+            "refused": self.refused, "seconds": self.duration_ms / 1000,
+            "billed_characters": self.billed_characters, "cost_usd": self.cost_usd,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    start: dt.datetime
+    end: dt.datetime
+    prices: Prices
+    lines: list[UsageLine]
+
+    def totals(self) -> dict[str, Any]:
+        fields = ("requests", "succeeded", "failed", "refused", "billed_characters")
+        sums: dict[str, Any] = {f: sum(getattr(x, f) for x in self.lines) for f in fields}
+        sums["seconds"] = sum(x.duration_ms for x in self.lines) / 1000
+        sums["cost_usd"] = round(sum(x.cost_usd for x in self.lines), 6)
+        return {"users": len(self.lines), **sums}
+
+    def period(self) -> dict[str, str]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "timezone": "UTC"}
+
+
+# --- input an operator types -------------------------------------------------------------
+
+def parse_seconds(text: str) -> int:
+    """``+90``, ``-30`` or ``1.5`` seconds as non-zero milliseconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise AdminError(f"--seconds must be a number, like 60 or -30: {text!r}") from None
+    if not math.isfinite(seconds) or abs(seconds) > MAX_ADJUST_SECONDS:
+        raise AdminError(f"--seconds must be between -{MAX_ADJUST_SECONDS:,} and "
+                         f"{MAX_ADJUST_SECONDS:,}: {text!r}")
+    delta_ms = round(seconds * 1000)
+    if delta_ms == 0:
+        raise AdminError("--seconds must not be zero")
+    return delta_ms
+
+
+def _instant(text: str, option: str) -> dt.datetime:
+    """A date (midnight UTC) or an ISO timestamp; a timestamp without offset is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AdminError(f"{option} must be a date like 2026-11-01 or an ISO timestamp: "
+                         f"{text!r}") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _month_start(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_period(start: str | None, end: str | None, *,
+                 now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[from, to) in UTC. Neither: this calendar month. Only --to: the calendar month
+    that ends there. Only --from: from then to the end of this month."""
+    end_at = _instant(end, "--to") if end else next_month(_month_start(now))
+    start_at = _instant(start, "--from") if start else _month_start(
+        end_at - dt.timedelta(microseconds=1))
+    if start_at >= end_at:
+        raise AdminError(f"--from ({start_at.isoformat()}) must be before --to "
+                         f"({end_at.isoformat()})")
+    return start_at, end_at
+
+
+def _clean(text: str | None, option: str, *, limit: int) -> str:
+    value = (text or "").strip()
+    if not value:
+        raise AdminError(f"{option} is required and must not be empty")
+    if len(value) > limit:
+        raise AdminError(f"{option} must be at most {limit} characters")
+    return value
+
+
+# --- the user, found and locked ----------------------------------------------------------
+
+async def _find(session: AsyncSession, user: str, *, lock: bool) -> tuple[User, Plan]:
+    found = await find_user(session, user, lock=lock)
+    plan = await session.get(Plan, found.plan_id)
+    assert plan is not None  # a foreign key
+    return found, plan
+
+
+def _base_seconds(user: User, plan: Plan) -> int:
+    override = user.monthly_seconds_override
+    return plan.monthly_seconds if override is None else override
+
+
+async def _state(session: AsyncSession, user: User, plan: Plan, *,
+                 since: dt.datetime) -> QuotaState:
+    reserved = await live_reserved_ms(session, user_id=user.id, since=since)
+    return QuotaState(
+        user_id=user.id, email=user.email, plan_id=plan.id, plan_seconds=plan.monthly_seconds,
+        override_seconds=user.monthly_seconds_override, credit_ms=user.credit_ms,
+        used_ms=user.used_ms, reserved_ms=reserved, cycle_start=user.cycle_start,
+        cycle_end=user.cycle_end,
+    )
+
+
+# --- show and adjust ---------------------------------------------------------------------
+
+async def quota_state(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
+                      now: dt.datetime | None = None) -> QuotaState:
+    """What a speech job would see now: reserved = live reservations younger than the TTL."""
+    now = now or utcnow()
+    async with sessions() as session, session.begin():
+        found, plan = await _find(session, user, lock=False)
+        return await _state(session, found, plan, since=now - lease_ttl)
+
+
+async def adjust_quota(
+    sessions: Sessions, *, user: str, delta_ms: int, reason: str | None, actor: str,
+    lease_ttl: dt.timedelta, now: dt.datetime | None = None,
+) -> tuple[QuotaAdjustment, QuotaState]:
+    """Grant (positive) or take back (negative) seconds for this cycle, with its audit row.
+
+    The cycle's quota (plan or override plus credit) may not go below zero.
+    """
+    if delta_ms == 0:
+        raise AdminError("--seconds must not be zero")
+    reason = _clean(reason, "--reason", limit=2000)
+    actor = _clean(actor, "--actor", limit=100)
+    now = now or utcnow()
+    async with sessions() as session, session.begin():
+        found, plan = await _find(session, user, lock=True)
+        if 1000 * _base_seconds(found, plan) + found.credit_ms + delta_ms < 0:
+            raise AdminError(
+                f"cannot take back {-delta_ms / 1000:g} s: this cycle's quota is "
+                f"{(1000 * _base_seconds(found, plan) + found.credit_ms) / 1000:g} s")
+        found.credit_ms += delta_ms
+        row = QuotaAdjustment(user_id=found.id, delta_ms=delta_ms, reason=reason, actor=actor,
+                              created_at=now)
+        session.add(row)
+        await session.flush()
+        state = await _state(session, found, plan, since=now - lease_ttl)
+    log.info("quota of user %s adjusted by %d ms by %s", found.id, delta_ms, actor)
+    return row, state
+
+
+# --- resets ------------------------------------------------------------------------------
+
+async def _archive(session: AsyncSession, user: User, plan: Plan, *, end: dt.datetime,
+                   now: dt.datetime) -> CycleArchive | None:
+    """Insert the cycle's totals; None if (user, cycle_start) was archived already."""
+    archive = CycleArchive(
+        user_id=user.id, email=user.email, plan_id=plan.id, cycle_start=user.cycle_start,
+        cycle_end=end, quota_ms=1000 * _base_seconds(user, plan) + user.credit_ms,
+        used_ms=user.used_ms, credit_ms=user.credit_ms, closed_at=now,
+        new_start=end, new_end=next_month(end),
+    )
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(BillingCycle).values(
+        user_id=user.id, plan_id=plan.id, cycle_start=archive.cycle_start,
+        cycle_end=archive.cycle_end, quota_ms=archive.quota_ms, used_ms=archive.used_ms,
+        credit_ms=archive.credit_ms, closed_at=now,
+    ).on_conflict_do_nothing(index_elements=["user_id", "cycle_start"]).returning(BillingCycle.id)
+    inserted = (await session.execute(stmt)).scalar_one_or_none()
+    return archive if inserted is not None else None
+
+
+def _start_cycle(user: User, archive: CycleArchive) -> None:
+    user.used_ms = 0
+    user.credit_ms = 0
+    user.cycle_start = archive.new_start
+    user.cycle_end = archive.new_end
+
+
+async def reset_user(sessions: Sessions, *, user: str,
+                     now: dt.datetime | None = None) -> CycleArchive:
+    """Close the user's current cycle now and start a new one from now."""
+    now = now or utcnow()
+    async with sessions() as session, session.begin():
+        found, plan = await _find(session, user, lock=True)
+        if found.cycle_start >= now:
+            raise AdminError(f"the current cycle of {found.email} starts at "
+                             f"{found.cycle_start.isoformat()}; there is nothing to close")
+        archive = await _archive(session, found, plan, end=now, now=now)
+        if archive is None:
+            raise AdminError(f"the cycle of {found.email} starting "
+                             f"{found.cycle_start.isoformat()} is already archived")
+        _start_cycle(found, archive)
+    log.info("cycle of user %s reset by an operator", archive.user_id)
+    return archive
+
+
+def _current_start(cycle_end: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """The start of the cycle that contains ``now``, stepping monthly from ``cycle_end``."""
+    start = cycle_end
+    while next_month(start) <= now:
+        start = next_month(start)
+    return start
+
+
+async def _reset_one(sessions: Sessions, *, user_id: int,
+                     now: dt.datetime) -> CycleArchive | None:
+    async with sessions() as session, session.begin():
+        row = (await session.execute(
+            select(User, Plan).join(Plan, Plan.id == User.plan_id)
+            .where(User.id == user_id, User.cycle_end <= now)  # re-checked under the lock
+            .with_for_update(of=User)
+        )).first()
+        if row is None:
+            return None  # another run reset this user first
+        user, plan = row[0], row[1]
+        archive = await _archive(session, user, plan, end=_current_start(user.cycle_end, now),
+                                 now=now)
+        if archive is None:
+            # Only possible if the data was edited by hand: keep the counters, say so.
+            log.error("user %s: cycle %s already archived; not reset", user_id,
+                      user.cycle_start.isoformat())
+            return None
+        _start_cycle(user, archive)
+    return archive
+
+
+async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None) -> ResetSummary:
+    """The scheduled reset: idempotent, and safe to run concurrently with itself."""
+    now = now or utcnow()
+    async with sessions() as session, session.begin():
+        due = (await session.execute(
+            select(User.id).where(User.cycle_end <= now).order_by(User.id))).scalars().all()
+    archives = []
+    for user_id in due:
+        archive = await _reset_one(sessions, user_id=user_id, now=now)
+        if archive is not None:
+            archives.append(archive)
+    log.info("quota reset: %d of %d due users reset", len(archives), len(due))
+    return ResetSummary(now=now, due=len(due), archives=archives)
+
+
+# --- the usage report ----------------------------------------------------------------------
+
+async def _report_ids(session: AsyncSession, *, user: str | None, start: dt.datetime,
+                      end: dt.datetime) -> list[int]:
+    if user is not None:
+        found, _ = await _find(session, user, lock=False)
+        return [found.id]
+    stmt = (select(Usage.user_id).where(Usage.created_at >= start, Usage.created_at < end)
+            .group_by(Usage.user_id).order_by(Usage.user_id))
+    return list((await session.execute(stmt)).scalars().all())
+
+
+def _lines_query(ids: Sequence[int], start: dt.datetime, end: dt.datetime) -> Select[Any]:
+    """One row per user: users with no usage in the period get zeros (LEFT JOIN)."""
+    def count(status: str) -> Any:
+        return func.count(Usage.id).filter(Usage.status == status)
+
+    hd = Usage.model.contains("-hd")
+    return (
+        select(User.id, User.email, User.plan_id, func.count(Usage.id), count(SUCCEEDED),
+               count(FAILED), count(REFUSED),
+               func.coalesce(func.sum(Usage.duration_ms).filter(Usage.status == SUCCEEDED), 0),
+               func.coalesce(func.sum(Usage.billed_characters), 0),
+               func.coalesce(func.sum(Usage.billed_characters).filter(hd), 0))
+        .outerjoin(Usage, and_(Usage.user_id == User.id, Usage.created_at >= start,
+                               Usage.created_at < end))
+        .where(User.id.in_(ids))
+        .group_by(User.id, User.email, User.plan_id)
+        .order_by(User.id)
+    )
+
+
+def _line(row: Sequence[Any], prices: Prices) -> UsageLine:
+    chars, hd_chars = int(row[8]), int(row[9])
+    cost = (hd_chars * prices.hd_per_million
+            + (chars - hd_chars) * prices.turbo_per_million) / 1_000_000
+    return UsageLine(user_id=row[0], email=row[1], plan_id=row[2], requests=int(row[3]),
+                     succeeded=int(row[4]), failed=int(row[5]), refused=int(row[6]),
+                     duration_ms=int(row[7]), billed_characters=chars, cost_usd=round(cost, 6))
+
+
+async def usage_report(
+    sessions: Sessions, *, start: dt.datetime, end: dt.datetime, prices: Prices,
+    user: str | None = None, batch_size: int = 500,
+    progress: Callable[[int, int], None] | None = None,
+) -> UsageReport:
+    """Per-user totals of the usage rows created in [start, end), aggregated in SQL.
+
+    Users with rows in the period, or just ``user``; ``batch_size`` users per query, and
+    ``progress(done, total)`` after each batch (first with done=0).
+    """
+    async with sessions() as session, session.begin():
+        ids = await _report_ids(session, user=user, start=start, end=end)
+    lines: list[UsageLine] = []
+    if progress is not None:
+        progress(0, len(ids))
+    for first in range(0, len(ids), batch_size):
+        batch = ids[first:first + batch_size]
+        async with sessions() as session, session.begin():
+            rows = (await session.execute(_lines_query(batch, start, end))).all()
+        lines.extend(_line(row, prices) for row in rows)
+        if progress is not None:
+            progress(first + len(batch), len(ids))
+    return UsageReport(start=start, end=end, prices=prices, lines=lines)
