@@ -69,8 +69,9 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chars", type=int, default=3000)
-    parser.add_argument("--latency", type=float, default=0.4)
-    parser.add_argument("--per-char", type=float, default=0.0002)
-    parser.add_argument("--chunk-delay", type=float, default=0.05)
+    parser.add_argument("--latency", type=float, default=0.3)
+    parser.add_argument("--per-char", type=float, default=0.002,
+                        help="generation time per character, spread over a stream")
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=3)
     asyncio.run(main(parser.parse_args()))

@@ -57,3 +57,29 @@ async def test_runsync_over_http(settings: Settings, make_user: UserFactory,
         assert "Traceback" not in reply["error"] and "hostname" not in reply["error"]
     log = (tmp_path / "worker.log").read_text()
     assert key not in log
+
+
+async def test_the_streaming_endpoint_through_the_sdk(settings: Settings, make_user: UserFactory,
+                                                      tmp_path: Path) -> None:
+    """ODEATTS_HANDLER=stream: /runsync aggregates the items; /run + /stream yields them."""
+    _, key = await make_user()
+    env = {**server_env(settings), "ODEATTS_HANDLER": "stream",
+           "ODEATTS_STREAM_CHUNK_BYTES": "8192"}
+    proc, url = start_api_server(env, log=tmp_path / "worker.log")
+    job = {"input": {"api_key": key, "text": "Streaming through the SDK, sentence one. "
+                     "And sentence two follows it.", "voice": "british-male", "stream": True}}
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            aggregated = (await http.post("/runsync", json=job)).json()
+            queued = (await http.post("/run", json=job)).json()
+            streamed = (await http.post(f"/stream/{queued['id']}")).json()
+    finally:
+        stop(proc)
+    assert aggregated["status"] == "COMPLETED", aggregated
+    *chunks, final = aggregated["output"]
+    assert len(chunks) >= 2 and final["done"] is True
+    audio = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
+    (tmp_path / "s.mp3").write_bytes(audio)
+    assert abs(MP3(tmp_path / "s.mp3").info.length - final["duration_seconds"]) < 0.1
+    items = [entry["output"] for entry in streamed["stream"]]
+    assert items[-1]["done"] is True and len(items) == len(aggregated["output"])
