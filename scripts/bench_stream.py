@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minimax_emulator import Emulator  # noqa: E402
-from odeatts import accounts  # noqa: E402
-from odeatts.config import Settings  # noqa: E402
-from odeatts.migrate import upgrade  # noqa: E402
-from odeatts.worker import Worker  # noqa: E402
+from minimax_emulator import Emulator
+from odeatts import accounts
+from odeatts.config import Settings
+from odeatts.migrate import upgrade
+from odeatts.worker import Worker
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the riverbank. "
 

@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from minimax_emulator import Emulator
 from odeatts import accounts
 from odeatts.config import Settings
+from odeatts.migrate import sync_url
 from odeatts.worker import Worker
+from tests.support.cli import Invoke, make_invoke
 from tests.support.services import PostgresTemplate, SqliteTemplate, require
 
 PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
@@ -151,3 +155,18 @@ def run_job(worker: Worker) -> JobRunner:
         return result
 
     return run
+
+
+@pytest.fixture
+def invoke(settings: Settings) -> Invoke:
+    """The admin CLI, with the same database, pepper and MiniMax as ``worker``."""
+    return make_invoke(settings)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """A synchronous engine on the test database, for checking what the CLI wrote."""
+    assert settings.database_url
+    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
+    yield eng
+    eng.dispose()

@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from odeatts.migrate import sync_url
 from odeatts.models import ApiKey, Plan, Voice
 from odeatts.worker import Worker
 from tests.conftest import JobRunner
+from tests.support.cli import Invoke, cli_env
 from tests.test_migrations import empty_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,34 +36,6 @@ KEY_SHAPE = re.compile(r"odea_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}")
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
 
-Invoke = Callable[..., Result]
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    """The worker's own configuration, as an operator's shell would export it."""
-    assert settings.database_url and settings.key_pepper
-    return {"DATABASE_URL": settings.database_url,
-            "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
-            "ODEATTS_DATA_DIR": str(settings.data_dir),
-            "MINIMAX_BASE_URL": settings.minimax_base_url, "MINIMAX_API_KEY": "emulator-key"}
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def create_user(invoke: Invoke, email: str = "ada@example.com", plan: str = "free",

@@ -10,44 +10,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from click.testing import Result
-from sqlalchemy import Engine, create_engine, func, insert, select, text, update
-from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
+from sqlalchemy import Engine, func, insert, select, text, update
 
-from odeatts.cli import app
 from odeatts.config import Settings
 from odeatts.keys import hash_key
-from odeatts.migrate import sync_url
 from odeatts.models import ApiKey, Usage
 from tests.conftest import JobRunner
-from tests.test_admin_cli import KEY_SHAPE, assert_operator_error, cli_env, create_user
-from tests.test_admin_users import Invoke, cli, error_code, ok_json, speak
+from tests.support.cli import Invoke
+from tests.test_admin_cli import KEY_SHAPE, assert_operator_error, create_user
+from tests.test_admin_users import cli, error_code, ok_json, speak
 
 KEYS = ApiKey.__table__
 TEXT_TOO_LONG = "x" * 6000  # refused before it reaches the database: not a use of the key
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def new_user(invoke: Invoke, email: str = "ada@example.com") -> dict[str, Any]:

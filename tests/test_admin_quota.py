@@ -10,43 +10,22 @@ import asyncio
 import datetime as dt
 import getpass
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from click.testing import Result
-from sqlalchemy import Engine, Row, create_engine, insert, select, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, Row, insert, select, update
 from typer.testing import CliRunner
 
 from odeatts.accounts import next_month
 from odeatts.cli import app
-from odeatts.config import Settings
-from odeatts.migrate import sync_url
 from odeatts.models import ApiKey, BillingCycle, QuotaAdjustment, Usage, User, utcnow
 from tests.conftest import JobRunner, UserFactory
-from tests.test_admin_cli import UNREACHABLE, Invoke, assert_operator_error, cli_env
+from tests.support.cli import Invoke
+from tests.test_admin_cli import UNREACHABLE, assert_operator_error
 
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
 FREE_MS = 600_000
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def user_row(engine: Engine, user_id: int) -> Row[Any]:

@@ -11,42 +11,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from click.testing import Result
-from sqlalchemy import Engine, create_engine, func, select, update
-from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
+from sqlalchemy import Engine, func, select, update
 
-from odeatts.cli import app
-from odeatts.config import Settings
-from odeatts.migrate import sync_url
 from odeatts.models import ApiKey, Usage, User
 from tests.conftest import JobRunner, UserFactory
-from tests.test_admin_cli import TEXT, assert_operator_error, cli_env, create_user
+from tests.support.cli import Invoke
+from tests.test_admin_cli import TEXT, assert_operator_error, create_user
 
-Invoke = Callable[..., Result]
 VOICE = "british-female"
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def ok_json(result: Result) -> Any:

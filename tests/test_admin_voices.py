@@ -16,14 +16,13 @@ import math
 import subprocess
 import sys
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
-from sqlalchemy import Engine, create_engine, select, update
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
 from minimax_emulator import Emulator
@@ -31,17 +30,16 @@ from odeatts import catalogue
 from odeatts.cli import app
 from odeatts.config import Settings
 from odeatts.errors import AdminError
-from odeatts.migrate import sync_url
 from odeatts.models import Voice
 from odeatts.worker import Worker
 from tests.conftest import EMULATOR_KEY, JobRunner, UserFactory
-from tests.test_admin_cli import ROOT, assert_operator_error, cli_env
+from tests.support.cli import Invoke, cli_env
+from tests.test_admin_cli import ROOT, assert_operator_error
 
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
 SEEDED = {"nigerian-male", "nigerian-female", "british-male", "british-female",
           "american-male", "american-female"}
 
-Invoke = Callable[..., Result]
 
 
 def write_wav(path: Path, seconds: float, rate: int = 8000) -> Path:
@@ -77,14 +75,6 @@ def one_error(result: Result, code: int, *words: str) -> str:
     flat = assert_operator_error(result, code, *words)
     assert len(result.stderr.splitlines()) == 1, result.stderr
     return flat
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def names(listed: dict[str, Any]) -> set[str]:

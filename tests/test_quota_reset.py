@@ -10,47 +10,25 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
-from sqlalchemy import Engine, Row, create_engine, select
-from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
+from sqlalchemy import Engine, Row, select
 
 from minimax_emulator import Emulator
 from odeatts import billing
 from odeatts.accounts import next_month
-from odeatts.cli import app
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
-from odeatts.migrate import sync_url
 from odeatts.models import BillingCycle, Usage, User, utcnow
 from tests.conftest import JobRunner, UserFactory
-from tests.test_admin_cli import UNREACHABLE, Invoke, cli_env
+from tests.support.cli import Invoke, cli_env
+from tests.test_admin_cli import UNREACHABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 def rows(engine: Engine, table: Any) -> list[Row[Any]]:

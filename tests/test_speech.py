@@ -70,7 +70,7 @@ async def test_missing_key_is_unauthorized(run_job: JobRunner) -> None:
 async def test_revoked_key_and_inactive_user_are_unauthorized(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
-    user_id, key = await make_user()
+    _, key = await make_user()
     assert "error" not in await run_job(api_key=key, text="Hello.", voice="british-male")
     async with worker.pipeline().sessions() as session, session.begin():
         await session.execute(update(ApiKey).values(revoked_at=utcnow()))

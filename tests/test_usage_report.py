@@ -11,47 +11,24 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
-from sqlalchemy import Engine, create_engine, update
-from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
+from sqlalchemy import Engine, update
 
 from minimax_emulator import Emulator
 from odeatts.billing import parse_period
-from odeatts.cli import app
 from odeatts.cli import usage as usage_cli
-from odeatts.config import Settings
 from odeatts.errors import AdminError
-from odeatts.migrate import sync_url
 from odeatts.models import Usage
 from tests.conftest import JobRunner, UserFactory
-from tests.test_admin_cli import Invoke, assert_operator_error, cli_env
+from tests.support.cli import Invoke
+from tests.test_admin_cli import assert_operator_error
 
 TEXTS = ["Good evening, Abuja.", "The last bus leaves at ten.", "Mind the gap, please."]
 UTC = dt.UTC
-
-
-@pytest.fixture
-def invoke(settings: Settings) -> Invoke:
-    runner = CliRunner()
-
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env or cli_env(settings))
-
-    return run
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
-    yield eng
-    eng.dispose()
 
 
 async def report(invoke: Invoke, *args: str) -> Result:

@@ -18,7 +18,7 @@ import pytest
 
 from odeatts.migrate import upgrade
 
-__all__ = ["PG_URL", "REDIS_URL", "require", "PostgresTemplate", "SqliteTemplate"]
+__all__ = ["PG_URL", "REDIS_URL", "PostgresTemplate", "SqliteTemplate", "require"]
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

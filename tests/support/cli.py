@@ -1,0 +1,34 @@
+"""Driving the admin CLI in tests: the operator's environment and a runner for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from click.testing import Result
+from typer.testing import CliRunner
+
+from odeatts.cli import app
+from odeatts.config import Settings
+
+__all__ = ["Invoke", "cli_env", "make_invoke"]
+
+Invoke = Callable[..., Result]
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The worker's own configuration, as an operator's shell would export it."""
+    assert settings.database_url and settings.key_pepper
+    return {"DATABASE_URL": settings.database_url,
+            "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
+            "ODEATTS_DATA_DIR": str(settings.data_dir),
+            "MINIMAX_BASE_URL": settings.minimax_base_url, "MINIMAX_API_KEY": "emulator-key"}
+
+
+def make_invoke(settings: Settings) -> Invoke:
+    """``invoke("users", "show", ...)`` runs ``admin.py`` in-process with that environment."""
+    runner = CliRunner()
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env or cli_env(settings))
+
+    return run
