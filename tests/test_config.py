@@ -145,3 +145,10 @@ def test_handler_refuses_to_start_in_production_without_config(tmp_path: Path) -
     assert len(lines) == 1, proc.stderr
     assert "production" in lines[0] and "DATABASE_URL" in lines[0]
     assert "MINIMAX_API_KEY" in lines[0]
+
+
+def test_env_example_lists_every_setting() -> None:
+    """.env.example is the operator's list of every variable: a new setting must be in it."""
+    listed = (ROOT / ".env.example").read_text()
+    aliases = [field.validation_alias for field in Settings.model_fields.values()]
+    assert [name for name in aliases if f"{name}=" not in listed] == []
