@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from odeatts import quota
+from odeatts.cycles import next_month
 from odeatts.errors import AdminError
 from odeatts.keys import NewKey, generate_key, key_prefix, looks_like_key
 from odeatts.models import ApiKey, Plan, Usage, User, utcnow
@@ -171,17 +172,6 @@ class Rotation:
 
 
 # --- pure helpers --------------------------------------------------------------------------
-
-def next_month(start: dt.datetime) -> dt.datetime:
-    """The same day and time next month, clamped to the month's last day."""
-    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-    for day in range(start.day, 27, -1):
-        try:
-            return start.replace(year=year, month=month, day=day)
-        except ValueError:
-            continue
-    return start.replace(year=year, month=month, day=min(start.day, 28))
-
 
 def effective_limits(user: User, plan: Plan) -> dict[str, Limit]:
     """The user's override where there is one, else the plan's (as quota._caller does)."""

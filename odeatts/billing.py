@@ -32,17 +32,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from odeatts.accounts import find_user, next_month
+from odeatts.accounts import find_user
+from odeatts.cycles import (
+    CycleArchive,
+    archive_cycle,
+    base_seconds,
+    next_month,
+    roll_ended_cycle,
+    start_cycle,
+)
 from odeatts.errors import AdminError
 from odeatts.models import (
     FAILED,
     REFUSED,
     SUCCEEDED,
-    BillingCycle,
     Plan,
     QuotaAdjustment,
     Usage,
@@ -111,34 +116,6 @@ class QuotaState:
             "used_seconds": self.used_ms / 1000, "reserved_seconds": self.reserved_ms / 1000,
             "remaining_seconds": self.remaining_ms / 1000,
             "cycle": {"start": self.cycle_start.isoformat(), "end": self.cycle_end.isoformat()},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CycleArchive:
-    """A closed cycle as archived in ``billing_cycles``, and the cycle that replaced it."""
-
-    user_id: int
-    email: str
-    plan_id: str
-    cycle_start: dt.datetime
-    cycle_end: dt.datetime
-    quota_ms: int
-    used_ms: int
-    credit_ms: int
-    closed_at: dt.datetime
-    new_start: dt.datetime
-    new_end: dt.datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
-            "archived": {"start": self.cycle_start.isoformat(),
-                         "end": self.cycle_end.isoformat(),
-                         "quota_seconds": self.quota_ms / 1000,
-                         "used_seconds": self.used_ms / 1000,
-                         "credit_seconds": self.credit_ms / 1000},
-            "cycle": {"start": self.new_start.isoformat(), "end": self.new_end.isoformat()},
         }
 
 
@@ -263,11 +240,6 @@ async def _find(session: AsyncSession, user: str, *, lock: bool) -> tuple[User, 
     return found, plan
 
 
-def _base_seconds(user: User, plan: Plan) -> int:
-    override = user.monthly_seconds_override
-    return plan.monthly_seconds if override is None else override
-
-
 async def _state(session: AsyncSession, user: User, plan: Plan, *,
                  since: dt.datetime) -> QuotaState:
     reserved = await live_reserved_ms(session, user_id=user.id, since=since)
@@ -305,10 +277,10 @@ async def adjust_quota(
     now = now or utcnow()
     async with sessions() as session, session.begin():
         found, plan = await _find(session, user, lock=True)
-        if 1000 * _base_seconds(found, plan) + found.credit_ms + delta_ms < 0:
+        if 1000 * base_seconds(found, plan) + found.credit_ms + delta_ms < 0:
             raise AdminError(
                 f"cannot take back {-delta_ms / 1000:g} s: this cycle's quota is "
-                f"{(1000 * _base_seconds(found, plan) + found.credit_ms) / 1000:g} s")
+                f"{(1000 * base_seconds(found, plan) + found.credit_ms) / 1000:g} s")
         found.credit_ms += delta_ms
         row = QuotaAdjustment(user_id=found.id, delta_ms=delta_ms, reason=reason, actor=actor,
                               created_at=now)
@@ -321,32 +293,6 @@ async def adjust_quota(
 
 # --- resets ------------------------------------------------------------------------------
 
-async def _archive(session: AsyncSession, user: User, plan: Plan, *, end: dt.datetime,
-                   now: dt.datetime) -> CycleArchive | None:
-    """Insert the cycle's totals; None if (user, cycle_start) was archived already."""
-    archive = CycleArchive(
-        user_id=user.id, email=user.email, plan_id=plan.id, cycle_start=user.cycle_start,
-        cycle_end=end, quota_ms=1000 * _base_seconds(user, plan) + user.credit_ms,
-        used_ms=user.used_ms, credit_ms=user.credit_ms, closed_at=now,
-        new_start=end, new_end=next_month(end),
-    )
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(BillingCycle).values(
-        user_id=user.id, plan_id=plan.id, cycle_start=archive.cycle_start,
-        cycle_end=archive.cycle_end, quota_ms=archive.quota_ms, used_ms=archive.used_ms,
-        credit_ms=archive.credit_ms, closed_at=now,
-    ).on_conflict_do_nothing(index_elements=["user_id", "cycle_start"]).returning(BillingCycle.id)
-    inserted = (await session.execute(stmt)).scalar_one_or_none()
-    return archive if inserted is not None else None
-
-
-def _start_cycle(user: User, archive: CycleArchive) -> None:
-    user.used_ms = 0
-    user.credit_ms = 0
-    user.cycle_start = archive.new_start
-    user.cycle_end = archive.new_end
-
-
 async def reset_user(sessions: Sessions, *, user: str,
                      now: dt.datetime | None = None) -> CycleArchive:
     """Close the user's current cycle now and start a new one from now."""
@@ -356,21 +302,13 @@ async def reset_user(sessions: Sessions, *, user: str,
         if found.cycle_start >= now:
             raise AdminError(f"the current cycle of {found.email} starts at "
                              f"{found.cycle_start.isoformat()}; there is nothing to close")
-        archive = await _archive(session, found, plan, end=now, now=now)
+        archive = await archive_cycle(session, found, plan, end=now, now=now)
         if archive is None:
             raise AdminError(f"the cycle of {found.email} starting "
                              f"{found.cycle_start.isoformat()} is already archived")
-        _start_cycle(found, archive)
+        start_cycle(found, archive)
     log.info("cycle of user %s reset by an operator", archive.user_id)
     return archive
-
-
-def _current_start(cycle_end: dt.datetime, now: dt.datetime) -> dt.datetime:
-    """The start of the cycle that contains ``now``, stepping monthly from ``cycle_end``."""
-    start = cycle_end
-    while next_month(start) <= now:
-        start = next_month(start)
-    return start
 
 
 async def _reset_one(sessions: Sessions, *, user_id: int,
@@ -384,14 +322,11 @@ async def _reset_one(sessions: Sessions, *, user_id: int,
         if row is None:
             return None  # another run reset this user first
         user, plan = row[0], row[1]
-        archive = await _archive(session, user, plan, end=_current_start(user.cycle_end, now),
-                                 now=now)
+        archive = await roll_ended_cycle(session, user, plan, now=now)
         if archive is None:
             # Only possible if the data was edited by hand: keep the counters, say so.
             log.error("user %s: cycle %s already archived; not reset", user_id,
                       user.cycle_start.isoformat())
-            return None
-        _start_cycle(user, archive)
     return archive
 
 

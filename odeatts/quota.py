@@ -31,6 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from odeatts.cycles import roll_ended_cycle
 from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 
@@ -137,7 +138,12 @@ async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime
     row = (await session.execute(_caller_query(key_hash, now=now, lock=lock))).first()
     if row is None:
         raise Unauthorized()
-    return _caller(row[0], row[1], row[2])
+    api_key_id, user, plan = row[0], row[1], row[2]
+    if lock and await roll_ended_cycle(session, user, plan, now=now) is not None:
+        # The scheduled reset has not reached this user yet: their new month starts
+        # with this job, not an hour late (two statements, once a month per user).
+        log.info("user %s: ended cycle rolled over by a job", user.id)
+    return _caller(api_key_id, user, plan)
 
 
 async def authenticate(sessions: async_sessionmaker[AsyncSession], *, key_hash: str,
