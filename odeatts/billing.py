@@ -54,7 +54,7 @@ from odeatts.models import (
     User,
     utcnow,
 )
-from odeatts.quota import live_reserved_ms
+from odeatts.quota import abandon_stale, live_reserved_ms
 
 __all__ = [
     "MAX_ADJUST_SECONDS",
@@ -124,10 +124,12 @@ class ResetSummary:
     now: dt.datetime
     due: int  # users found due before taking any lock
     archives: list[CycleArchive]
+    abandoned: int = 0  # dead workers' reservations given a final status
 
     def to_dict(self) -> dict[str, Any]:
         return {"now": self.now.isoformat(), "users_reset": len(self.archives),
-                "users": [a.to_dict() for a in self.archives]}
+                "users": [a.to_dict() for a in self.archives],
+                "abandoned_reservations": self.abandoned}
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +332,12 @@ async def _reset_one(sessions: Sessions, *, user_id: int,
     return archive
 
 
-async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None) -> ResetSummary:
-    """The scheduled reset: idempotent, and safe to run concurrently with itself."""
+async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
+                    stale_after: dt.timedelta | None = None) -> ResetSummary:
+    """The scheduled reset: idempotent, and safe to run concurrently with itself.
+
+    With ``stale_after`` (the lease TTL) it also closes dead workers' reservations.
+    """
     now = now or utcnow()
     async with sessions() as session, session.begin():
         due = (await session.execute(
@@ -342,7 +348,10 @@ async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None) -> Re
         if archive is not None:
             archives.append(archive)
     log.info("quota reset: %d of %d due users reset", len(archives), len(due))
-    return ResetSummary(now=now, due=len(due), archives=archives)
+    abandoned = 0
+    if stale_after is not None:
+        abandoned = await abandon_stale(sessions, now=now, stale_after=stale_after)
+    return ResetSummary(now=now, due=len(due), archives=archives, abandoned=abandoned)
 
 
 # --- the usage report ----------------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "JobMeta",
     "QuotaView",
     "Reservation",
+    "abandon_stale",
     "authenticate",
     "database_errors",
     "live_reserved_ms",
@@ -298,6 +299,24 @@ async def settle(
 
 class _TakenOver(Exception):
     pass
+
+
+async def abandon_stale(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetime,
+                        stale_after: dt.timedelta) -> int:
+    """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
+
+    They stopped counting against the quota when their lease TTL passed (they are not
+    counted by ``live_reserved_ms``); this only tidies the record for reports. A
+    re-delivery of such a job still takes its row over.
+    """
+    with database_errors():
+        async with sessions() as session, session.begin():
+            result = await session.execute(
+                update(Usage)
+                .where(Usage.status == RESERVED, Usage.reserved_at <= now - stale_after)
+                .values(status=FAILED, error_code="abandoned", settled_at=now)
+            )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def release(

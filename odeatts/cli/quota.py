@@ -124,11 +124,14 @@ def reset(
 
 @app.command("reset-due")
 def reset_due(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Start the next cycle of every user whose cycle has ended (idempotent; for cron)."""
-    summary = run(lambda s: billing.reset_due(s))
+    """Start the next cycle of every user whose cycle has ended, and close dead workers'
+    reservations (idempotent; for cron)."""
+    stale = dt.timedelta(seconds=settings().lease_ttl_seconds)
+    summary = run(lambda s: billing.reset_due(s, stale_after=stale))
     if as_json:
         emit(summary.to_dict(), True)
         return
-    out.print(f"{len(summary.archives)} user(s) reset at {summary.now.isoformat()}")
+    out.print(f"{len(summary.archives)} user(s) reset at {summary.now.isoformat()}; "
+              f"{summary.abandoned} abandoned reservation(s) closed")
     if summary.archives:
         print_whole(_archive_table("cycles archived", summary.archives))
