@@ -248,11 +248,9 @@ class Pipeline:
 
     async def _deliver(self, job: _Job, audio: bytes) -> dict[str, Any]:
         request = job.request
-        inline = request.output == "base64" or (
-            request.output == "auto" and len(audio) <= self.settings.inline_max_bytes)
-        if inline and len(audio) <= self.settings.inline_max_bytes:
+        if request.output != "url" and len(audio) <= self.settings.inline_max_bytes:
             return {"audio_base64": base64.b64encode(audio).decode("ascii")}
-        if self.storage is None or request.output == "base64":
+        if request.output == "base64" or self.storage is None:
             # The estimate said it would fit; the audio did not. Never send an oversize
             # inline result (RunPod would drop it silently).
             raise InvalidRequest(
