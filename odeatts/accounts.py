@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts import quota
 from odeatts.cycles import next_month
+from odeatts.db import Sessions
 from odeatts.errors import AdminError
-from odeatts.keys import NewKey, generate_key, key_prefix, looks_like_key
+from odeatts.keys import NewKey, generate_key, key_prefix, looks_like_key, looks_like_prefix
 from odeatts.models import ApiKey, Plan, Usage, User, utcnow
 
 __all__ = [
@@ -60,10 +61,8 @@ __all__ = [
     "user_view_dict",
 ]
 
-Sessions = async_sessionmaker[AsyncSession]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PREFIX = re.compile(r"odea_[A-Za-z0-9]{8}")
 _INT_MAX = 2**31 - 1  # the columns are 32-bit integers
 _LABEL_MAX = 100
 _ROTATED = " (rotated)"
@@ -343,7 +342,7 @@ def _prefix(value: str) -> str:
     value = value.strip()
     if looks_like_key(value):  # a leaked key pasted whole: its prefix names it
         return key_prefix(value)
-    if not _PREFIX.fullmatch(value):
+    if not looks_like_prefix(value):
         raise AdminError(f"not a key prefix: {value!r} (expected odea_ and 8 letters or digits)")
     return value
 

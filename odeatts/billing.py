@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts.accounts import find_user
 from odeatts.cycles import (
@@ -43,6 +43,7 @@ from odeatts.cycles import (
     roll_ended_cycle,
     start_cycle,
 )
+from odeatts.db import Sessions
 from odeatts.errors import AdminError
 from odeatts.models import (
     FAILED,
@@ -75,7 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Sessions = async_sessionmaker[AsyncSession]
 
 # A single adjustment above this is far more likely a typo than a deal (about 115 days
 # of audio); an operator can still make several.

@@ -25,8 +25,9 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from odeatts.db import Sessions
 from odeatts.errors import (
     AdminError,
     OdeaError,
@@ -60,7 +61,6 @@ __all__ = [
     "voice_details",
 ]
 
-Sessions = async_sessionmaker[AsyncSession]
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 # MiniMax's rule for a clone's voice_id; ids are unique forever, even after deletion.

@@ -14,10 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from odeatts.db import insert_for
 from odeatts.models import BillingCycle, Plan, User
 
 __all__ = ["CycleArchive", "archive_cycle", "base_seconds", "current_start", "next_month",
@@ -85,7 +84,7 @@ async def archive_cycle(session: AsyncSession, user: User, plan: Plan, *, end: d
         used_ms=user.used_ms, credit_ms=user.credit_ms, closed_at=now,
         new_start=end, new_end=next_month(end),
     )
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = insert(BillingCycle).values(
         user_id=user.id, plan_id=plan.id, cycle_start=archive.cycle_start,
         cycle_end=archive.cycle_end, quota_ms=archive.quota_ms, used_ms=archive.used_ms,

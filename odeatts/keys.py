@@ -18,11 +18,13 @@ import secrets
 import string
 from dataclasses import dataclass
 
-__all__ = ["KEY_PREFIX", "NewKey", "generate_key", "hash_key", "key_prefix", "looks_like_key"]
+__all__ = ["KEY_PREFIX", "NewKey", "generate_key", "hash_key", "key_prefix", "looks_like_key",
+           "looks_like_prefix"]
 
 KEY_PREFIX = "odea_"
 _ALPHABET = string.ascii_letters + string.digits
-_KEY_RE = re.compile(r"odea_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}")
+_PREFIX_RE = re.compile(r"odea_[A-Za-z0-9]{8}")
+_KEY_RE = re.compile(_PREFIX_RE.pattern + r"_[A-Za-z0-9]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,11 @@ def hash_key(plain: str, pepper: bytes) -> str:
 def looks_like_key(value: str) -> bool:
     """Cheap shape check so garbage never reaches the database."""
     return bool(_KEY_RE.fullmatch(value))
+
+
+def looks_like_prefix(value: str) -> bool:
+    """The public part alone, as operators type it (``odea_XXXXXXXX``)."""
+    return bool(_PREFIX_RE.fullmatch(value))
 
 
 def key_prefix(plain: str) -> str:

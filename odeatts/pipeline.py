@@ -28,11 +28,11 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from odeatts import quota
 from odeatts.audio import delivered_ms, join
 from odeatts.config import Settings
+from odeatts.db import Sessions
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -74,7 +74,7 @@ class _Job:
 @dataclass
 class Pipeline:
     settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     limiter: Limiter
     minimax: MiniMaxClient
     voices: VoiceCatalogue

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts.cycles import roll_ended_cycle
+from odeatts.db import Sessions, insert_for
 from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 
@@ -147,7 +146,7 @@ async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime
     return _caller(api_key_id, user, plan)
 
 
-async def authenticate(sessions: async_sessionmaker[AsyncSession], *, key_hash: str,
+async def authenticate(sessions: Sessions, *, key_hash: str,
                        now: dt.datetime) -> Caller:
     """Read-only authentication, for actions that reserve nothing."""
     with database_errors():
@@ -167,7 +166,7 @@ async def live_reserved_ms(
 
 
 async def reserve(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     *,
     key_hash: str,
     job: JobMeta,
@@ -221,7 +220,7 @@ def _row_values(caller: Caller, job: JobMeta, now: dt.datetime, status: str) -> 
 
 async def _insert_new(session: AsyncSession, values: dict[str, Any]) -> int | None:
     """Insert the job's row unless its job id exists; the unique index decides, atomically."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = (
         insert(Usage)
         .values(**values, attempts=1, created_at=values["reserved_at"])
@@ -253,7 +252,7 @@ async def _take_over(
 
 
 async def settle(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     *,
     reservation: Reservation,
     duration_ms: int,
@@ -301,7 +300,7 @@ class _TakenOver(Exception):
     pass
 
 
-async def abandon_stale(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetime,
+async def abandon_stale(sessions: Sessions, *, now: dt.datetime,
                         stale_after: dt.timedelta) -> int:
     """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
 
@@ -320,7 +319,7 @@ async def abandon_stale(sessions: async_sessionmaker[AsyncSession], *, now: dt.d
 
 
 async def release(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     *,
     reservation: Reservation,
     status: str,

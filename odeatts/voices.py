@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from odeatts.db import Sessions
 from odeatts.models import Voice
 from odeatts.quota import database_errors
 
@@ -28,7 +28,7 @@ def voice_dict(voice: Voice) -> dict[str, object]:
 
 
 class VoiceCatalogue:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl: float = 60.0,
+    def __init__(self, sessions: Sessions, *, ttl: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._sessions = sessions
         self._ttl = ttl

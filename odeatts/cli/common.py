@@ -19,13 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer._click.core import Context
 from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from odeatts.config import Settings
-from odeatts.db import make_engine, make_sessionmaker
+from odeatts.db import Sessions, make_engine, make_sessionmaker
 from odeatts.errors import AdminError, OdeaError
 from odeatts.minimax import MiniMaxClient
 from odeatts.worker import build_minimax
@@ -44,7 +43,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Sessions = async_sessionmaker[AsyncSession]
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
