@@ -121,6 +121,33 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(5, ge=1, le=50, validation_alias="ODEATTS_DB_POOL_SIZE")
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
 
+    # Deadlines (README "Failure behaviour"). A job has one budget; each call to a
+    # dependency waits at most its own limit and never past the budget. A dependency
+    # that fails `breaker_threshold` times in a row is taken as down: calls fail fast,
+    # and one call probes every `breaker_cooldown_seconds`.
+    # Unset: 30 s less than the lease TTL (300 s with the default TTL).
+    job_timeout_seconds: float | None = Field(
+        None, gt=0, validation_alias="ODEATTS_JOB_TIMEOUT_SECONDS"
+    )
+    db_timeout_seconds: float = Field(
+        3.0, gt=0, le=60, validation_alias="ODEATTS_DB_TIMEOUT_SECONDS"
+    )
+    redis_timeout_seconds: float = Field(
+        1.0, gt=0, le=30, validation_alias="ODEATTS_REDIS_TIMEOUT_SECONDS"
+    )
+    storage_timeout_seconds: float = Field(
+        20.0, gt=0, le=300, validation_alias="ODEATTS_STORAGE_TIMEOUT_SECONDS"
+    )
+    # When the charge of a job whose audio is made cannot be written, it is retried for
+    # this long, then kept in the settle outbox (Redis) and applied later.
+    settle_retry_seconds: float = Field(
+        5.0, ge=0, le=60, validation_alias="ODEATTS_SETTLE_RETRY_SECONDS"
+    )
+    breaker_threshold: int = Field(5, ge=1, le=1000, validation_alias="ODEATTS_BREAKER_THRESHOLD")
+    breaker_cooldown_seconds: float = Field(
+        2.0, gt=0, le=300, validation_alias="ODEATTS_BREAKER_COOLDOWN_SECONDS"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_db(cls, value: str | None) -> str | None:
@@ -130,6 +157,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _job_ends_before_its_lease(self) -> Settings:
+        # A job still running when its lease and reservation lapse could be charged
+        # after another attempt took its place.
+        if self.job_timeout_seconds and self.job_timeout_seconds >= self.lease_ttl_seconds:
+            raise ValueError("ODEATTS_JOB_TIMEOUT_SECONDS must be below ODEATTS_LEASE_TTL_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _refuse_embedded_in_production(self) -> Settings:
@@ -165,6 +200,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'odeatts.db').as_posix()}"
+
+    @property
+    def job_budget_seconds(self) -> float:
+        """One job's whole time: what was set, or a margin under the lease TTL."""
+        ttl = self.lease_ttl_seconds
+        return self.job_timeout_seconds or max(ttl - 30, ttl / 2)
 
     @property
     def pepper(self) -> bytes:

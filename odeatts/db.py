@@ -34,16 +34,29 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, timeout_seconds: float | None = None
+                ) -> AsyncEngine:
+    """``timeout_seconds`` bounds every statement on the server too (the worker sets it;
+    operators' reports may run longer). The client side has its own deadline
+    (odeatts.resilience); TCP keepalives find a peer that vanished without a word."""
     if is_sqlite(url):
         return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {
+        "connect_timeout": max(2, round(timeout_seconds or 5)),
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+        "keepalives_count": 3, "tcp_user_timeout": 15_000,
+    }
+    if timeout_seconds is not None:
+        ms = int(timeout_seconds * 1000)
+        connect_args["options"] = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                                   f"-c idle_in_transaction_session_timeout={ms * 4}")
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        pool_timeout=timeout_seconds or 10,
+        connect_args=connect_args,
     )
 
 

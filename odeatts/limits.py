@@ -21,6 +21,7 @@ second structure. A retry of a MiniMax call takes another upstream slot
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -50,6 +51,9 @@ WINDOW_MS = 60_000
 #   {prefix}:rpm:{user_id}     ZSET member=<lease>:<µs>, score=admission ms
 #   {prefix}:leases:{user_id}  ZSET member=<lease (RunPod job id)>, score=expiry ms
 #   {prefix}:upstream          ZSET member=<lease>:<µs>:<chars>, score=admission ms (fleet-wide)
+#   {prefix}:void:{lease}      STRING, for one lease TTL: this admission was given up by its
+#                              worker (an error or a timeout); if the script is still queued
+#                              in a stalled Redis, it must not take the lease when it runs
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -79,7 +83,10 @@ if up_tpm > 0 then
 end
 """
 _ADMIT = _NOW + """
-local rpm_key, lease_key, up_key = KEYS[1], KEYS[2], KEYS[3]
+local rpm_key, lease_key, up_key, void_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', void_key) == 1 then
+  return {0, 'void', 0, 0}
+end
 local rpm, streams, ttl, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local window, up_rpm, up_tpm, chars = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
     tonumber(ARGV[8])
@@ -113,7 +120,7 @@ redis.call('PEXPIRE', up_key, window)
 return {1, 'ok', 0, 0}
 """
 
-Reason = Literal["ok", "rate", "concurrency", "upstream"]
+Reason = Literal["ok", "rate", "concurrency", "upstream", "void"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +149,10 @@ class Limiter(Protocol):
         """One more upstream slot (a retry of a MiniMax call)."""
         ...
 
-    async def release(self, *, user_id: int, lease_id: str) -> None:
-        """Give a lease back (idempotent)."""
+    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
+        """Give a lease back (idempotent). ``void``: the admission itself failed or timed
+        out, so its script may still run later; make sure it can never take the lease.
+        Never raises: what cannot be done now is retried in the background."""
         ...
 
     async def aclose(self) -> None: ...
@@ -157,13 +166,15 @@ def _decision(raw: list[object]) -> Decision:
 
 class RedisLimiter:
     def __init__(self, redis: Redis, *, lease_ttl_seconds: int, upstream: UpstreamBudget,
-                 prefix: str = "odeatts") -> None:
+                 prefix: str = "odeatts", timeout_seconds: float = 1.0) -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = lease_ttl_seconds * 1000
         self._upstream = upstream
+        self._timeout = timeout_seconds
         self._admit = redis.register_script(_ADMIT)
         self._acquire = redis.register_script(_UPSTREAM)
+        self._retries: set[asyncio.Task[None]] = set()
 
     def _user_keys(self, user_id: int) -> list[str]:
         return [f"{self._prefix}:rpm:{user_id}", f"{self._prefix}:leases:{user_id}"]
@@ -177,7 +188,7 @@ class RedisLimiter:
         up = self._upstream
         args: list[int | str] = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS, up.rpm,
                                  up.tpm, chars]
-        keys = [*self._user_keys(user_id), self._upstream_key]
+        keys = [*self._user_keys(user_id), self._upstream_key, self._void_key(lease_id)]
         try:
             return _decision(await self._admit(keys=keys, args=args))
         except RedisError as exc:
@@ -191,14 +202,44 @@ class RedisLimiter:
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
-    async def release(self, *, user_id: int, lease_id: str) -> None:
+    def _void_key(self, lease_id: str) -> str:
+        return f"{self._prefix}:void:{lease_id}"
+
+    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
         try:
-            await self._redis.zrem(self._user_keys(user_id)[1], lease_id)
-        except RedisError as exc:
-            # The lease lapses by its TTL; the slot is lost only until then.
-            log.warning("could not release lease of user %s: %s", user_id, type(exc).__name__)
+            await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
+        except (RedisError, TimeoutError) as exc:
+            log.warning("could not release lease of user %s now (%s); retrying in the "
+                        "background", user_id, type(exc).__name__)
+            task = asyncio.create_task(self._release_later(user_id, lease_id, void))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _release_once(self, user_id: int, lease_id: str, void: bool) -> None:
+        lease_key = self._user_keys(user_id)[1]
+        if not void:
+            await self._redis.zrem(lease_key, lease_id)
+            return
+        pipe = self._redis.pipeline(transaction=True)  # one round trip
+        pipe.set(self._void_key(lease_id), 1, px=self._ttl_ms)
+        pipe.zrem(lease_key, lease_id)
+        await pipe.execute()
+
+    async def _release_later(self, user_id: int, lease_id: str, void: bool) -> None:
+        """Until Redis answers, at most for a lease TTL (after which the lease is gone)."""
+        deadline = time.monotonic() + self._ttl_ms / 1000
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.wait_for(self._release_once(user_id, lease_id, void),
+                                       self._timeout)
+                return
+            except (RedisError, TimeoutError):
+                continue
 
     async def aclose(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
         await self._redis.aclose()
 
 
@@ -273,7 +314,7 @@ class InProcessLimiter:
         self._upstream.entries.append((now, chars))
         return Decision(True, "ok", 0, 0.0)
 
-    async def release(self, *, user_id: int, lease_id: str) -> None:
+    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
 
     async def aclose(self) -> None:

@@ -21,16 +21,17 @@ import base64
 import datetime as dt
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from odeatts import quota
-from odeatts.audio import delivered_ms, join
+from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
 from odeatts.db import Sessions
 from odeatts.errors import (
@@ -38,7 +39,9 @@ from odeatts.errors import (
     InvalidRequest,
     OdeaError,
     RateLimited,
+    ServiceUnavailable,
     UpstreamBusy,
+    UpstreamUnavailable,
     VoiceNotFound,
 )
 from odeatts.estimate import estimate_ms
@@ -46,18 +49,32 @@ from odeatts.keys import hash_key, looks_like_key
 from odeatts.limits import Decision, Limiter
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
+from odeatts.outbox import Deferred, Outbox
+from odeatts.resilience import Budget, Dependency
 from odeatts.schemas import ParsedJob, SpeechRequest, UsageRequest, VoicesRequest
 from odeatts.storage import Storage
 from odeatts.text import split_text
 from odeatts.voices import VoiceCatalogue, voice_dict
 
-__all__ = ["Pipeline"]
+__all__ = ["Dependencies", "Pipeline"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A hash no key can have: unknown-shaped keys still cost one indexed lookup, so a
 # malformed key and a wrong key take the same time.
 _NO_KEY = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """Every external service of the job path, each with its deadline and breaker."""
+
+    db: Dependency
+    redis: Dependency
+    minimax: Dependency
+    storage: Dependency
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,12 @@ class _Job:
     voice: Voice
     parts: list[SpeechParams]
     reservation: quota.Reservation
+    budget: Budget
+
+    @property
+    def lease_id(self) -> str:
+        """Per attempt: a lease given up by one attempt never blocks the next."""
+        return f"{self.id}#{self.reservation.attempt}"
 
 
 @dataclass
@@ -78,8 +101,11 @@ class Pipeline:
     limiter: Limiter
     minimax: MiniMaxClient
     voices: VoiceCatalogue
+    deps: Dependencies
+    outbox: Outbox
     storage: Storage | None = None
     clock: Callable[[], dt.datetime] = utcnow
+    _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
         request = job.request
@@ -91,6 +117,8 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
+        if self._drainer is not None:
+            self._drainer.cancel()
         await self.limiter.aclose()
         await self.minimax.aclose()
         await self.sessions.kw["bind"].dispose()
@@ -99,8 +127,9 @@ class Pipeline:
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
         async with self._metered(job):
-            speeches = await self._synthesize(job)
-            audio = join([s.audio for s in speeches], request.format)
+            speeches = await self.deps.minimax.call(partial(self._synthesize, job),
+                                                    budget=job.budget)
+            audio = _joined([s.audio for s in speeches], request.format)
             duration = sum(s.duration_ms for s in speeches)
             delivery = await self._deliver(job, audio)
             view = await self._settle(job, duration, speeches[0].trace_id,
@@ -115,6 +144,7 @@ class Pipeline:
         chunks = 0
         async with self._metered(job):
             ends: list[StreamEnd] = []
+            self.deps.minimax.check()
             try:
                 for index, params in enumerate(job.parts):
                     await self._part_slot(job, index)
@@ -133,8 +163,10 @@ class Pipeline:
                 await self._charge_delivered(job, bytes(sent))
                 raise
             except OdeaError as exc:
+                self.deps.minimax.observe(exc)
                 exc.details.update(delivered_chunks=chunks, charged_seconds=0)
                 raise
+            self.deps.minimax.observe(None)
             duration = sum(e.duration_ms for e in ends)
             view = await self._settle(job, duration, ends[0].trace_id,
                                       sum(e.billed_characters or 0 for e in ends))
@@ -143,12 +175,12 @@ class Pipeline:
 
     async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
         """Everything that can refuse a job before anything is reserved, then reserve."""
+        budget = Budget(self.settings.job_budget_seconds)
         key_hash = self._key_hash(request)
-        voice = await self.voices.get(request.voice)
+        voice = await self._db(partial(self.voices.get, request.voice), budget)
         if voice is None:
-            await quota.authenticate(self.sessions, key_hash=key_hash,  # 401 before 404
-                                     now=self.clock())
-            names = [v.name for v in await self.voices.active()]
+            await self._authenticate(key_hash, budget)  # 401 before 404
+            names = [v.name for v in await self._db(self.voices.active, budget)]
             raise VoiceNotFound(f"Unknown voice `{request.voice}`.",
                                 details={"field": "voice", "voices": names})
         estimate = estimate_ms(request.text, request.speed)
@@ -156,10 +188,18 @@ class Pipeline:
         parts = self._parts(request, voice)
         meta = quota.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
                              text_chars=len(request.text), estimated_ms=estimate)
-        reservation = await quota.reserve(
-            self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
-            stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds))
-        return _Job(job_id, request, voice, parts, reservation)
+        reservation = await self._db(partial(
+            quota.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
+            stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds)), budget)
+        return _Job(job_id, request, voice, parts, reservation, budget)
+
+    async def _db(self, work: Callable[[], Awaitable[T]], budget: Budget | None = None) -> T:
+        return await self.deps.db.call(work, budget=budget)
+
+    async def _authenticate(self, key_hash: str, budget: Budget | None = None
+                            ) -> quota.Caller:
+        return await self._db(partial(quota.authenticate, self.sessions, key_hash=key_hash,
+                                      now=self.clock()), budget)
 
     def _parts(self, request: SpeechRequest, voice: Voice) -> list[SpeechParams]:
         texts = split_text(request.text, self.settings.part_chars)
@@ -198,8 +238,11 @@ class Pipeline:
         """Admission, then the body; gives back the reservation and the lease on any exit."""
         caller = job.reservation.caller
         try:
-            decision = await self._admit(job.id, caller, len(job.parts[0].text))
+            decision = await self._admit(job, caller, len(job.parts[0].text))
         except BaseException as exc:
+            # The admission may still run in a stalled Redis: void it, whenever it runs.
+            await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id,
+                                       void=True)
             await self._release(job.reservation, FAILED, exc)
             raise
         if not decision.allowed:
@@ -213,7 +256,7 @@ class Pipeline:
             await self._release(job.reservation, FAILED, exc)
             raise
         finally:
-            await self.limiter.release(user_id=caller.user_id, lease_id=job.id)
+            await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id)
 
     async def _synthesize(self, job: _Job) -> list[Speech]:
         """All parts, at most ``part_parallelism`` at once; one failure cancels the rest."""
@@ -256,18 +299,66 @@ class Pipeline:
             raise InvalidRequest(
                 f"The audio ({len(audio) // 1024} KB) is too large to return inline.",
                 details={"field": "output"})
-        url = await self.storage.put_audio(audio, job_id=job.id, fmt=request.format)
+        storage = self.storage
+        url = await self.deps.storage.call(
+            partial(storage.put_audio, audio, job_id=job.id, fmt=request.format),
+            budget=job.budget)
         return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
 
     async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
                       error_code: str | None = None) -> quota.QuotaView:
-        view = await quota.settle(self.sessions, reservation=job.reservation,
-                                  duration_ms=duration_ms, billed_characters=billed or None,
-                                  trace_id=trace_id, now=self.clock(), error_code=error_code)
+        """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
+        cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
+        and deliver; only if that fails too is the job an error, charged nothing."""
+        now = self.clock()
+        settle = partial(quota.settle, self.sessions, reservation=job.reservation,
+                         duration_ms=duration_ms, billed_characters=billed or None,
+                         trace_id=trace_id, now=now, error_code=error_code)
+        try:
+            view = await self._retrying_db(settle, job.budget)
+        except ServiceUnavailable:
+            view = await self._defer(job, Deferred(
+                job_id=job.id, usage_id=job.reservation.usage_id,
+                attempt=job.reservation.attempt, user_id=job.reservation.caller.user_id,
+                duration_ms=duration_ms, billed_characters=billed or None, trace_id=trace_id,
+                settled_at=now.isoformat()))
         log.info("job %s user %s voice %s: %d ms charged (estimate %d ms, %d parts, trace %s)",
                  job.id, job.reservation.caller.user_id, job.voice.name, duration_ms,
                  job.reservation.estimated_ms, len(job.parts), trace_id)
         return view
+
+    async def _retrying_db(self, work: Callable[[], Awaitable[T]], budget: Budget) -> T:
+        """Postgres, tried again with backoff for up to ``settle_retry_seconds``."""
+        give_up = time.monotonic() + min(self.settings.settle_retry_seconds, budget.remaining())
+        pause = 0.2
+        while True:
+            try:
+                return await self._db(work, budget)
+            except ServiceUnavailable:
+                if time.monotonic() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    async def _defer(self, job: _Job, item: Deferred) -> quota.QuotaView:
+        await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
+        log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
+                    job.id, item.duration_ms)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain_outbox())
+        caller = job.reservation.caller
+        return quota.QuotaView(caller.used_ms + item.duration_ms, 0, caller.quota_ms)
+
+    async def _drain_outbox(self) -> None:
+        """Apply kept charges as soon as Postgres answers; ends when none are left."""
+        while True:
+            await asyncio.sleep(self.settings.breaker_cooldown_seconds)
+            try:
+                await self._db(partial(quota.drain_outbox, self.sessions, self.outbox))
+                if not await self.deps.redis.call(self.outbox.pending):
+                    return
+            except OdeaError:
+                continue
 
     async def _charge_delivered(self, job: _Job, sent: bytes) -> None:
         """A stream the caller stopped: charge what they had received, nothing more."""
@@ -293,13 +384,13 @@ class Pipeline:
         }
 
     # --------------------------------------------------------------- admission
-    async def _admit(self, job_id: str, caller: quota.Caller, chars: int) -> Decision:
+    async def _admit(self, job: _Job, caller: quota.Caller, chars: int) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
-            decision = await self.limiter.admit(user_id=caller.user_id, lease_id=job_id,
-                                                rpm=caller.rpm, streams=caller.max_streams,
-                                                chars=chars)
+            decision = await self.deps.redis.call(partial(
+                self.limiter.admit, user_id=caller.user_id, lease_id=job.lease_id,
+                rpm=caller.rpm, streams=caller.max_streams, chars=chars), budget=job.budget)
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
             waited += await _pause(decision)
@@ -309,7 +400,8 @@ class Pipeline:
         limit = self.settings.upstream_max_wait_seconds if max_wait is None else max_wait
         waited = 0.0
         while True:
-            decision = await self.limiter.acquire_upstream(lease_id=job_id, chars=chars)
+            decision = await self.deps.redis.call(partial(
+                self.limiter.acquire_upstream, lease_id=job_id, chars=chars))
             if decision.allowed:
                 return
             if not _worth_waiting(decision, waited, limit):
@@ -321,8 +413,8 @@ class Pipeline:
         code = exc.code if isinstance(exc, OdeaError) else (
             "cancelled" if not isinstance(exc, Exception) else "internal")
         try:
-            await quota.release(self.sessions, reservation=reservation, status=status,
-                                error_code=code, now=self.clock())
+            await self._db(partial(quota.release, self.sessions, reservation=reservation,
+                                   status=status, error_code=code, now=self.clock()))
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
             log.error("could not release reservation %s; it will lapse", reservation.usage_id)
@@ -333,29 +425,17 @@ class Pipeline:
 
     # ------------------------------------------------------------ other actions
     async def list_voices(self, request: VoicesRequest) -> dict[str, Any]:
-        await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
-                                 now=self.clock())
+        await self._authenticate(self._key_hash(request))
         voices = [
-            voice_dict(v) for v in await self.voices.active()
+            voice_dict(v) for v in await self._db(self.voices.active)
             if (request.language is None or v.language.lower() == request.language.lower())
             and (request.gender is None or v.gender == request.gender)
         ]
         return {"voices": voices}
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
-        now = self.clock()
-        caller = await quota.authenticate(self.sessions, key_hash=self._key_hash(request),
-                                          now=now)
-        stale = now - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
-        with quota.database_errors():
-            async with self.sessions() as session:
-                user, plan = (await session.execute(
-                    select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                reserved = await quota.live_reserved_ms(session, user_id=user.id, since=stale)
-                rows = (await session.execute(
-                    select(Usage).where(Usage.user_id == user.id)
-                    .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
-                )).scalars().all()
+        caller = await self._authenticate(self._key_hash(request))
+        user, plan, reserved, rows = await self._db(partial(self._usage_rows, caller, request))
         view = quota.QuotaView(caller.used_ms, reserved, caller.quota_ms)
         return {
             "plan": plan.id,
@@ -366,6 +446,30 @@ class Pipeline:
             "cycle": {"start": user.cycle_start.isoformat(), "end": user.cycle_end.isoformat()},
             "recent": [_usage_row(r) for r in rows],
         }
+
+
+    async def _usage_rows(self, caller: quota.Caller, request: UsageRequest
+                          ) -> tuple[User, Plan, int, Sequence[Usage]]:
+        stale = self.clock() - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
+        with quota.database_errors():
+            async with self.sessions() as session:
+                user, plan = (await session.execute(
+                    select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
+                reserved = await quota.live_reserved_ms(session, user_id=user.id, since=stale)
+                rows = (await session.execute(
+                    select(Usage).where(Usage.user_id == user.id)
+                    .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
+                )).scalars().all()
+        return user, plan, reserved, rows
+
+
+def _joined(parts: list[bytes], fmt: str) -> bytes:
+    """One file from the parts; parts that cannot be joined are MiniMax's fault."""
+    try:
+        return join(parts, fmt)
+    except AudioError as exc:
+        log.warning("the parts of a long text could not be joined: %s", exc)
+        raise UpstreamUnavailable() from exc
 
 
 def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,7 @@ from odeatts.cycles import roll_ended_cycle
 from odeatts.db import Sessions, insert_for
 from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
+from odeatts.outbox import Deferred, Outbox
 
 __all__ = [
     "Caller",
@@ -42,10 +43,12 @@ __all__ = [
     "abandon_stale",
     "authenticate",
     "database_errors",
+    "drain_outbox",
     "live_reserved_ms",
     "release",
     "reserve",
     "settle",
+    "settle_deferred",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,9 @@ def database_errors() -> Iterator[None]:
     try:
         yield
     except (SQLAlchemyError, OSError) as exc:
-        log.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
+        # No traceback here: an outage would write one per job. The job path's breaker
+        # (odeatts.resilience) logs the outage once; the CLI prints one line.
+        log.debug("database unavailable: %s", type(exc).__name__, exc_info=exc)
         raise ServiceUnavailable() from exc
 
 
@@ -266,7 +271,44 @@ async def settle(
     ``error_code`` marks a partial delivery (a stream the caller cancelled midway):
     charged for what was delivered, and recorded as such.
     """
-    user_id = reservation.caller.user_id
+    charge = _Charge(reservation.usage_id, reservation.attempt, reservation.caller.user_id,
+                     duration_ms, billed_characters, trace_id, now, error_code)
+    used = await _apply(sessions, charge, open_statuses=_OPEN)
+    return QuotaView(reservation.caller.used_ms if used is None else used, 0,
+                     reservation.caller.quota_ms)
+
+
+async def settle_deferred(sessions: Sessions, item: Deferred) -> bool:
+    """Apply a charge kept in the outbox; True if this call charged it.
+
+    Idempotent: a row already settled, or taken over by a later attempt of the same
+    job, is left alone. A row the hourly job closed as ``abandoned`` (its worker
+    looked dead) is still charged: the caller did get the audio.
+    """
+    charge = _Charge(item.usage_id, item.attempt, item.user_id, item.duration_ms,
+                     item.billed_characters, item.trace_id, item.when, None)
+    return await _apply(sessions, charge, open_statuses=_OPEN_OR_ABANDONED) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    usage_id: int
+    attempt: int
+    user_id: int
+    duration_ms: int
+    billed_characters: int | None
+    trace_id: str | None
+    at: dt.datetime
+    error_code: str | None
+
+
+_OPEN = Usage.status == RESERVED
+_OPEN_OR_ABANDONED = or_(_OPEN, and_(Usage.status == FAILED, Usage.error_code == "abandoned"))
+
+
+async def _apply(sessions: Sessions, charge: _Charge, *, open_statuses: Any) -> int | None:
+    """Charge the user and close the row in one transaction; None if the row was not
+    open (settled before, or taken over): then nothing is charged."""
     try:
         with database_errors():
             async with sessions() as session, session.begin():
@@ -274,26 +316,26 @@ async def settle(
                 used = (
                     await session.execute(
                         update(User)
-                        .where(User.id == user_id)
-                        .values(used_ms=User.used_ms + duration_ms)
+                        .where(User.id == charge.user_id)
+                        .values(used_ms=User.used_ms + charge.duration_ms)
                         .returning(User.used_ms)
                     )
                 ).scalar_one()
                 marked = await session.execute(
                     update(Usage)
-                    .where(Usage.id == reservation.usage_id,
-                           Usage.attempts == reservation.attempt, Usage.status == RESERVED)
-                    .values(status=SUCCEEDED, duration_ms=duration_ms, settled_at=now,
-                            billed_characters=billed_characters, trace_id=trace_id,
-                            error_code=error_code)
+                    .where(Usage.id == charge.usage_id, Usage.attempts == charge.attempt,
+                           open_statuses)
+                    .values(status=SUCCEEDED, duration_ms=charge.duration_ms,
+                            settled_at=charge.at, billed_characters=charge.billed_characters,
+                            trace_id=charge.trace_id, error_code=charge.error_code)
                 )
                 if marked.rowcount != 1:  # type: ignore[attr-defined]
                     raise _TakenOver()  # rolls the charge back with the transaction
     except _TakenOver:
         # Another delivery took this job over after our lease lapsed; it owns the charge.
-        log.warning("usage %s was taken over; not charged twice", reservation.usage_id)
-        used = reservation.caller.used_ms
-    return QuotaView(used, 0, reservation.caller.quota_ms)
+        log.warning("usage %s was taken over or settled; not charged twice", charge.usage_id)
+        return None
+    return int(used)
 
 
 class _TakenOver(Exception):
@@ -337,3 +379,16 @@ async def release(
                        Usage.status == RESERVED)
                 .values(status=status, error_code=error_code, settled_at=now, trace_id=trace_id)
             )
+
+
+async def drain_outbox(sessions: Sessions, outbox: Outbox) -> int:
+    """Apply every charge kept in the outbox; returns how many this call charged.
+
+    Stops at the first failure (raises ServiceUnavailable): what is left stays kept.
+    """
+    charged = 0
+    for item in await outbox.pending():
+        charged += await settle_deferred(sessions, item)
+        await outbox.done(item)
+        log.info("outbox: job %s settled (%d ms)", item.job_id, item.duration_ms)
+    return charged

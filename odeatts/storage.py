@@ -67,8 +67,8 @@ def build_storage(settings: Settings) -> Storage | None:
         aws_secret_access_key=(settings.bucket_secret_access_key.get_secret_value()
                                if settings.bucket_secret_access_key else None),
         region_name=settings.bucket_region,
-        config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
-                      connect_timeout=5, read_timeout=30),
+        config=Config(signature_version="s3v4", retries={"max_attempts": 2, "mode": "standard"},
+                      connect_timeout=3, read_timeout=10),
     )
     return Storage(client, bucket=settings.bucket_name,
                    expiry_seconds=settings.url_expiry_seconds)

@@ -19,37 +19,78 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from odeatts.config import Settings
 from odeatts.db import make_engine, make_sessionmaker
-from odeatts.errors import InternalError, InvalidRequest, OdeaError
+from odeatts.errors import (
+    InternalError,
+    InvalidRequest,
+    OdeaError,
+    ServiceUnavailable,
+    UpstreamUnavailable,
+)
 from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
 from odeatts.minimax import MiniMaxClient
-from odeatts.pipeline import Pipeline
+from odeatts.outbox import MemoryOutbox, RedisOutbox
+from odeatts.pipeline import Dependencies, Pipeline
+from odeatts.resilience import Breaker, Dependency
 from odeatts.schemas import SpeechRequest, parse_job
 from odeatts.storage import build_storage
 from odeatts.voices import VoiceCatalogue
 
-__all__ = ["Worker", "build_limiter", "build_pipeline"]
+__all__ = ["Worker", "build_dependencies", "build_limiter", "build_pipeline", "build_redis"]
 
 log = logging.getLogger(__name__)
 
 
-def build_limiter(settings: Settings) -> Limiter:
+def build_redis(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    timeout = settings.redis_timeout_seconds
+    return Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                          socket_connect_timeout=timeout, health_check_interval=30,
+                          socket_keepalive=True)
+
+
+def build_limiter(settings: Settings, redis: Redis | None) -> Limiter:
     upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
-    if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2.0,
-                               socket_connect_timeout=2.0, health_check_interval=30)
+    if redis is not None:
         return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
-                            upstream=upstream, prefix=settings.redis_prefix)
+                            upstream=upstream, prefix=settings.redis_prefix,
+                            timeout_seconds=settings.redis_timeout_seconds)
     log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
     return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
+
+
+def build_dependencies(settings: Settings) -> Dependencies:
+    """Deadlines and breakers of the job path (README "Failure behaviour")."""
+    def dependency(name: str, timeout: float, error: Callable[[], OdeaError],
+                   failing: tuple[type[BaseException], ...]) -> Dependency:
+        return Dependency(
+            name=name, timeout=timeout, error=error,
+            is_failure=lambda exc: isinstance(exc, failing),
+            breaker=Breaker(name, threshold=settings.breaker_threshold,
+                            cooldown=settings.breaker_cooldown_seconds))
+
+    unavailable = (ServiceUnavailable, SQLAlchemyError, RedisError, OSError)
+    return Dependencies(
+        db=dependency("postgres", settings.db_timeout_seconds, ServiceUnavailable,
+                      unavailable),
+        redis=dependency("redis", settings.redis_timeout_seconds, ServiceUnavailable,
+                         unavailable),
+        minimax=dependency("minimax", settings.job_budget_seconds, UpstreamUnavailable,
+                           (UpstreamUnavailable,)),
+        storage=dependency("object storage", settings.storage_timeout_seconds,
+                           ServiceUnavailable, (ServiceUnavailable, OSError)),
+    )
 
 
 def build_minimax(settings: Settings) -> MiniMaxClient:
     http = httpx.AsyncClient(
         base_url=settings.minimax_base_url,
-        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=5.0),
+        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0),
         limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
     )
     api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
@@ -60,10 +101,15 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
-    engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
+                         timeout_seconds=settings.db_timeout_seconds)
     sessions = make_sessionmaker(engine)
-    return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings),
+    redis = build_redis(settings)
+    outbox = (RedisOutbox(redis, prefix=settings.redis_prefix) if redis is not None
+              else MemoryOutbox())
+    return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings, redis),
                     minimax=build_minimax(settings), voices=VoiceCatalogue(sessions),
+                    deps=build_dependencies(settings), outbox=outbox,
                     storage=build_storage(settings))
 
 

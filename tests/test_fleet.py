@@ -298,7 +298,7 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
 
     assert not fake.results("doomed")
     lease_key = f"{settings.redis_prefix}:leases:{user_id}"
-    expiry_ms = await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed"))
+    expiry_ms = await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed#1"))
     assert expiry_ms is not None, "the dead worker's lease is not in Redis"
     left = await asyncio.to_thread(_seconds_until, settings, expiry_ms)
     assert 0 < left <= ttl
@@ -325,7 +325,7 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
 
     assert early.error_json()["code"] == late.error_json()["code"] == "concurrency_limited"
     assert after.error is None, after.body
-    assert await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed")) \
+    assert await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed#1")) \
         is None
     rows = {r.job_id: r for r in await usage_rows(worker, user_id)}
     assert {rows[p].error_code for p in ("probe-early", "probe-late")} == {"concurrency_limited"}

@@ -1,0 +1,163 @@
+"""Deadlines and breakers: how the job path keeps its promises when a dependency does not.
+
+A refused connection fails fast by itself; a dependency that stalls or goes silent
+does not. So every call the job path makes to Postgres, Redis, MiniMax or object
+storage goes through a ``Dependency``:
+
+``Budget``      one per job (``ODEATTS_JOB_TIMEOUT_SECONDS``); every step's deadline is
+                the smaller of its own limit and what is left of the job's budget.
+``Dependency``  runs one call as its own task and waits at most its deadline. On
+                timeout the caller gets the dependency's error AT ONCE and the task is
+                cancelled in the background: psycopg, for one, spends up to 10 s trying
+                to cancel a query on a silent server before it gives up, and the caller
+                must not wait for that.
+``Breaker``     after ``threshold`` consecutive failures the dependency is taken as down:
+                calls fail fast for ``cooldown`` seconds, then one call probes. The
+                outage is logged once when it starts (ERROR, with counts) and once when
+                it ends (INFO), instead of a traceback per job.
+
+Only failures of the dependency itself count against its breaker (a timeout, a lost
+connection, MiniMax answering nonsense); a caller's error found there (an unknown key,
+a spent quota) is a healthy answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from odeatts.errors import OdeaError
+
+__all__ = ["Breaker", "Budget", "Dependency"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+@dataclass
+class Budget:
+    """What is left of one job's time."""
+
+    seconds: float
+    clock: Clock = time.monotonic
+    started: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def remaining(self) -> float:
+        return max(self.seconds - (self.clock() - self.started), 0.0)
+
+
+@dataclass
+class Breaker:
+    """Consecutive failures of one dependency, in this worker process."""
+
+    name: str
+    threshold: int = 5
+    cooldown: float = 2.0
+    clock: Clock = time.monotonic
+    failures: int = 0
+    refused: int = 0
+    _open_until: float = 0.0
+    _since: float = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures >= self.threshold
+
+    def allow(self) -> bool:
+        """False while the dependency is taken as down; one probe per cooldown passes."""
+        if not self.is_open:
+            return True
+        now = self.clock()
+        if now >= self._open_until:
+            self._open_until = now + self.cooldown  # this call probes; others fail fast
+            return True
+        self.refused += 1
+        return False
+
+    def success(self) -> None:
+        if self.is_open:
+            log.info("%s recovered after %.1f s: %d failed calls, %d refused without trying",
+                     self.name, self.clock() - self._since, self.failures, self.refused)
+        self.failures = self.refused = 0
+
+    def failure(self, reason: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        if self.failures == 1:
+            self._since = now
+        if self.failures == self.threshold:
+            log.error("%s is down: %d consecutive failures (last: %s); failing fast, "
+                      "probing every %.1f s", self.name, self.failures, reason, self.cooldown)
+        if self.is_open:
+            self._open_until = now + self.cooldown
+        elif self.failures == 1:
+            log.warning("%s call failed: %s", self.name, reason)
+
+
+@dataclass
+class Dependency:
+    """One external service as the job path sees it: a deadline, a breaker, an error."""
+
+    name: str
+    timeout: float
+    error: Callable[[], OdeaError]
+    is_failure: Callable[[BaseException], bool]
+    breaker: Breaker
+
+    async def call(self, work: Callable[[], Awaitable[T]], *, budget: Budget | None = None,
+                   timeout: float | None = None) -> T:
+        """Run ``work()`` within the deadline; its failures become ``self.error()``."""
+        limit = self.timeout if timeout is None else timeout
+        if budget is not None:
+            limit = min(limit, budget.remaining())
+        if limit <= 0:
+            raise self.error()
+        self.check()
+        task = asyncio.ensure_future(work())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        except asyncio.CancelledError:
+            _abandon(task)
+            raise
+        if not done:
+            _abandon(task)
+            self.breaker.failure(f"no answer within {limit:.1f} s")
+            raise self.error()
+        return self._outcome(task)
+
+    def check(self) -> None:
+        """Fail fast while the breaker is open (for calls that cannot go through ``call``,
+        such as a stream, which then report with ``observe``)."""
+        if not self.breaker.allow():
+            raise self.error()
+
+    def observe(self, exc: BaseException | None) -> None:
+        """Count one call's outcome; only the dependency's own failures count against it."""
+        if exc is not None and self.is_failure(exc):
+            self.breaker.failure(type(exc.__cause__ or exc).__name__)
+        else:
+            self.breaker.success()  # it answered, even if the answer is a refusal
+
+    def _outcome(self, task: asyncio.Future[T]) -> T:
+        exc = task.exception()
+        self.observe(exc)
+        if exc is None:
+            return task.result()
+        if self.is_failure(exc) and not isinstance(exc, OdeaError):
+            raise self.error() from exc
+        raise exc
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel without waiting; whatever the task ends with is consumed, not reported."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
