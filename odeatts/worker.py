@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 def build_limiter(settings: Settings) -> Limiter:
     upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
-    if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2.0,
+    if settings.plain_redis_url:
+        redis = Redis.from_url(settings.plain_redis_url, socket_timeout=2.0,
                                socket_connect_timeout=2.0, health_check_interval=30)
         return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
                             upstream=upstream, prefix=settings.redis_prefix)

@@ -167,6 +167,6 @@ def invoke(settings: Settings) -> Invoke:
 def engine(settings: Settings) -> Iterator[Engine]:
     """A synchronous engine on the test database, for checking what the CLI wrote."""
     assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
+    eng = create_engine(sync_url(settings.effective_database_url), poolclass=NullPool)
     yield eng
     eng.dispose()
