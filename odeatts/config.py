@@ -11,18 +11,20 @@ limits kept in one process do not hold across a fleet of workers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_PEPPER", "Settings", "normalise_database_url"]
+__all__ = ["DEV_PEPPER", "LogFormat", "Settings", "normalise_database_url"]
 
 # Only ever used outside production; production refuses to start with it.
 DEV_PEPPER = "odeatts-development-pepper-not-for-production"
 
 MINIMAX_GLOBAL_URL = "https://api.minimax.io"
+
+LogFormat = Literal["json", "text"]
 
 
 def normalise_database_url(url: str) -> str:
@@ -34,6 +36,10 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def _default_log_format(data: dict[str, Any]) -> LogFormat:
+    return "json" if data.get("env") == "production" else "text"
 
 
 def _secret_parts(value: str) -> list[str]:
@@ -132,6 +138,10 @@ class Settings(BaseSettings):
     # under Postgres' max_connections (100 by default).
     db_pool_size: int = Field(5, ge=1, le=50, validation_alias="ODEATTS_DB_POOL_SIZE")
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
+    # json for log collectors in production, text for people elsewhere (empty = default).
+    log_format: LogFormat = Field(
+        default_factory=_default_log_format,
+        validation_alias="ODEATTS_LOG_FORMAT")
 
     @field_validator("database_url", "redis_url")
     @classmethod
@@ -140,6 +150,11 @@ class Settings(BaseSettings):
         if not url:
             return None
         return SecretStr(normalise_database_url(url) if info.field_name == "database_url" else url)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _blank_log_format_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return _default_log_format(info.data) if value in ("", None) else value
 
     @field_validator("minimax_base_url")
     @classmethod

@@ -26,7 +26,8 @@ from tests.support.services import PostgresTemplate, SqliteTemplate, require
 PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
 EMULATOR_KEY = "emulator-key"
 _ENV = ("DATABASE_URL", "REDIS_URL", "MINIMAX_API_KEY", "MINIMAX_BASE_URL", "MINIMAX_GROUP_ID",
-        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX")
+        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX",
+        "ODEATTS_LOG_FORMAT")
 
 
 @pytest.fixture(autouse=True)

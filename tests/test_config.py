@@ -183,3 +183,16 @@ def test_secret_values_are_the_secrets_and_the_url_passwords(
                           "BUCKET_SECRET_ACCESS_KEY": "bucket-secret"})
     assert sorted(Settings().secret_values()) == sorted(
         ["s3cr%40t", "s3cr@t", "p" * 32, "mm-key", "bucket-secret"])
+
+
+def test_logs_are_json_in_production_and_text_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().log_format == "text"
+    set_env(monkeypatch, PRODUCTION)
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "text")
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "")  # as `.env.example` leaves it
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError):
+        Settings()
