@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from odeatts.config import Settings
 from odeatts.keys import generate_key
 from odeatts.logs import bind, configure_logging, job_context, log_context, redact
 from odeatts.redaction import MASK, Redactor
+from odeatts.worker import Worker
+from tests.conftest import UserFactory
 
 KEY = generate_key(b"pepper").plain
 log = logging.getLogger("odeatts.test.logs")
@@ -280,6 +283,47 @@ async def test_concurrent_jobs_do_not_see_each_others_context(
         assert (line["user_id"], line["trace_id"]) == (
             (n, f"trace-{n}") if step >= 2 else (None, None))
     assert log_context()["job_id"] is None
+
+
+# --- the worker opens the context ------------------------------------------------------
+
+async def test_the_plain_handler_tags_its_lines(
+    output: Callable[..., io.StringIO], worker: Worker
+) -> None:
+    stream = output(settings_for("json"))
+    await worker.handle({"id": "plain-1", "input": {"api_key": KEY, "text": "Hi.",
+                                                     "voice": "british-male"}})
+    [failed] = [line for line in json_lines(stream) if "failed" in line["message"]]
+    assert failed["job_id"] == "plain-1" and "unauthorized" in failed["message"]
+    assert log_context()["job_id"] is None
+
+
+async def test_lines_logged_while_streams_run_carry_their_own_job(
+    output: Callable[..., io.StringIO], make_settings: Callable[..., Settings],
+    make_user: UserFactory,
+) -> None:
+    """Two streams at once, each in its own task as RunPod runs them: the pipeline's
+    charge line, logged inside the generator after the last chunk, names its own job."""
+    keys = [(await make_user())[1] for _ in range(2)]  # a free plan runs one job at a time
+    streamer = Worker(make_settings(ODEATTS_HANDLER="stream", ODEATTS_STREAM_CHUNK_BYTES=4096))
+    stream = output(settings_for("json"))
+
+    async def consume(job_id: str, key: str) -> None:
+        job = {"id": job_id, "input": {"api_key": key, "text": "One sentence. And another.",
+                                       "voice": "british-male", "stream": True}}
+        items = [item async for item in streamer.handler(job)]
+        assert log_context()["job_id"] is None  # the finished job left nothing behind
+        assert len(items) >= 2, items  # chunks, then the final item
+
+    try:
+        ids = [f"stream-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+        await asyncio.gather(*(consume(job_id, key) for job_id, key in zip(ids, keys, strict=True)))
+    finally:
+        await streamer.aclose()
+    charged = [line for line in json_lines(stream) if "charged" in line["message"]]
+    assert sorted(line["job_id"] for line in charged) == sorted(ids)
+    for line in charged:
+        assert line["message"].startswith(f"job {line['job_id']} ")
 
 
 def test_production_logs_json_unless_told_text(
