@@ -19,9 +19,12 @@ and the job path adds what it learns later, once known::
 
 The values live in a ``contextvars.ContextVar``: concurrent jobs (each an asyncio
 task) never see each other's, and ``job_context`` restores the previous values on
-exit, dropping whatever ``bind`` added inside it. An async generator's body runs in
+exit, dropping whatever ``bind`` added inside it (outside any job, ``bind`` lasts
+as long as the current task or context). An async generator's body runs in
 the context of whoever iterates it, so a streaming job's context holds for every step
-RunPod runs in its job task (and is visible to that task between steps).
+RunPod runs in its job task (and is visible to that task between steps). A task
+started inside the job (``gather``, ``create_task``) inherits a copy: what it binds
+stays in that task, so bind in the job's own task what later lines should carry.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
                 r"(?!bearer\s)(?:\\.|(?!\2)[^\\\n])+"), r"\1" + MASK),
 ]
 
+# A mapping key that names a secret: its string value is masked whatever it looks like.
+_SECRET_KEY = re.compile(rf"(?i)(?:x-)?(?:{_NAMES}|authorization)")
+
 
 class Redactor:
     """The patterns above, plus the literal secrets it is given (longest first, so a
@@ -61,14 +64,20 @@ class Redactor:
         return text
 
     def tree(self, value: Any) -> Any:
-        """Every string in a decoded JSON value (keys too), so the result stays JSON."""
+        """Every string in a decoded JSON value (keys too), so the result stays JSON; the
+        string under a key like ``password`` or ``Authorization`` is masked whole."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
             return [self.tree(item) for item in value]
         if isinstance(value, dict):
-            return {self.text(str(k)): self.tree(v) for k, v in value.items()}
+            return {self.text(str(k)): self._entry(str(k), v) for k, v in value.items()}
         return value
+
+    def _entry(self, key: str, value: Any) -> Any:
+        if isinstance(value, str) and _SECRET_KEY.fullmatch(key):
+            return MASK
+        return self.tree(value)
 
 
 _SHAPES_ONLY = Redactor()

@@ -183,7 +183,8 @@ def test_json_lines_parse_and_carry_the_redacted_traceback_as_a_string(
 ) -> None:
     stream = output(settings_for("json"))
     log_a_leaky_exception()
-    log.info("plain line")
+    log.info("plain line", extra={"headers": {"Authorization": "Basic dTpw", "password": "hunter2"},
+                                  "voice": "british-male"})
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert list(first)[:8] == ["timestamp", "level", "logger", "message", "job_id", "user_id",
                                "trace_id", "exc_info"]
@@ -192,6 +193,9 @@ def test_json_lines_parse_and_carry_the_redacted_traceback_as_a_string(
     assert isinstance(first["exc_info"], str) and "RuntimeError" in first["exc_info"]
     assert f"pepper {MASK}" in first["exc_info"]
     assert second["message"] == "plain line" and second["exc_info"] is None
+    # extra= fields come last; a value under a secret's name is masked whatever it is.
+    assert second["headers"] == {"Authorization": MASK, "password": MASK}
+    assert second["voice"] == "british-male"
 
 
 def test_text_without_settings_still_masks_the_shapes(output: Callable[..., io.StringIO]) -> None:
