@@ -22,7 +22,7 @@ def main() -> None:
     except ValidationError as exc:
         # Refuse to start with a readable reason, not a traceback.
         sys.exit("odeatts: invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     worker = Worker(settings)
     runpod.serverless.start({
         "handler": worker.handler,  # a plain coroutine, or a generator for streaming

@@ -11,17 +11,20 @@ limits kept in one process do not hold across a fleet of workers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_PEPPER", "Settings", "normalise_database_url"]
+__all__ = ["DEV_PEPPER", "LogFormat", "Settings", "normalise_database_url"]
 
 # Only ever used outside production; production refuses to start with it.
 DEV_PEPPER = "odeatts-development-pepper-not-for-production"
 
 MINIMAX_GLOBAL_URL = "https://api.minimax.io"
+
+LogFormat = Literal["json", "text"]
 
 
 def normalise_database_url(url: str) -> str:
@@ -35,6 +38,20 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def _default_log_format(data: dict[str, Any]) -> LogFormat:
+    return "json" if data.get("env") == "production" else "text"
+
+
+def _secret_parts(value: str) -> list[str]:
+    if "://" not in value:
+        return [value]
+    try:
+        password = urlsplit(value).password
+    except ValueError:  # not a URL after all (a bad port, say): mask the whole value
+        return [value]
+    return [password, unquote(password)] if password else []
+
+
 class Settings(BaseSettings):
     """Everything the worker and the admin scripts can be told from outside."""
 
@@ -43,8 +60,9 @@ class Settings(BaseSettings):
     env: Literal["development", "test", "production"] = Field(
         "development", validation_alias="ODEATTS_ENV"
     )
-    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
-    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    # Secret because they carry passwords: repr, str and dumps show only asterisks.
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
     # Several deployments (or test runs) can share one Redis under different prefixes.
     redis_prefix: str = Field("odeatts", min_length=1, validation_alias="ODEATTS_REDIS_PREFIX")
     data_dir: Path = Field(Path("var"), validation_alias="ODEATTS_DATA_DIR")
@@ -120,6 +138,10 @@ class Settings(BaseSettings):
     # under Postgres' max_connections (100 by default).
     db_pool_size: int = Field(5, ge=1, le=50, validation_alias="ODEATTS_DB_POOL_SIZE")
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
+    # json for log collectors in production, text for people elsewhere (empty = default).
+    log_format: LogFormat = Field(
+        default_factory=_default_log_format,
+        validation_alias="ODEATTS_LOG_FORMAT")
 
     # Deadlines (README "Failure behaviour"). A job has one budget; each call to a
     # dependency waits at most its own limit and never past the budget. A dependency
@@ -148,10 +170,18 @@ class Settings(BaseSettings):
         2.0, gt=0, le=300, validation_alias="ODEATTS_BREAKER_COOLDOWN_SECONDS"
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "redis_url")
     @classmethod
-    def _normalise_db(cls, value: str | None) -> str | None:
-        return normalise_database_url(value) if value else None
+    def _normalise_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        url = value.get_secret_value() if value is not None else ""
+        if not url:
+            return None
+        return SecretStr(normalise_database_url(url) if info.field_name == "database_url" else url)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _blank_log_format_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return _default_log_format(info.data) if value in ("", None) else value
 
     @field_validator("minimax_base_url")
     @classmethod
@@ -174,10 +204,10 @@ class Settings(BaseSettings):
             name
             for name, ok in (
                 ("DATABASE_URL (a Postgres URL; the embedded SQLite is for development)",
-                 bool(self.database_url)
-                 and not (self.database_url or "").startswith("sqlite")),
+                 self.database_url is not None
+                 and not self.database_url.get_secret_value().startswith("sqlite")),
                 ("REDIS_URL (the in-process limiter cannot hold limits across workers)",
-                 bool(self.redis_url)),
+                 self.redis_url is not None),
                 ("ODEATTS_KEY_PEPPER (at least 32 characters)",
                  self.key_pepper is not None
                  and len(self.key_pepper.get_secret_value()) >= 32
@@ -197,8 +227,8 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """The configured database, or the embedded SQLite file."""
-        if self.database_url:
-            return self.database_url
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'odeatts.db').as_posix()}"
 
     @property
@@ -206,6 +236,23 @@ class Settings(BaseSettings):
         """One job's whole time: what was set, or a margin under the lease TTL."""
         ttl = self.lease_ttl_seconds
         return self.job_timeout_seconds or max(ttl - 30, ttl / 2)
+
+    @property
+    def plain_redis_url(self) -> str | None:
+        """The Redis URL with its password, for the client and nothing else."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, so the log formatter can mask it verbatim.
+
+        For a URL that is its password (raw and percent-decoded): the rest of the URL
+        helps whoever reads the log, and the URL form itself is caught by a pattern.
+        """
+        found: list[str] = []
+        for value in self.__dict__.values():
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.extend(_secret_parts(value.get_secret_value()))
+        return found
 
     @property
     def pepper(self) -> bytes:

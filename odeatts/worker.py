@@ -32,6 +32,7 @@ from odeatts.errors import (
     UpstreamUnavailable,
 )
 from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
+from odeatts.logs import job_context
 from odeatts.minimax import MiniMaxClient
 from odeatts.outbox import MemoryOutbox, RedisOutbox
 from odeatts.pipeline import Dependencies, Pipeline
@@ -46,10 +47,11 @@ log = logging.getLogger(__name__)
 
 
 def build_redis(settings: Settings) -> Redis | None:
-    if not settings.redis_url:
+    url = settings.plain_redis_url
+    if not url:
         return None
     timeout = settings.redis_timeout_seconds
-    return Redis.from_url(settings.redis_url, socket_timeout=timeout,
+    return Redis.from_url(url, socket_timeout=timeout,
                           socket_connect_timeout=timeout, health_check_interval=30,
                           socket_keepalive=True)
 
@@ -134,42 +136,47 @@ class Worker:
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The plain handler: one job, one object (``ODEATTS_HANDLER=plain``)."""
-        job_id = job.get("id") if isinstance(job, dict) else None
-        try:
-            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
-            if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
-                raise InvalidRequest("This endpoint does not stream; send stream: false or "
-                                     "use the streaming endpoint.", details={"field": "stream"})
-            return await self.pipeline().run(parsed)
-        except OdeaError as exc:
-            return _failed(job_id, exc)
-        except Exception:
-            log.exception("job %s crashed", job_id)
-            return {"error": InternalError().to_wire()}
+        job_id = _job_id(job)
+        with job_context(job_id):
+            try:
+                parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+                if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
+                    raise InvalidRequest("This endpoint does not stream; send stream: false or "
+                                         "use the streaming endpoint.",
+                                         details={"field": "stream"})
+                return await self.pipeline().run(parsed)
+            except OdeaError as exc:
+                return _failed(job_id, exc)
+            except Exception:
+                log.exception("job %s crashed", job_id)
+                return {"error": InternalError().to_wire()}
 
     async def handle_stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streaming handler (``ODEATTS_HANDLER=stream``): RunPod sees a generator.
 
         ``stream: true`` yields audio chunks then a final item; anything else yields its
         one result. An error is yielded as ``{"error": ...}``, which ends the job FAILED.
+        The job context spans every step, as RunPod iterates the generator in one task.
         """
-        job_id = job.get("id") if isinstance(job, dict) else None
-        try:
-            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
-            request = parsed.request
-            if isinstance(request, SpeechRequest) and request.stream:
-                # aclosing: when RunPod stops consuming (cancel), the pipeline's own
-                # generator must close now and charge what it delivered, not at GC time.
-                async with aclosing(self.pipeline().speech_stream(parsed.id, request)) as items:
-                    async for item in items:
-                        yield item
-            else:
-                yield await self.pipeline().run(parsed)
-        except OdeaError as exc:
-            yield _failed(job_id, exc)
-        except Exception:
-            log.exception("job %s crashed", job_id)
-            yield {"error": InternalError().to_wire()}
+        job_id = _job_id(job)
+        with job_context(job_id):
+            try:
+                parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+                request = parsed.request
+                if isinstance(request, SpeechRequest) and request.stream:
+                    # aclosing: when RunPod stops consuming (cancel), the pipeline's own
+                    # generator must close now and charge what it delivered, not at GC time.
+                    stream = self.pipeline().speech_stream(parsed.id, request)
+                    async with aclosing(stream) as items:
+                        async for item in items:
+                            yield item
+                else:
+                    yield await self.pipeline().run(parsed)
+            except OdeaError as exc:
+                yield _failed(job_id, exc)
+            except Exception:
+                log.exception("job %s crashed", job_id)
+                yield {"error": InternalError().to_wire()}
 
     @property
     def handler(self) -> Callable[[dict[str, Any]], Any]:
@@ -179,6 +186,11 @@ class Worker:
     def concurrency(self, current: int) -> int:
         """RunPod's concurrency_modifier: jobs are I/O-bound, so run many per worker."""
         return self.settings.max_concurrency
+
+
+def _job_id(job: Any) -> str | None:
+    job_id = job.get("id") if isinstance(job, dict) else None
+    return str(job_id) if job_id is not None else None
 
 
 def _failed(job_id: str | None, exc: OdeaError) -> dict[str, Any]:

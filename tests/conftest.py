@@ -26,7 +26,8 @@ from tests.support.services import PostgresTemplate, SqliteTemplate, require
 PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
 EMULATOR_KEY = "emulator-key"
 _ENV = ("DATABASE_URL", "REDIS_URL", "MINIMAX_API_KEY", "MINIMAX_BASE_URL", "MINIMAX_GROUP_ID",
-        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX")
+        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX",
+        "ODEATTS_LOG_FORMAT")
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +168,6 @@ def invoke(settings: Settings) -> Invoke:
 def engine(settings: Settings) -> Iterator[Engine]:
     """A synchronous engine on the test database, for checking what the CLI wrote."""
     assert settings.database_url
-    eng = create_engine(sync_url(settings.database_url), poolclass=NullPool)
+    eng = create_engine(sync_url(settings.effective_database_url), poolclass=NullPool)
     yield eng
     eng.dispose()

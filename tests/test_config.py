@@ -66,7 +66,7 @@ def test_database_url_gets_the_psycopg_driver(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", given)
     settings = Settings()
-    assert settings.database_url == expected
+    assert settings.database_url and settings.database_url.get_secret_value() == expected
     assert settings.effective_database_url == expected
     assert normalise_database_url(given) == expected
 
@@ -81,8 +81,9 @@ def test_complete_production_config_is_accepted(monkeypatch: pytest.MonkeyPatch)
     set_env(monkeypatch, PRODUCTION)
     settings = Settings()
     assert settings.env == "production"
-    assert settings.database_url == "postgresql+psycopg://odea:secret@db.internal:5432/odeatts"
-    assert settings.redis_url == "redis://cache.internal:6379/0"
+    assert settings.effective_database_url == (
+        "postgresql+psycopg://odea:secret@db.internal:5432/odeatts")
+    assert settings.plain_redis_url == "redis://cache.internal:6379/0"
     assert settings.pepper == b"p" * 32
 
 
@@ -152,3 +153,46 @@ def test_env_example_lists_every_setting() -> None:
     listed = (ROOT / ".env.example").read_text()
     aliases = [field.validation_alias for field in Settings.model_fields.values()]
     assert [name for name in aliases if f"{name}=" not in listed] == []
+
+
+def test_url_passwords_show_nowhere_but_where_they_are_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_env(monkeypatch, {**PRODUCTION, "DATABASE_URL": "postgresql://odea:pw-db-1@db/odeatts",
+                          "REDIS_URL": "rediss://:pw-redis-2@cache:6380/0"})
+    settings = Settings()
+    for shown in (repr(settings), str(settings), repr(settings.model_dump()),
+                  str(settings.model_dump()), settings.model_dump_json()):
+        assert "pw-db-1" not in shown and "pw-redis-2" not in shown, shown
+        assert "p" * 32 not in shown and "mm-key" not in shown
+    assert settings.effective_database_url == "postgresql+psycopg://odea:pw-db-1@db/odeatts"
+    assert settings.plain_redis_url == "rediss://:pw-redis-2@cache:6380/0"
+
+
+def test_an_empty_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, {"DATABASE_URL": "", "REDIS_URL": ""})
+    settings = Settings()
+    assert settings.database_url is None and settings.plain_redis_url is None
+
+
+def test_secret_values_are_the_secrets_and_the_url_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_env(monkeypatch, {**PRODUCTION, "DATABASE_URL": "postgresql://odea:s3cr%40t@db/odeatts",
+                          "REDIS_URL": "redis://cache:6379/0",
+                          "BUCKET_SECRET_ACCESS_KEY": "bucket-secret"})
+    assert sorted(Settings().secret_values()) == sorted(
+        ["s3cr%40t", "s3cr@t", "p" * 32, "mm-key", "bucket-secret"])
+
+
+def test_logs_are_json_in_production_and_text_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().log_format == "text"
+    set_env(monkeypatch, PRODUCTION)
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "text")
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "")  # as `.env.example` leaves it
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("ODEATTS_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError):
+        Settings()

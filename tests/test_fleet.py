@@ -346,7 +346,7 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
 
 
 def _redis(settings: Settings, call: Callable[[Redis], Any]) -> Any:
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = Redis.from_url(str(settings.plain_redis_url))
     try:
         return call(redis)
     finally:

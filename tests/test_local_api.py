@@ -24,8 +24,8 @@ def server_env(settings: Settings) -> dict[str, str]:
         "ODEATTS_REDIS_PREFIX": settings.redis_prefix,
         "ODEATTS_DATA_DIR": str(settings.data_dir),
     }
-    if settings.redis_url:
-        env["REDIS_URL"] = settings.redis_url
+    if settings.plain_redis_url:
+        env["REDIS_URL"] = settings.plain_redis_url
     return env
 
 

@@ -94,7 +94,7 @@ async def test_missed_months_make_one_combined_archive(
                                  cycle_end=next_month(start))
     now = dt.datetime(2026, 4, 20, tzinfo=dt.UTC)  # the cron missed February and March
     assert settings.database_url
-    summary = await asyncio.to_thread(reset_in_own_engine, settings.database_url, now)
+    summary = await asyncio.to_thread(reset_in_own_engine, settings.effective_database_url, now)
     assert [a.user_id for a in summary.archives] == [user_id]
     [cycle] = rows(engine, BillingCycle)
     assert (cycle.cycle_start, cycle.cycle_end, cycle.used_ms) == (
@@ -102,7 +102,7 @@ async def test_missed_months_make_one_combined_archive(
     [user] = rows(engine, User)
     assert (user.cycle_start, user.cycle_end, user.used_ms) == (
         cycle.cycle_end, dt.datetime(2026, 5, 10, 9, 30, tzinfo=dt.UTC), 0)
-    again = await asyncio.to_thread(reset_in_own_engine, settings.database_url, now)
+    again = await asyncio.to_thread(reset_in_own_engine, settings.effective_database_url, now)
     assert again.archives == [] and len(rows(engine, BillingCycle)) == 1
 
 
@@ -128,7 +128,7 @@ async def test_reset_while_jobs_run_loses_no_usage(
     assert settings.database_url
     racing = [run_job(api_key=key, text=TEXT, voice="american-male") for _ in range(3)]
     summary, *raced = await asyncio.gather(
-        asyncio.to_thread(reset_in_own_engine, settings.database_url), *racing)
+        asyncio.to_thread(reset_in_own_engine, settings.effective_database_url), *racing)
     assert not any(t.done() for t in slow), "the reset should finish inside the delay"
     done = [*raced, *await asyncio.gather(*slow)]
     assert all("error" not in d for d in done), done
@@ -151,7 +151,7 @@ async def test_two_resets_at_once_archive_each_cycle_once(
     for n in range(12):
         await make_user(used_ms=1000 * n, **ended(days_ago=1 + n))
     assert settings.database_url
-    url = settings.database_url
+    url = settings.effective_database_url
     first, second = await asyncio.gather(asyncio.to_thread(reset_in_own_engine, url),
                                          asyncio.to_thread(reset_in_own_engine, url))
     reset_ids = sorted(a.user_id for a in [*first.archives, *second.archives])

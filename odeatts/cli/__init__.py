@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from odeatts.cli import db, keys, quota, usage, users, voices
 from odeatts.cli.common import OneLineErrors
+from odeatts.config import Settings
 from odeatts.logs import configure_logging
 
 __all__ = ["app"]
@@ -27,8 +29,17 @@ app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v",
                                        help="Show the package's warnings on stderr.")) -> None:
     """Library warnings (a MiniMax retry, say) would land above the one `error:` line an
-    operator reads; they appear only when asked for, and always with secrets masked."""
-    configure_logging("INFO" if verbose else "CRITICAL")
+    operator reads; they appear only when asked for, and always with secrets masked
+    (the configured ones verbatim too, in the configured format)."""
+    configure_logging(_settings_or_none(), level="INFO" if verbose else "CRITICAL")
+
+
+def _settings_or_none() -> Settings | None:
+    """Invalid settings are the command's to report, as its one ``error:`` line."""
+    try:
+        return Settings()
+    except ValidationError:
+        return None
 
 
 app.add_typer(db.app, name="db")

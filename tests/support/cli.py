@@ -18,7 +18,7 @@ Invoke = Callable[..., Result]
 def cli_env(settings: Settings) -> dict[str, str]:
     """The worker's own configuration, as an operator's shell would export it."""
     assert settings.database_url and settings.key_pepper
-    return {"DATABASE_URL": settings.database_url,
+    return {"DATABASE_URL": settings.effective_database_url,
             "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
             "ODEATTS_DATA_DIR": str(settings.data_dir),
             "MINIMAX_BASE_URL": settings.minimax_base_url, "MINIMAX_API_KEY": "emulator-key"}
