@@ -55,7 +55,8 @@ from odeatts.models import (
     User,
     utcnow,
 )
-from odeatts.quota import abandon_stale, live_reserved_ms
+from odeatts.outbox import Outbox
+from odeatts.quota import abandon_stale, drain_outbox, live_reserved_ms
 
 __all__ = [
     "MAX_ADJUST_SECONDS",
@@ -125,11 +126,13 @@ class ResetSummary:
     due: int  # users found due before taking any lock
     archives: list[CycleArchive]
     abandoned: int = 0  # dead workers' reservations given a final status
+    outbox_settled: int = 0  # charges kept in the outbox while Postgres was away
 
     def to_dict(self) -> dict[str, Any]:
         return {"now": self.now.isoformat(), "users_reset": len(self.archives),
                 "users": [a.to_dict() for a in self.archives],
-                "abandoned_reservations": self.abandoned}
+                "abandoned_reservations": self.abandoned,
+                "outbox_settled": self.outbox_settled}
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,12 +336,16 @@ async def _reset_one(sessions: Sessions, *, user_id: int,
 
 
 async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
-                    stale_after: dt.timedelta | None = None) -> ResetSummary:
+                    stale_after: dt.timedelta | None = None,
+                    outbox: Outbox | None = None) -> ResetSummary:
     """The scheduled reset: idempotent, and safe to run concurrently with itself.
 
+    With ``outbox`` it first applies the charges workers kept there while Postgres was
+    away (before a cycle is archived, so they count in the cycle they belong to).
     With ``stale_after`` (the lease TTL) it also closes dead workers' reservations.
     """
     now = now or utcnow()
+    settled = await drain_outbox(sessions, outbox) if outbox is not None else 0
     async with sessions() as session, session.begin():
         due = (await session.execute(
             select(User.id).where(User.cycle_end <= now).order_by(User.id))).scalars().all()
@@ -351,7 +358,8 @@ async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
     abandoned = 0
     if stale_after is not None:
         abandoned = await abandon_stale(sessions, now=now, stale_after=stale_after)
-    return ResetSummary(now=now, due=len(due), archives=archives, abandoned=abandoned)
+    return ResetSummary(now=now, due=len(due), archives=archives, abandoned=abandoned,
+                        outbox_settled=settled)
 
 
 # --- the usage report ----------------------------------------------------------------------

@@ -47,6 +47,7 @@ from odeatts.errors import (
 from odeatts.estimate import estimate_ms
 from odeatts.keys import hash_key, looks_like_key
 from odeatts.limits import Decision, Limiter
+from odeatts.logs import bind
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
 from odeatts.outbox import Deferred, Outbox
@@ -129,6 +130,7 @@ class Pipeline:
         async with self._metered(job):
             speeches = await self.deps.minimax.call(partial(self._synthesize, job),
                                                     budget=job.budget)
+            bind(trace_id=speeches[0].trace_id)
             audio = _joined([s.audio for s in speeches], request.format)
             duration = sum(s.duration_ms for s in speeches)
             delivery = await self._deliver(job, audio)
@@ -152,6 +154,7 @@ class Pipeline:
                     async for item in self.minimax.stream(
                             params, request_id=f"{job.id}:{index}", retry_gate=gate):
                         if isinstance(item, StreamEnd):
+                            bind(trace_id=ends[0].trace_id if ends else item.trace_id)
                             ends.append(item)
                             continue
                         for piece in _pieces(item, self.settings.stream_chunk_bytes):
@@ -191,6 +194,7 @@ class Pipeline:
         reservation = await self._db(partial(
             quota.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
             stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds)), budget)
+        bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
 
     async def _db(self, work: Callable[[], Awaitable[T]], budget: Budget | None = None) -> T:
@@ -198,8 +202,10 @@ class Pipeline:
 
     async def _authenticate(self, key_hash: str, budget: Budget | None = None
                             ) -> quota.Caller:
-        return await self._db(partial(quota.authenticate, self.sessions, key_hash=key_hash,
-                                      now=self.clock()), budget)
+        caller = await self._db(partial(quota.authenticate, self.sessions, key_hash=key_hash,
+                                        now=self.clock()), budget)
+        bind(user_id=caller.user_id)
+        return caller
 
     def _parts(self, request: SpeechRequest, voice: Voice) -> list[SpeechParams]:
         texts = split_text(request.text, self.settings.part_chars)

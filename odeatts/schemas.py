@@ -16,6 +16,7 @@ Unknown fields are refused (a typo such as ``"sped"`` must not be silently ignor
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,7 @@ from odeatts.errors import InvalidRequest, Unauthorized
 __all__ = [
     "BITRATES",
     "EMOTIONS",
+    "JOB_ID",
     "MODELS",
     "SAMPLE_RATES",
     "STREAM_FORMATS",
@@ -43,6 +45,9 @@ __all__ = [
     "VoicesRequest",
     "parse_job",
 ]
+
+# RunPod job ids: "<uuid>-<region>", "sync-<uuid>-<region>", "test-<uuid>", "local_test".
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 MODELS = (
     "speech-2.8-hd", "speech-2.8-turbo", "speech-2.6-hd", "speech-2.6-turbo",
@@ -59,7 +64,10 @@ STREAM_FORMATS = ("mp3", "pcm")
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # strict: a caller's "3" is not 3 and "yes" is not true; JSON's own types only
+    # (an integer is still a valid number).
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
+                              strict=True)
 
     api_key: SecretStr = Field(min_length=1)
 
@@ -119,6 +127,11 @@ def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
     """Validate a raw RunPod job. Raises ``InvalidRequest`` naming the first bad field."""
     if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not job["id"]:
         raise InvalidRequest("The job has no id.", details={"field": "id"})
+    if not JOB_ID.fullmatch(job["id"]):
+        # RunPod's ids are short printable strings; anything else never reaches the
+        # database (a NUL or a lone surrogate would fail there, as a false outage).
+        raise InvalidRequest("The job id is not a valid RunPod job id.",
+                             details={"field": "id"})
     raw = job.get("input")
     if not isinstance(raw, dict):
         raise InvalidRequest("`input` must be a JSON object.", details={"field": "input"})

@@ -37,7 +37,7 @@ from odeatts.minimax import MiniMaxClient
 from odeatts.outbox import MemoryOutbox, RedisOutbox
 from odeatts.pipeline import Dependencies, Pipeline
 from odeatts.resilience import Breaker, Dependency
-from odeatts.schemas import SpeechRequest, parse_job
+from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
 from odeatts.storage import build_storage
 from odeatts.voices import VoiceCatalogue
 
@@ -189,8 +189,12 @@ class Worker:
 
 
 def _job_id(job: Any) -> str | None:
+    """The id for logs: only one that parse_job would accept (a NUL or a lone surrogate
+    must not reach a log line either)."""
     job_id = job.get("id") if isinstance(job, dict) else None
-    return str(job_id) if job_id is not None else None
+    if job_id is None:
+        return None
+    return job_id if isinstance(job_id, str) and JOB_ID.fullmatch(job_id) else "<invalid>"
 
 
 def _failed(job_id: str | None, exc: OdeaError) -> dict[str, Any]:

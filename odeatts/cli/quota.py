@@ -15,13 +15,16 @@ import datetime as dt
 import getpass
 
 import typer
+from redis.asyncio import Redis
 from rich import box
 from rich.table import Table
 
 from odeatts import billing
 from odeatts.cli.common import emit, fail, out, run, settings, table
 from odeatts.cli.usage import print_whole
+from odeatts.db import Sessions
 from odeatts.errors import AdminError
+from odeatts.outbox import RedisOutbox
 
 __all__ = ["app"]
 
@@ -126,12 +129,26 @@ def reset(
 def reset_due(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Start the next cycle of every user whose cycle has ended, and close dead workers'
     reservations (idempotent; for cron)."""
-    stale = dt.timedelta(seconds=settings().lease_ttl_seconds)
-    summary = run(lambda s: billing.reset_due(s, stale_after=stale))
+    config = settings()
+    stale = dt.timedelta(seconds=config.lease_ttl_seconds)
+
+    async def reset(sessions: Sessions) -> billing.ResetSummary:
+        if not config.plain_redis_url:  # the embedded default keeps no outbox here
+            return await billing.reset_due(sessions, stale_after=stale)
+        redis = Redis.from_url(config.plain_redis_url, socket_timeout=10,
+                               socket_connect_timeout=10)
+        try:
+            outbox = RedisOutbox(redis, prefix=config.redis_prefix)
+            return await billing.reset_due(sessions, stale_after=stale, outbox=outbox)
+        finally:
+            await redis.aclose()
+
+    summary = run(reset)
     if as_json:
         emit(summary.to_dict(), True)
         return
     out.print(f"{len(summary.archives)} user(s) reset at {summary.now.isoformat()}; "
-              f"{summary.abandoned} abandoned reservation(s) closed")
+              f"{summary.abandoned} abandoned reservation(s) closed; "
+              f"{summary.outbox_settled} outbox charge(s) applied")
     if summary.archives:
         print_whole(_archive_table("cycles archived", summary.archives))
