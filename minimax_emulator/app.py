@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from minimax_emulator import cloning, control
-from minimax_emulator.faults import STREAM_KINDS
+from minimax_emulator.faults import HANDLER_KINDS
 from minimax_emulator.inject import apply_fault
 from minimax_emulator.protocol import LOGIN_FAIL, ApiError, error_body, json_response, new_trace_id
 from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState, Settings
@@ -58,8 +58,8 @@ async def _serve(
     try:
         rule = state.faults.take(endpoint, await _is_streaming(request, endpoint))
         if rule is not None:
-            if rule.kind in STREAM_KINDS:
-                request[FAULT_KEY] = rule  # carried out by the SSE writer
+            if rule.kind in HANDLER_KINDS:
+                request[FAULT_KEY] = rule  # carried out by the t2a handler
             faulty = await apply_fault(request, rule, endpoint, trace_id)
             if faulty is not None:
                 return faulty

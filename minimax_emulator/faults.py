@@ -16,9 +16,22 @@ files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
   {"kind": "stream_break", "after_chunks": 2}         SSE only: N events, then drop
   {"kind": "stream_error", "after_chunks": 2, "code": 1000, "msg": "..."}
   {"kind": "disconnect"}                              close without a response
-Rules are matched in registration order and the first match wins. The two
-stream_* kinds only match streaming t2a_v2 requests; other requests pass
-them by without using them up.
+  {"kind": "reply", "body": <any JSON>}               HTTP 200 with exactly this body
+  {"kind": "lie", "audio_length": 1000000000}         t2a_v2: a normal answer, but
+  {"kind": "lie", "extra_info": {"audio_sample_rate": "abc"}}   extra_info says this
+                                                      (merged; streams: the final event)
+  {"kind": "audio_bytes", "hex": "00ff"}              t2a_v2: a normal answer whose
+                                                      data.audio is this string verbatim
+                                                      (need not be hex; streams: it is
+                                                      the one audio chunk)
+  {"kind": "stream_event", "event": <any JSON>, "after_chunks": 2}
+                                                      SSE only: this event after N audio
+                                                      chunks, then the stream goes on
+Rules are matched in registration order and the first match wins. The
+stream_* kinds only match streaming t2a_v2 requests, lie and audio_bytes
+only t2a_v2 requests; other requests pass them by without using them up.
+The last four exist to test a client's reply validation: what MiniMax's API
+does not document, sent on demand.
 """
 
 from __future__ import annotations
@@ -27,7 +40,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ENDPOINTS", "KINDS", "STREAM_KINDS", "FaultBook", "FaultRule", "parse_rule"]
+__all__ = [
+    "ENDPOINTS",
+    "HANDLER_KINDS",
+    "KINDS",
+    "STREAM_KINDS",
+    "T2A_KINDS",
+    "FaultBook",
+    "FaultRule",
+    "parse_rule",
+]
 
 ENDPOINTS = frozenset({"t2a_v2", "files/upload", "voice_clone", "get_voice", "delete_voice", "*"})
 KINDS = frozenset(
@@ -40,9 +62,18 @@ KINDS = frozenset(
         "stream_break",
         "stream_error",
         "disconnect",
+        "reply",
+        "lie",
+        "audio_bytes",
+        "stream_event",
     }
 )
-STREAM_KINDS = frozenset({"stream_break", "stream_error"})
+STREAM_KINDS = frozenset({"stream_break", "stream_error", "stream_event"})
+T2A_KINDS = frozenset({"lie", "audio_bytes"})
+# Carried out by the t2a handler (or its SSE writer), not by the front door.
+HANDLER_KINDS = STREAM_KINDS | T2A_KINDS
+# What each kind cannot do without.
+_REQUIRED = {"reply": "body", "audio_bytes": "hex", "stream_event": "event"}
 
 
 @dataclass
@@ -62,7 +93,20 @@ class FaultRule:
         """Whether this rule applies to a request on endpoint."""
         if self.endpoint not in ("*", endpoint):
             return False
+        if self.kind in T2A_KINDS:
+            return endpoint == "t2a_v2"
         return self.kind not in STREAM_KINDS or (endpoint == "t2a_v2" and streaming)
+
+
+def _check_options(kind: str, raw: dict[str, Any]) -> None:
+    """The options a kind needs are there and of the right type."""
+    needed = _REQUIRED.get(kind)
+    if needed is not None and needed not in raw:
+        raise ValueError(f"a {kind} fault needs {needed!r}")
+    if kind == "audio_bytes" and not isinstance(raw["hex"], str):
+        raise ValueError("hex must be a string")
+    if kind == "lie" and "audio_length" not in raw and not isinstance(raw.get("extra_info"), dict):
+        raise ValueError("a lie fault needs 'audio_length' or an 'extra_info' object")
 
 
 def parse_rule(raw: Any) -> FaultRule:
@@ -74,6 +118,7 @@ def parse_rule(raw: Any) -> FaultRule:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
+    _check_options(kind, raw)
     times = raw.get("times", 1)
     if times is not None and (not isinstance(times, int) or isinstance(times, bool) or times < 0):
         raise ValueError("times must be a non-negative integer or null")

@@ -2,8 +2,9 @@
 
 Why: faults.py decides WHICH rule applies; this module decides how each kind
 looks to a client: an error base_resp, an HTTP error page, a delay, a body
-that is not JSON, JSON cut in half, or a socket closed with no answer. The
-two stream_* kinds are acted on by the SSE writer instead (streaming.py).
+that is not JSON, JSON cut in half, any JSON body at all, or a socket closed
+with no answer. The stream_*, lie and audio_bytes kinds are acted on by the
+t2a handler and its SSE writer instead (t2a.py, streaming.py).
 """
 
 from __future__ import annotations
@@ -95,4 +96,6 @@ async def apply_fault(
         return _raw(full[: len(full) // 2], trace_id)
     if kind == "disconnect":
         return _disconnect(request)
+    if kind == "reply":
+        return _raw(json.dumps(rule.get("body")).encode(), trace_id)
     return None

@@ -103,4 +103,5 @@ class EmulatorState:
 
 STATE_KEY = web.AppKey("minimax_emulator.state", EmulatorState)
 TRACE_KEY = web.RequestKey("minimax_emulator.trace_id", str)
-FAULT_KEY = web.RequestKey("minimax_emulator.fault", FaultRule)  # stream_* rule for the SSE writer
+# A matched rule the t2a handler (or its SSE writer) carries out.
+FAULT_KEY = web.RequestKey("minimax_emulator.fault", FaultRule)

@@ -6,12 +6,14 @@ data.status 2, extra_info and (unless exclude_aggregated_audio) the whole
 audio again. MP3 is cut at frame boundaries, about half a second per event
 and never fewer than two events when there are two frames, so a client that
 plays or concatenates pieces gets valid audio. This module also carries out
-the stream_break / stream_error faults, which only make sense mid-stream.
+the stream_break / stream_error / stream_event faults, which only make sense
+mid-stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -52,16 +54,16 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-def _chunk(piece: bytes, trace_id: str) -> dict[str, Any]:
+def _chunk(piece: str, trace_id: str) -> dict[str, Any]:
     return {
-        "data": {"audio": piece.hex(), "status": 1},
+        "data": {"audio": piece, "status": 1},
         "trace_id": trace_id,
         "base_resp": base_resp(0, ""),
     }
 
 
 async def _send_pieces(
-    resp: web.StreamResponse, audio: list[bytes], trace_id: str, pacing: Pacing
+    resp: web.StreamResponse, audio: list[str], trace_id: str, pacing: Pacing
 ) -> None:
     await asyncio.sleep(pacing.first)
     for index, piece in enumerate(audio):
@@ -87,15 +89,38 @@ async def _fail(
     await resp.write_eof()
 
 
+async def _send_all(
+    request: web.Request,
+    resp: web.StreamResponse,
+    audio: list[str],
+    final: dict[str, Any],
+    trace_id: str,
+    pacing: Pacing,
+    fault: FaultRule | None,
+) -> None:
+    if fault is not None and fault.kind in ("stream_break", "stream_error"):
+        await _send_pieces(resp, audio[: int(fault.get("after_chunks", 2))], trace_id, pacing)
+        await _fail(request, resp, fault, trace_id)
+        return
+    if fault is not None and fault.kind == "stream_event":
+        split = int(fault.get("after_chunks", 2))
+        await _send_pieces(resp, audio[:split], trace_id, pacing)
+        await resp.write(b"data: " + json.dumps(fault.get("event")).encode() + b"\n\n")
+        audio = audio[split:]
+    await _send_pieces(resp, audio, trace_id, pacing)
+    await resp.write(_event(final))
+    await resp.write_eof()
+
+
 async def stream_events(
     request: web.Request,
-    audio: list[bytes],
+    audio: list[str],
     final: dict[str, Any],
     trace_id: str,
     pacing: Pacing,
     fault: FaultRule | None = None,
 ) -> web.StreamResponse:
-    """Send the audio pieces then the final event (or the fault) as SSE."""
+    """Send the hex audio pieces then the final event (or the fault) as SSE."""
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -104,14 +129,6 @@ async def stream_events(
         }
     )
     await resp.prepare(request)
-    try:
-        if fault is not None:
-            await _send_pieces(resp, audio[: int(fault.get("after_chunks", 2))], trace_id, pacing)
-            await _fail(request, resp, fault, trace_id)
-            return resp
-        await _send_pieces(resp, audio, trace_id, pacing)
-        await resp.write(_event(final))
-        await resp.write_eof()
-    except ConnectionError:
-        pass  # the client went away mid-stream
+    with contextlib.suppress(ConnectionError):  # the client went away mid-stream
+        await _send_all(request, resp, audio, final, trace_id, pacing, fault)
     return resp

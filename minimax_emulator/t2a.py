@@ -8,6 +8,7 @@ x characters before answering; streaming: latency_seconds before the first
 event and the per-character part spread over the events, plus
 chunk_delay_seconds between events), synthesis runs in a worker thread so
 the event loop keeps serving, and the answer goes out as JSON or SSE.
+A lie or audio_bytes fault rule, if one matched, alters that answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from minimax_emulator.faults import FaultRule
 from minimax_emulator.protocol import ApiError, base_resp, json_response, read_json
 from minimax_emulator.speech import FORMATS, Synthesis, synthesize
 from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
@@ -77,6 +79,21 @@ def _extra_info(req: T2ARequest, synthesis: Synthesis, ratio: float) -> dict[str
     }
 
 
+def _lie(info: dict[str, Any], rule: FaultRule | None) -> dict[str, Any]:
+    """extra_info as a lie fault would have it (unchanged without one)."""
+    if rule is None or rule.kind != "lie":
+        return info
+    told = dict(rule.get("extra_info") or {})
+    if "audio_length" in rule.options:
+        told["audio_length"] = rule.get("audio_length")
+    return {**info, **told}
+
+
+def _forced_audio(rule: FaultRule | None) -> str | None:
+    """The verbatim data.audio of an audio_bytes fault, if one matched."""
+    return rule.get("hex") if rule is not None and rule.kind == "audio_bytes" else None
+
+
 def _pacing(state: EmulatorState, req: T2ARequest, events: int) -> Pacing:
     settings = state.settings
     per_char = settings.per_char_latency_seconds * usage_characters(req.text)
@@ -91,8 +108,11 @@ async def _stream(
     info: dict[str, Any],
 ) -> web.StreamResponse:
     trace_id = request[TRACE_KEY]
-    audio = pieces(synthesis)
-    whole = "" if req.exclude_aggregated_audio else synthesis.audio.hex()
+    forced = _forced_audio(request.get(FAULT_KEY))
+    audio = [p.hex() for p in pieces(synthesis)] if forced is None else [forced]
+    whole = synthesis.audio.hex() if forced is None else forced
+    if req.exclude_aggregated_audio:
+        whole = ""
     final = {
         "data": {"audio": whole, "status": 2},
         "extra_info": info,
@@ -106,6 +126,9 @@ async def _stream(
 def _audio_field(
     request: web.Request, state: EmulatorState, req: T2ARequest, synthesis: Synthesis
 ) -> str:
+    forced = _forced_audio(request.get(FAULT_KEY))
+    if forced is not None:
+        return forced
     if req.output_format == "hex":
         return synthesis.audio.hex()
     token = state.hosted.put(synthesis.audio, CONTENT_TYPES[synthesis.format])
@@ -123,7 +146,7 @@ async def t2a_v2(request: web.Request) -> web.StreamResponse:
     synthesis = await asyncio.to_thread(_synthesize, req, voice)
     state.voices.mark_used(req.voice_id)
     state.stats.billed(usage_characters(req.text))
-    info = _extra_info(req, synthesis, ratio)
+    info = _lie(_extra_info(req, synthesis, ratio), request.get(FAULT_KEY))
     if req.stream:
         return await _stream(request, state, req, synthesis, info)
     trace_id = request[TRACE_KEY]

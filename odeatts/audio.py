@@ -5,18 +5,25 @@ so parts made with the same settings join frame-accurately by concatenating thei
 audio frames; each part's ID3 tag and Xing/Info header frame are dropped, since they
 would describe one part and play as a click or mislead a player about the length.
 WAV parts join by their PCM data under one new header; PCM is bytes end to end.
+
+``duration_ms`` measures a whole file from its own bytes, per format, and refuses
+bytes that are not that format: what MiniMax claims (``audio_length``) is checked
+against it, so a caller is never charged for audio the bytes do not hold.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import wave
+from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
     "AudioError",
     "Frame",
     "delivered_ms",
+    "duration_ms",
     "join",
     "mp3_duration_ms",
     "mp3_frames",
@@ -104,6 +111,72 @@ def delivered_ms(data: bytes, fmt: str, sample_rate: int) -> int:
     if fmt == "pcm":
         return len(data) // 2 * 1000 // sample_rate
     raise AudioError(f"cannot measure a partial {fmt} stream")
+
+
+def _mp3_ms(data: bytes, _: int) -> int:
+    return mp3_duration_ms(data)
+
+
+def _wav_ms(data: bytes, _: int) -> int:
+    """Frames actually present over the header's rate (a header can claim more data)."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as reader:  # refuses anything but PCM
+            width: int = reader.getsampwidth() * reader.getnchannels()
+            rate: int = reader.getframerate()
+            frames = len(reader.readframes(reader.getnframes())) // max(width, 1)
+    # wave's chunk reader raises RuntimeError on a chunk size past the end.
+    except (wave.Error, EOFError, RuntimeError, struct.error, ValueError) as exc:
+        raise AudioError(f"not a PCM WAV file ({exc})") from exc
+    if width <= 0 or rate <= 0 or frames <= 0:
+        raise AudioError("a WAV file without PCM frames")
+    return frames * 1000 // rate
+
+
+def _pcm_ms(data: bytes, sample_rate: int) -> int:
+    """16-bit mono at the rate we asked for: raw PCM carries no header to say otherwise."""
+    if len(data) % 2 or sample_rate <= 0:
+        raise AudioError("16-bit PCM must be an even number of bytes")
+    return len(data) // 2 * 1000 // sample_rate
+
+
+_STREAMINFO = 0
+_STREAMINFO_BYTES = 34
+_SAMPLES_MASK = (1 << 36) - 1
+
+
+def _flac_ms(data: bytes, _: int) -> int:
+    """STREAMINFO's total samples over its sample rate (FLAC's first metadata block)."""
+    if data[:4] != b"fLaC" or len(data) < 8 + _STREAMINFO_BYTES:
+        raise AudioError("not a FLAC file")
+    if data[4] & 0x7F != _STREAMINFO or int.from_bytes(data[5:8], "big") != _STREAMINFO_BYTES:
+        raise AudioError("a FLAC file without its STREAMINFO block")
+    # After 10 bytes of block and frame sizes: 20 bits rate, 3 channels, 5 bits/sample,
+    # 36 bits total samples (0 = unknown, which we cannot charge against).
+    fields = int.from_bytes(data[18:26], "big")
+    rate, samples = fields >> 44, fields & _SAMPLES_MASK
+    if rate == 0 or samples == 0:
+        raise AudioError("a FLAC file without its sample rate or sample count")
+    return samples * 1000 // rate
+
+
+_MEASURES: dict[str, Callable[[bytes, int], int]] = {
+    "mp3": _mp3_ms, "wav": _wav_ms, "pcm": _pcm_ms, "flac": _flac_ms,
+}
+
+
+def duration_ms(data: bytes, fmt: str, sample_rate: int) -> int:
+    """How long a whole file of ``fmt`` plays, from its bytes alone. Raises AudioError.
+
+    Bytes that are not ``fmt`` (or hold no audio) are refused: they would play as
+    nothing, or as noise, and cannot be charged. ``sample_rate`` is the rate we asked
+    for; only raw PCM needs it.
+    """
+    measure = _MEASURES.get(fmt)
+    if measure is None:
+        raise AudioError(f"cannot measure {fmt} audio")
+    if not data:
+        raise AudioError("no audio")
+    return measure(data, sample_rate)
 
 
 def split_mp3(data: bytes, max_bytes: int) -> list[bytes]:

@@ -5,6 +5,14 @@ real HTTP errors and broken bodies happen too. Every one of them is mapped here 
 an ``OdeaError`` (``_BASE_RESP`` is the whole table), retried with bounded
 exponential backoff when the code says a retry can help, and logged with MiniMax's
 trace id. Neither our MiniMax key nor the caller's text is ever logged.
+
+Every reply passes one validating boundary before anything reads it: base_resp
+first (an error reply may carry ``data: null``), then the pydantic model of that
+reply, strict (no "1" for 1, no true for 1), then the audio itself, which must be
+the format we asked for. A reply that fails is MiniMax's failure, retried like a
+5xx, never a crash of ours. What MiniMax says it made (``audio_length``) is checked
+against what the bytes hold, and the smaller is charged. MiniMax's own error text
+(``status_msg``) goes to the log only: it can name hosts and voice ids.
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from odeatts.audio import AudioError, delivered_ms, duration_ms
 from odeatts.errors import (
     ContentRejected,
     InvalidRequest,
@@ -30,8 +40,10 @@ from odeatts.errors import (
     UpstreamUnavailable,
     VoiceNotFound,
 )
+from odeatts.logs import redact
 
 __all__ = [
+    "MAX_CALL_MS",
     "MiniMaxClient",
     "MiniMaxError",
     "Speech",
@@ -41,6 +53,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# No single call makes an hour of speech: under 10,000 characters is about 25 minutes
+# even at speed 0.5. A longer audio_length is a broken reply, not a bill.
+MAX_CALL_MS = 3_600_000
+# How far MiniMax's audio_length may stray from our measure before we say so. MP3 adds
+# encoder delay and pads the last frame (about 1,700 samples: 210 ms at 8 kHz), and
+# long audio may be rounded differently; past that, the gap is worth a look.
+_TOLERANCE_MS, _TOLERANCE_PERCENT = 250, 5
+_LOGGED_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +99,9 @@ class SpeechParams:
 
 @dataclass(frozen=True, slots=True)
 class Speech:
+    """One checked reply: audio of the asked format; ``duration_ms`` is what may be charged
+    (MiniMax's audio_length, never more than the audio measures)."""
+
     audio: bytes
     duration_ms: int
     sample_rate: int
@@ -88,7 +112,8 @@ class Speech:
 
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
-    """The final event of a stream: what MiniMax says it made (and bills)."""
+    """The final event of a stream: what MiniMax says it made (and bills), with
+    ``duration_ms`` checked against what the stream delivered."""
 
     duration_ms: int
     sample_rate: int
@@ -118,7 +143,7 @@ def _window_spent(_: int, msg: str) -> MiniMaxError:
 
 
 def _operator(code: int, msg: str) -> MiniMaxError:
-    log.error("ALERT minimax account problem: code %s (%s)", code, msg[:200])
+    log.error("ALERT minimax account problem: code %s (%r)", code, msg)
     return MiniMaxError(ServiceUnavailable(), retry=False)
 
 
@@ -133,13 +158,16 @@ def _invisible(_: int, msg: str) -> MiniMaxError:
 
 def _params(_: int, msg: str) -> MiniMaxError:
     # We validate every field we send; what MiniMax still refuses is a caller's value
-    # it dislikes in combination (an emotion the model lacks, a language_boost).
-    return MiniMaxError(InvalidRequest("The speech provider refused a parameter: " + msg[:200],
-                                       details={"field": "input"}), retry=False)
+    # it dislikes in combination (an emotion the model lacks, a language_boost). Its
+    # own words stay in our log: they can name its hosts and our voice ids.
+    return MiniMaxError(InvalidRequest(
+        "The speech provider refused this combination of settings; try without "
+        "emotion or language_boost, or with another voice or model.",
+        details={"field": "input"}), retry=False)
 
 
 def _voice(code: int, msg: str) -> MiniMaxError:
-    log.error("ALERT voice not available at minimax: code %s (%s)", code, msg[:200])
+    log.error("ALERT voice not available at minimax: code %s (%r)", code, msg)
     return MiniMaxError(VoiceNotFound("This voice is not available right now.",
                                       details={"upstream_code": code}), retry=False)
 
@@ -163,12 +191,230 @@ _BASE_RESP: dict[int, Callable[[int, str], MiniMaxError]] = {
 
 
 def map_base_resp(code: int, msg: str) -> MiniMaxError:
-    return _BASE_RESP.get(code, _rejected)(code, msg)
+    """Our error for a MiniMax status code; ``msg`` is only ever logged, made safe first."""
+    return _BASE_RESP.get(code, _rejected)(code, _loggable(msg))
 
 
+def _loggable(msg: str) -> str:
+    """MiniMax's text as we log it: secrets masked, then cut (a cut could split a secret)."""
+    return redact(msg)[:_LOGGED_CHARS]
+
+
+# ---------------------------------------------------------------- reply models
+class _Strict(BaseModel):
+    """A documented MiniMax shape, exactly: no "1" for 1, no true for 1. Keys we do not
+    know are ignored (MiniMax adds fields); keys we know must have their documented type."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _BaseResp(_Strict):
+    status_code: int
+    status_msg: str = ""
+
+    @field_validator("status_msg", mode="before")
+    @classmethod
+    def _any_text(cls, value: Any) -> Any:
+        """The message is only logged: an odd one must not hide the code, which decides."""
+        return value if isinstance(value, str) else ""
+
+
+class _Data(_Strict):
+    audio: bytes = b""  # hex on the wire; absent or null in events without audio
+    status: int | None = None
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _unhex(cls, value: Any) -> Any:
+        if value is None:
+            return b""
+        if not isinstance(value, str):
+            raise ValueError("audio is not a hex string")
+        try:
+            return binascii.unhexlify(value)
+        except ValueError as exc:  # binascii.Error, or a non-ASCII string
+            raise ValueError("audio is not hex") from exc
+
+
+class _ExtraInfo(_Strict):
+    audio_length: int = Field(gt=0, le=MAX_CALL_MS)  # ms; zero means no audio
+    audio_sample_rate: int | None = Field(default=None, gt=0)
+    audio_size: int | None = Field(default=None, ge=0)
+    bitrate: int | None = None
+    word_count: int | None = None
+    invisible_character_ratio: float | None = None
+    usage_characters: int | None = Field(default=None, ge=0)
+    audio_format: str | None = None
+    audio_channel: int | None = None
+
+
+class _SpeechReply(_Strict):
+    data: _Data
+    extra_info: _ExtraInfo
+    trace_id: str | None = None
+
+
+class _StreamEvent(_Strict):
+    data: _Data | None = None
+    extra_info: _ExtraInfo | None = None
+    trace_id: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.extra_info is not None or (self.data is not None and self.data.status == 2)
+
+
+class _Voice(_Strict):
+    voice_id: str
+    voice_name: str | None = None
+    description: list[Any] | None = None
+    created_time: str | None = None
+
+
+class _VoiceList(_Strict):
+    system_voice: list[_Voice] | None = None
+    voice_cloning: list[_Voice] | None = None
+    voice_generation: list[Any] | None = None  # undocumented entries; we read none
+
+
+class _File(_Strict):
+    file_id: int
+
+
+class _Upload(_Strict):
+    file: _File
+
+
+class _Clone(_Strict):
+    demo_audio: str | None = None
+
+
+M = TypeVar("M", bound=_Strict)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One exchange with MiniMax, named in every log line: our request, MiniMax's trace."""
+
+    path: str
+    request_id: str
+    trace_id: str | None = None
+
+    def traced(self, trace_id: Any) -> _Call:
+        """The first trace id seen wins (the header, else the body's)."""
+        if self.trace_id is None and isinstance(trace_id, str) and trace_id:
+            return replace(self, trace_id=trace_id)
+        return self
+
+
+def _invalid(call: _Call, reason: str, *, retry: bool = True) -> MiniMaxError:
+    """A reply that is not what MiniMax documents: its failure (retried like a 5xx)."""
+    log.warning("minimax %s sent an invalid reply: %s (request %s, trace %s)",
+                call.path, reason, call.request_id, call.trace_id)
+    return MiniMaxError(UpstreamUnavailable(), retry=retry)
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and what was wrong, never the values: they can hold audio or MiniMax's text."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['type']}"
+                     for e in exc.errors(include_url=False, include_input=False)[:5])
+
+
+def _parse(model: type[M], value: Any, call: _Call, *, retry: bool = True) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise _invalid(call, _problems(exc), retry=retry) from exc
+
+
+def _checked(body: Any, call: _Call) -> dict[str, Any]:
+    """base_resp decides success before the rest is read: an error reply may be
+    ``data: null``. Returns the body of a success."""
+    if not isinstance(body, dict):
+        raise _invalid(call, "the body is not a JSON object")
+    base = _parse(_BaseResp, body.get("base_resp"), call)
+    if base.status_code != 0:
+        log.warning("minimax %s base_resp %s %r (request %s, trace %s)", call.path,
+                    base.status_code, _loggable(base.status_msg), call.request_id,
+                    call.trace_id)
+        raise map_base_resp(base.status_code, base.status_msg)
+    return body
+
+
+def _check_format(extra: _ExtraInfo, fmt: str, call: _Call) -> None:
+    if extra.audio_format is not None and extra.audio_format.lower() != fmt:
+        raise _invalid(call, f"audio_format {extra.audio_format[:20]!r}, not {fmt}")
+
+
+def _checked_ms(claimed: int, measured: int, call: _Call) -> int:
+    """What may be charged: never more than the audio holds, so the smaller figure.
+    Encoder padding makes small gaps normal; a wide one is logged for a look."""
+    if abs(claimed - measured) > max(_TOLERANCE_MS, measured * _TOLERANCE_PERCENT // 100):
+        log.warning("minimax audio_length %d ms but the audio measures %d ms; charging %d ms "
+                    "(request %s, trace %s)", claimed, measured, min(claimed, measured),
+                    call.request_id, call.trace_id)
+    return min(claimed, measured)
+
+
+def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
+    """A success reply of /v1/t2a_v2, validated down to its audio bytes."""
+    reply = _parse(_SpeechReply, body, call)
+    extra = reply.extra_info
+    _check_format(extra, params.format, call)
+    try:
+        measured = duration_ms(reply.data.audio, params.format, params.sample_rate)
+    except AudioError as exc:
+        raise _invalid(call, f"the audio is not {params.format}: {exc}") from exc
+    charged = _checked_ms(extra.audio_length, measured, call)
+    return Speech(audio=reply.data.audio, duration_ms=charged,
+                  sample_rate=extra.audio_sample_rate or 0, format=params.format,
+                  billed_characters=extra.usage_characters, trace_id=call.trace_id)
+
+
+def _stream_end(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
+                ) -> StreamEnd:
+    """The final event, its audio_length checked against what the stream delivered."""
+    extra = event.extra_info
+    if extra is None:
+        raise _invalid(call, "the final event has no extra_info")
+    _check_format(extra, params.format, call)
+    try:
+        measured = delivered_ms(sent, params.format, params.sample_rate)
+    except AudioError as exc:
+        raise _invalid(call, f"the stream is not {params.format}: {exc}") from exc
+    if measured <= 0:
+        raise _invalid(call, f"the stream delivered no {params.format} audio")
+    return StreamEnd(duration_ms=_checked_ms(extra.audio_length, measured, call),
+                     sample_rate=extra.audio_sample_rate or 0, format=params.format,
+                     billed_characters=extra.usage_characters, trace_id=call.trace_id)
+
+
+def _voices(body: dict[str, Any], call: _Call) -> dict[str, Any]:
+    reply = _parse(_VoiceList, body, call)
+    return {**reply.model_dump(exclude_none=True), "trace_id": call.trace_id}
+
+
+def _file_id(body: dict[str, Any], call: _Call) -> int:
+    return _parse(_Upload, body, call).file.file_id
+
+
+def _clone(body: dict[str, Any], call: _Call) -> dict[str, Any]:
+    # Not retried: base_resp said the clone exists, and a second voice_clone with the
+    # same id can only meet 2039 (id in use).
+    reply = _parse(_Clone, body, call, retry=False)
+    return {**reply.model_dump(), "trace_id": call.trace_id}
+
+
+def _nothing(body: dict[str, Any], call: _Call) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------- client
 Sleep = Callable[[float], Awaitable[None]]
 # Called before each retry: waits for (or refuses) a slot under our account's limits.
 RetryGate = Callable[[], Awaitable[None]]
+Reply = Callable[[dict[str, Any], _Call], T]
 
 
 class MiniMaxClient:
@@ -196,9 +442,9 @@ class MiniMaxClient:
 
     async def synthesize(self, params: SpeechParams, *, request_id: str,
                          retry_gate: RetryGate | None = None) -> Speech:
-        body = await self._call("/v1/t2a_v2", params.body(), request_id=request_id,
+        return await self._call(_Call("/v1/t2a_v2", request_id), params.body(),
+                                lambda body, call: _speech(body, call, params),
                                 retry_gate=retry_gate)
-        return _speech(body, params.format)
 
     async def stream(self, params: SpeechParams, *, request_id: str,
                      retry_gate: RetryGate | None = None) -> AsyncIterator[bytes | StreamEnd]:
@@ -226,46 +472,38 @@ class MiniMaxClient:
         body = params.body()
         body.pop("output_format")
         body.update(stream=True, stream_options={"exclude_aggregated_audio": True})
-        path = "/v1/t2a_v2"
+        call = _Call("/v1/t2a_v2", request_id)
         try:
-            async with self._http.stream("POST", path, json=body, headers=self._headers,
+            async with self._http.stream("POST", call.path, json=body, headers=self._headers,
                                          params=self._params) as response:
-                trace_id = response.headers.get("Trace-Id")
-                _check_http(response, path, request_id, trace_id)
+                call = call.traced(response.headers.get("Trace-Id"))
+                _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
                     # Errors before streaming come as a plain JSON body with HTTP 200.
                     await response.aread()
-                    self._check_base(_json(response, path, request_id, trace_id), path,
-                                     request_id, trace_id)
-                    raise MiniMaxError(UpstreamUnavailable(), retry=True)
-                async for event in _sse_events(response):
-                    self._check_base(event, path, request_id, trace_id)
-                    item = _stream_item(event, params.format, trace_id)
-                    if item is not None:
-                        yield item
+                    reply = _json(response, call)
+                    _checked(reply, call.traced(_body_trace(reply)))
+                    raise _invalid(call, "a JSON body instead of an event stream")
+                async for item in _stream_items(response, call, params):
+                    yield item
                     if isinstance(item, StreamEnd):
                         return
         except httpx.HTTPError as exc:
             log.warning("minimax stream %s for request %s", type(exc).__name__, request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-        log.warning("minimax stream ended without its final event (request %s)", request_id)
-        raise MiniMaxError(UpstreamUnavailable(), retry=True)
+        raise _invalid(call, "the stream ended without its final event")
 
     async def list_voices(self, voice_type: str = "all", *, request_id: str = "admin"
                           ) -> dict[str, Any]:
         """``POST /v1/get_voice``: system, cloned and designed voices of our account."""
-        return await self._call("/v1/get_voice", {"voice_type": voice_type},
-                                request_id=request_id)
+        return await self._call(_Call("/v1/get_voice", request_id), {"voice_type": voice_type},
+                                _voices)
 
     async def upload_file(self, filename: str, content: bytes, *, purpose: str = "voice_clone",
                           request_id: str = "admin") -> int:
         """``POST /v1/files/upload`` (multipart); returns MiniMax's file_id."""
-        body = await self._call("/v1/files/upload", None, request_id=request_id,
+        return await self._call(_Call("/v1/files/upload", request_id), None, _file_id,
                                 files={"file": (filename, content)}, data={"purpose": purpose})
-        try:
-            return int(body["file"]["file_id"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamUnavailable() from exc
 
     async def clone_voice(self, *, file_id: int, voice_id: str, preview_text: str | None = None,
                           model: str | None = None, request_id: str = "admin"
@@ -276,19 +514,20 @@ class MiniMaxClient:
             payload["text"] = preview_text
             if model:
                 payload["model"] = model
-        return await self._call("/v1/voice_clone", payload, request_id=request_id)
+        return await self._call(_Call("/v1/voice_clone", request_id), payload, _clone)
 
     async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",
                            request_id: str = "admin") -> None:
-        await self._call("/v1/delete_voice", {"voice_type": voice_type, "voice_id": voice_id},
-                         request_id=request_id)
+        await self._call(_Call("/v1/delete_voice", request_id),
+                         {"voice_type": voice_type, "voice_id": voice_id}, _nothing)
 
-    async def _call(self, path: str, payload: dict[str, Any] | None, *, request_id: str,
-                    retry_gate: RetryGate | None = None, **multipart: Any) -> dict[str, Any]:
+    async def _call(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T], *,
+                    retry_gate: RetryGate | None = None, **multipart: Any) -> T:
+        """One request, retried while a retry can help; ``reply`` validates a success."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(path, payload, request_id=request_id, **multipart)
+                return await self._attempt(call, payload, reply, **multipart)
             except MiniMaxError as failure:
                 if not failure.retry or attempt >= self._max_retries:
                     raise failure.error from failure
@@ -302,43 +541,31 @@ class MiniMaxClient:
         if retry_gate is not None:
             await retry_gate()
 
-    async def _attempt(self, path: str, payload: dict[str, Any] | None, *, request_id: str,
-                       **multipart: Any) -> dict[str, Any]:
+    async def _attempt(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T],
+                       **multipart: Any) -> T:
         try:
-            response = await self._http.post(path, json=payload, headers=self._headers,
+            response = await self._http.post(call.path, json=payload, headers=self._headers,
                                              params=self._params, **multipart)
         except httpx.TimeoutException as exc:
-            log.warning("minimax %s timed out (request %s)", path, request_id)
+            log.warning("minimax %s timed out (request %s)", call.path, call.request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
         except httpx.HTTPError as exc:
-            log.warning("minimax %s transport error %s (request %s)", path,
-                        type(exc).__name__, request_id)
+            log.warning("minimax %s transport error %s (request %s)", call.path,
+                        type(exc).__name__, call.request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-        trace_id = response.headers.get("Trace-Id")
-        _check_http(response, path, request_id, trace_id)
-        body = _json(response, path, request_id, trace_id)
-        self._check_base(body, path, request_id, trace_id)
-        body.setdefault("trace_id", trace_id)
-        return body
-
-    @staticmethod
-    def _check_base(body: dict[str, Any], path: str, request_id: str, trace_id: str | None
-                    ) -> None:
-        """MiniMax answers most errors with HTTP 200: base_resp decides."""
-        base = body.get("base_resp") or {}
-        code = base.get("status_code")
-        if code != 0:
-            msg = str(base.get("status_msg", ""))
-            log.warning("minimax %s base_resp %s %r (request %s, trace %s)", path, code,
-                        msg[:200], request_id, trace_id or body.get("trace_id"))
-            raise map_base_resp(int(code) if isinstance(code, int) else 1000, msg)
+        call = call.traced(response.headers.get("Trace-Id"))
+        _check_http(response, call)
+        body = _json(response, call)
+        call = call.traced(_body_trace(body))
+        return reply(_checked(body, call), call)
 
 
-def _check_http(response: httpx.Response, path: str, request_id: str, trace: str | None) -> None:
+def _check_http(response: httpx.Response, call: _Call) -> None:
     status = response.status_code
     if status == 200:
         return
-    log.warning("minimax %s HTTP %s (request %s, trace %s)", path, status, request_id, trace)
+    log.warning("minimax %s HTTP %s (request %s, trace %s)", call.path, status,
+                call.request_id, call.trace_id)
     if status in (401, 403):
         log.error("ALERT minimax refused our credentials: HTTP %s", status)
         raise MiniMaxError(ServiceUnavailable(), retry=False)
@@ -349,21 +576,38 @@ def _check_http(response: httpx.Response, path: str, request_id: str, trace: str
     raise MiniMaxError(UpstreamRejected(details={"upstream_http": status}), retry=False)
 
 
-def _json(response: httpx.Response, path: str, request_id: str, trace: str | None
-          ) -> dict[str, Any]:
+def _json(response: httpx.Response, call: _Call) -> Any:
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        log.warning("minimax %s sent a body that is not JSON (request %s, trace %s)",
-                    path, request_id, trace)
-        raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-    if not isinstance(body, dict):
-        raise MiniMaxError(UpstreamUnavailable(), retry=True)
-    return body
+        return response.json()
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise _invalid(call, "the body is not JSON") from exc
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Server-sent events of JSON objects; a ``[DONE]`` terminator is tolerated."""
+def _body_trace(body: Any) -> Any:
+    return body.get("trace_id") if isinstance(body, dict) else None
+
+
+async def _stream_items(response: httpx.Response, call: _Call, params: SpeechParams
+                        ) -> AsyncIterator[bytes | StreamEnd]:
+    """Each event checked like a reply; audio chunks, then the final ``StreamEnd``.
+
+    The chunks are kept to measure what was delivered: the final event's audio_length
+    is a claim, charged only as far as the delivered audio bears it out.
+    """
+    sent = bytearray()
+    async for raw in _sse_events(response, call):
+        event_call = call.traced(_body_trace(raw))
+        event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
+        if event.final:
+            yield _stream_end(event, bytes(sent), event_call, params)
+            return
+        if event.data is not None and event.data.audio:
+            sent += event.data.audio
+            yield event.data.audio
+
+
+async def _sse_events(response: httpx.Response, call: _Call) -> AsyncIterator[Any]:
+    """Server-sent events of JSON values; a ``[DONE]`` terminator is tolerated."""
     data: list[str] = []
     async for line in response.aiter_lines():
         if line.startswith("data:"):
@@ -374,55 +618,6 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
                 return
             try:
                 event = json.loads(payload)
-            except json.JSONDecodeError as exc:
-                raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-            if isinstance(event, dict):
-                yield event
-
-
-def _stream_item(event: dict[str, Any], fmt: str, trace_id: str | None
-                 ) -> bytes | StreamEnd | None:
-    data, extra = event.get("data") or {}, event.get("extra_info")
-    if data.get("status") == 2 or extra:
-        extra = extra or {}
-        try:
-            duration_ms = int(extra["audio_length"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-        return StreamEnd(duration_ms=duration_ms,
-                         sample_rate=int(extra.get("audio_sample_rate") or 0),
-                         format=str(extra.get("audio_format") or fmt),
-                         billed_characters=_int_or_none(extra.get("usage_characters")),
-                         trace_id=trace_id or event.get("trace_id"))
-    try:
-        return binascii.unhexlify(data.get("audio") or "") or None
-    except (binascii.Error, TypeError) as exc:
-        raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
-
-
-def _speech(body: dict[str, Any], fmt: str) -> Speech:
-    data, extra = body.get("data") or {}, body.get("extra_info") or {}
-    try:
-        audio = binascii.unhexlify(data["audio"])
-        duration_ms = int(extra["audio_length"])
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        log.warning("minimax answered success without usable audio (trace %s)",
-                    body.get("trace_id"))
-        raise UpstreamUnavailable() from exc
-    if not audio or duration_ms <= 0:
-        raise UpstreamUnavailable()
-    return Speech(
-        audio=audio,
-        duration_ms=duration_ms,
-        sample_rate=int(extra.get("audio_sample_rate") or 0),
-        format=str(extra.get("audio_format") or fmt),
-        billed_characters=_int_or_none(extra.get("usage_characters")),
-        trace_id=body.get("trace_id"),
-    )
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+            except (ValueError, RecursionError) as exc:
+                raise _invalid(call, "an event that is not JSON") from exc
+            yield event

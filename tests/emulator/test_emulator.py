@@ -396,6 +396,74 @@ def test_fault_stream_error(client: httpx.Client, mm: Emulator) -> None:
     assert events[1]["base_resp"]["status_code"] == 1000
 
 
+def test_fault_reply_sends_exactly_the_body(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "reply", "body": {"data": None, "base_resp": "success"}})
+    response = client.post("/v1/t2a_v2", json=t2a_body(stream=True))
+    assert response.status_code == 200 and response.headers["Trace-Id"]
+    assert response.json() == {"data": None, "base_resp": "success"}
+    mm.add_fault({"kind": "reply", "body": [1, "two"], "endpoint": "get_voice"})
+    assert client.post("/v1/get_voice", json={"voice_type": "all"}).json() == [1, "two"]
+
+
+def test_fault_lie_overrides_extra_info(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "lie", "audio_length": 1_000_000_000})
+    mm.add_fault({"kind": "lie", "extra_info": {"audio_sample_rate": "abc"}})
+    lied = t2a(client)
+    assert lied["extra_info"]["audio_length"] == 1_000_000_000
+    assert mutagen.mp3.MP3(io.BytesIO(audio_of(lied))).info.length < 10  # the audio is real
+    assert t2a(client)["extra_info"]["audio_sample_rate"] == "abc"
+    assert t2a(client)["extra_info"]["audio_length"] < 10_000
+
+
+def test_fault_lie_in_a_stream_is_in_the_final_event(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "lie", "audio_length": 123})
+    with client.stream("POST", "/v1/t2a_v2", json=t2a_body(stream=True)) as response:
+        events = sse_events(response)
+    assert events[-1]["data"]["status"] == 2 and events[-1]["extra_info"]["audio_length"] == 123
+
+
+def test_fault_audio_bytes_replace_the_audio(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "audio_bytes", "hex": "3c68746d6c3e"})
+    mm.add_fault({"kind": "audio_bytes", "hex": "not hex"})
+    payload = t2a(client)
+    assert payload["data"]["audio"] == "3c68746d6c3e" and payload["extra_info"]["audio_length"]
+    assert t2a(client)["data"]["audio"] == "not hex"
+    mm.add_fault({"kind": "audio_bytes", "hex": "00ff"})
+    body = t2a_body(stream=True, stream_options={"exclude_aggregated_audio": True})
+    with client.stream("POST", "/v1/t2a_v2", json=body) as response:
+        events = sse_events(response)
+    assert [e["data"]["audio"] for e in events] == ["00ff", ""]
+
+
+def test_fault_stream_event_is_injected_mid_stream(client: httpx.Client, mm: Emulator) -> None:
+    odd = {"data": {"audio": "", "status": 1}, "base_resp": "fine"}
+    mm.add_fault({"kind": "stream_event", "event": odd, "after_chunks": 1})
+    with client.stream("POST", "/v1/t2a_v2", json=t2a_body(stream=True)) as response:
+        events = sse_events(response)
+    assert events[1] == odd and events[0]["data"]["status"] == 1
+    assert events[-1]["data"]["status"] == 2  # the stream went on
+    audio_of(t2a(client))  # not used by a plain request, and used up by the stream
+
+
+@pytest.mark.parametrize("rule", [
+    {"kind": "reply"},
+    {"kind": "lie"},
+    {"kind": "lie", "extra_info": "audio_length"},
+    {"kind": "audio_bytes"},
+    {"kind": "audio_bytes", "hex": 12},
+    {"kind": "stream_event"},
+])
+def test_reply_fault_rules_need_their_options(mm: Emulator, rule: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        mm.add_fault(rule)
+
+
+def test_t2a_faults_skip_other_endpoints(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "lie", "audio_length": 1})
+    assert code_of(client.post("/v1/get_voice", json={"voice_type": "all"}).json()) == 0
+    assert mm.state.faults.pending() == 1
+
+
 def test_stream_faults_skip_non_streaming_requests(client: httpx.Client, mm: Emulator) -> None:
     mm.add_fault({"kind": "stream_break"})
     audio_of(t2a(client))

@@ -1,0 +1,402 @@
+"""The MiniMax boundary, through httpx.MockTransport: every reply is validated before
+use; what is not what MiniMax documents is an upstream failure (retried, then
+upstream_unavailable), never a crash; audio_length is charged only as far as the audio
+bears it out; MiniMax's own words reach the log, never the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from odeatts.audio import duration_ms
+from odeatts.errors import ERROR_CODES, OdeaError, UpstreamUnavailable
+from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
+from tests.support.sounds import MP3_FRAME_MS, flac, mp3, wav
+
+TRACE = "0123456789abcdef0123456789abcdef"
+SECRET_MSG = "invalid params, voice English_Ours_7 unknown on mm-internal-7.corp"
+MP3_MS = round(40 * MP3_FRAME_MS)  # 1045 ms
+PARAMS = SpeechParams(text="Hello.", voice_id="English_Ours_7", model="speech-2.8-turbo")
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def make_client(handler: Handler, retries: int = 2) -> MiniMaxClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler),
+                             base_url="http://minimax.test")
+    return MiniMaxClient(http, api_key="k", max_retries=retries, sleep=_no_sleep)
+
+
+class Replies:
+    """A MockTransport handler answering every request with the same reply; counts them."""
+
+    def __init__(self, body: Any = None, *, content: bytes | None = None,
+                 content_type: str = "application/json") -> None:
+        self.content = content if content is not None else json.dumps(body).encode()
+        self.content_type, self.calls = content_type, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(200, content=self.content,
+                              headers={"content-type": self.content_type, "Trace-Id": TRACE})
+
+
+def valid(audio: bytes | None = None, length: int = MP3_MS, **extra: Any) -> dict[str, Any]:
+    return {
+        "data": {"audio": (mp3(40) if audio is None else audio).hex(), "status": 2},
+        "extra_info": {"audio_length": length, "audio_sample_rate": 32000,
+                       "audio_size": 16680, "bitrate": 128000, "word_count": 1,
+                       "invisible_character_ratio": 0, "usage_characters": 6,
+                       "audio_format": "mp3", "audio_channel": 1, **extra},
+        "trace_id": TRACE,
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
+
+
+def with_(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``body`` with ``path`` (dotted) set to ``value``."""
+    copy = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    node = copy
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return copy
+
+
+async def synthesize(handler: Handler, params: SpeechParams = PARAMS, retries: int = 2
+                     ) -> Speech:
+    client = make_client(handler, retries)
+    try:
+        return await client.synthesize(params, request_id="req-1")
+    finally:
+        await client.aclose()
+
+
+# ------------------------------------------------------------------ plain replies
+async def test_a_valid_reply_is_speech() -> None:
+    speech = await synthesize(Replies(valid()))
+    assert speech.audio == mp3(40) and speech.duration_ms == MP3_MS
+    assert (speech.sample_rate, speech.format, speech.billed_characters, speech.trace_id) == (
+        32000, "mp3", 6, TRACE)
+
+
+INVALID = {
+    "base_resp a string": with_(valid(), "base_resp", "success"),
+    "base_resp a list": with_(valid(), "base_resp", [0, "success"]),
+    "base_resp missing": {k: v for k, v in valid().items() if k != "base_resp"},
+    "status_code a string": with_(valid(), "base_resp.status_code", "0"),
+    "status_code a bool": with_(valid(), "base_resp.status_code", False),
+    "data null on success": with_(valid(), "data", None),
+    "data a string": with_(valid(), "data", "fffb"),
+    "audio missing": with_(valid(), "data", {"status": 2}),
+    "audio not hex": with_(valid(), "data.audio", "zz" * 10),
+    "audio odd hex": with_(valid(), "data.audio", mp3(2).hex() + "f"),
+    "audio not ascii": with_(valid(), "data.audio", "ff\u00e9e"),
+    "audio a number": with_(valid(), "data.audio", 12),
+    "audio not mp3": with_(valid(), "data.audio", b"<html>oops</html>".hex()),
+    "audio empty": with_(valid(), "data.audio", ""),
+    "extra_info missing": with_(valid(), "extra_info", None),
+    "audio_sample_rate abc": with_(valid(), "extra_info.audio_sample_rate", "abc"),
+    "audio_length a string": with_(valid(), "extra_info.audio_length", "1045"),
+    "audio_length a bool": with_(valid(), "extra_info.audio_length", True),
+    "audio_length a float": with_(valid(), "extra_info.audio_length", 1045.0),
+    "audio_length negative": with_(valid(), "extra_info.audio_length", -5),
+    "audio_length zero": with_(valid(), "extra_info.audio_length", 0),
+    "audio_length over an hour": with_(valid(), "extra_info.audio_length", 1_000_000_000),
+    "usage_characters a string": with_(valid(), "extra_info.usage_characters", "6"),
+    "audio_format not the one asked": with_(valid(), "extra_info.audio_format", "wav"),
+    "trace_id a number": with_(valid(), "trace_id", 5),
+    "body a list": [valid()],
+    "body null": None,
+}
+
+
+@pytest.mark.parametrize("body", INVALID.values(), ids=INVALID.keys())
+async def test_an_invalid_reply_is_retried_then_upstream_unavailable(
+    body: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    replies = Replies(body)
+    with pytest.raises(UpstreamUnavailable) as failure:
+        await synthesize(replies)
+    assert replies.calls == 3
+    assert failure.value.message == UpstreamUnavailable.default_message
+    assert "req-1" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"<html>502</html>", b"[" * 100_000, b"\xff\xfe{}",
+                                     b'{"base_resp": {"status_code": 1' + b"0" * 5000 + b"}}"])
+async def test_a_body_that_is_not_json_is_retried_then_upstream_unavailable(
+    content: bytes
+) -> None:
+    replies = Replies(content=content)
+    with pytest.raises(UpstreamUnavailable):
+        await synthesize(replies)
+    assert replies.calls == 3
+
+
+async def test_an_error_reply_may_have_data_null_and_odd_fields() -> None:
+    body = {"data": None, "extra_info": "?", "base_resp": {"status_code": 1026,
+                                                          "status_msg": SECRET_MSG}}
+    with pytest.raises(OdeaError) as failure:
+        await synthesize(Replies(body))
+    assert failure.value.code == "content_rejected"
+
+
+async def test_a_status_msg_of_the_wrong_type_does_not_hide_the_code() -> None:
+    body = {"data": None, "base_resp": {"status_code": 1042, "status_msg": ["x"]}}
+    with pytest.raises(OdeaError) as failure:
+        await synthesize(Replies(body))
+    assert failure.value.code == "invalid_request"
+
+
+@pytest.mark.parametrize("code", [2013, 1004, 2042, 1043, 1000, 1002])
+async def test_status_msg_goes_to_the_log_not_to_the_caller(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    msg = SECRET_MSG + " Bearer sk-live-123456 " + "x" * 400
+    body = {"data": None, "trace_id": TRACE, "base_resp": {"status_code": code,
+                                                          "status_msg": msg}}
+    with pytest.raises(OdeaError) as failure:
+        await synthesize(Replies(body))
+    assert "mm-internal" not in failure.value.to_wire()
+    assert "English_Ours_7" not in failure.value.to_wire()
+    line = next(r.getMessage() for r in caplog.records if "base_resp" in r.getMessage())
+    assert "mm-internal-7.corp" in line and TRACE in line and "req-1" in line
+    assert "sk-live" not in caplog.text and "x" * 201 not in caplog.text
+
+
+async def test_a_claim_far_above_the_audio_is_charged_the_audio(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="odeatts.minimax"):
+        speech = await synthesize(Replies(valid(length=3_000_000)))
+    assert speech.duration_ms == MP3_MS
+    [warning] = [r for r in caplog.records if "audio_length" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert all(s in warning.getMessage() for s in ("3000000", str(MP3_MS), TRACE, "req-1"))
+
+
+@pytest.mark.parametrize(("claimed", "charged", "warned"), [
+    (MP3_MS - 20, MP3_MS - 20, False),   # encoder padding: MiniMax's figure, smaller
+    (MP3_MS + 200, MP3_MS, False),        # within 250 ms: the measure, smaller, no noise
+    (MP3_MS - 400, MP3_MS - 400, True),   # MiniMax says less: never charge more than it bills
+])
+async def test_the_smaller_figure_is_charged(
+    claimed: int, charged: int, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    speech = await synthesize(Replies(valid(length=claimed)))
+    assert speech.duration_ms == charged
+    assert any("audio_length" in r.getMessage() for r in caplog.records) is warned
+
+
+@pytest.mark.parametrize(("fmt", "audio", "measured"), [
+    ("wav", wav(16000, rate=32000), 500),
+    ("pcm", bytes(32000), 500),
+    ("flac", flac(44100), 1000),
+], ids=["wav", "pcm", "flac"])
+async def test_other_formats_are_measured_too(fmt: str, audio: bytes, measured: int) -> None:
+    params = SpeechParams(text="Hi.", voice_id="v", model="speech-2.8-turbo", format=fmt)
+    speech = await synthesize(Replies(valid(audio, 900_000, audio_format=fmt)), params)
+    assert speech.duration_ms == measured and speech.format == fmt
+
+
+@pytest.mark.parametrize(("fmt", "audio"), [
+    ("wav", mp3(10)), ("pcm", bytes(3)), ("flac", wav(100)), ("flac", flac(0)),
+], ids=["mp3 as wav", "odd pcm", "wav as flac", "flac without a sample count"])
+async def test_audio_not_of_the_asked_format_is_upstream_unavailable(
+    fmt: str, audio: bytes
+) -> None:
+    params = SpeechParams(text="Hi.", voice_id="v", model="speech-2.8-turbo", format=fmt)
+    with pytest.raises(UpstreamUnavailable):
+        await synthesize(Replies(valid(audio, 500, audio_format=fmt)), params)
+
+
+# ------------------------------------------------------------------------ streams
+def sse(*events: Any) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+def chunk(audio: bytes) -> dict[str, Any]:
+    return {"data": {"audio": audio.hex(), "status": 1}, "trace_id": TRACE,
+            "base_resp": {"status_code": 0, "status_msg": ""}}
+
+
+def final(length: int, **extra: Any) -> dict[str, Any]:
+    return {"data": {"audio": "", "status": 2}, "trace_id": TRACE,
+            "extra_info": {"audio_length": length, "audio_sample_rate": 32000,
+                           "usage_characters": 6, "audio_format": "mp3", **extra},
+            "base_resp": {"status_code": 0, "status_msg": "success"}}
+
+
+async def stream(handler: Handler, params: SpeechParams = PARAMS) -> list[bytes | StreamEnd]:
+    client = make_client(handler)
+    try:
+        return [item async for item in client.stream(params, request_id="req-1")]
+    finally:
+        await client.aclose()
+
+
+async def test_a_stream_s_end_is_checked_against_what_it_delivered() -> None:
+    body = sse(chunk(mp3(20)), chunk(mp3(20)), final(3_000_000))
+    *chunks, end = await stream(Replies(content=body, content_type="text/event-stream"))
+    assert chunks == [mp3(20), mp3(20)]
+    assert isinstance(end, StreamEnd) and end.duration_ms == MP3_MS
+
+
+async def test_a_pcm_stream_is_measured_at_the_asked_rate() -> None:
+    params = SpeechParams(text="Hi.", voice_id="v", model="m", format="pcm", sample_rate=16000)
+    body = sse(chunk(bytes(16000)), chunk(bytes(16000)), final(1000, audio_format="pcm"))
+    *_, end = await stream(Replies(content=body, content_type="text/event-stream"), params)
+    assert isinstance(end, StreamEnd) and end.duration_ms == 1000
+
+
+@pytest.mark.parametrize(("events", "attempts"), [
+    ([{"data": {"audio": "", "status": 1}, "base_resp": "ok"}, chunk(mp3(2)), final(50)], 3),
+    ([["not", "an", "object"], final(50)], 3),
+    ([final(50)], 3),                                          # an end, nothing delivered
+    # Once a chunk is out a retry would repeat audio: the stream fails, not retried.
+    ([chunk(mp3(2)), {**final(50), "extra_info": None}], 1),  # status 2, no extra_info
+    ([chunk(b"<html>oops</html>"), final(50)], 1),             # chunks that are not mp3
+    ([chunk(mp3(2)), final(1_000_000_000)], 1),
+    ([chunk(mp3(2)), final(50, audio_sample_rate="abc")], 1),
+    ([chunk(mp3(2)), {**chunk(mp3(2)), "base_resp": "ok"}], 1),
+    ([chunk(mp3(2))], 1),                                      # no final event
+])
+async def test_an_invalid_stream_is_upstream_unavailable(
+    events: list[Any], attempts: int
+) -> None:
+    replies = Replies(content=sse(*events), content_type="text/event-stream")
+    with pytest.raises(UpstreamUnavailable):
+        await stream(replies)
+    assert replies.calls == attempts
+
+
+async def test_a_stream_error_event_s_message_stays_in_the_log() -> None:
+    error = {"data": None, "base_resp": {"status_code": 2013, "status_msg": SECRET_MSG}}
+    replies = Replies(content=sse(chunk(mp3(2)), error), content_type="text/event-stream")
+    with pytest.raises(OdeaError) as failure:
+        await stream(replies)
+    assert failure.value.code == "invalid_request"
+    assert "mm-internal" not in failure.value.to_wire()
+
+
+# ------------------------------------------------------------------ voice replies
+async def test_voice_list_upload_and_clone_replies_are_validated() -> None:
+    ok = {"base_resp": {"status_code": 0, "status_msg": "success"}}
+    client = make_client(Replies({**ok, "system_voice": [{"voice_id": "A", "voice_name": "a",
+                                                          "description": []}]}))
+    assert (await client.list_voices())["system_voice"][0]["voice_id"] == "A"
+    for body, call in [
+        ({**ok, "system_voice": "A"}, lambda c: c.list_voices()),
+        ({**ok, "system_voice": [{"voice_id": 7}]}, lambda c: c.list_voices()),
+        ({**ok, "file": {"file_id": "123"}}, lambda c: c.upload_file("a.wav", b"RIFF")),
+        ({**ok, "file": None}, lambda c: c.upload_file("a.wav", b"RIFF")),
+    ]:
+        replies = Replies(body)
+        with pytest.raises(UpstreamUnavailable):
+            await call(make_client(replies))
+        assert replies.calls == 3
+
+
+async def test_an_invalid_clone_reply_is_not_retried() -> None:
+    """A retried voice_clone can only meet 2039 (id in use): the clone exists."""
+    replies = Replies({"demo_audio": 5, "base_resp": {"status_code": 0, "status_msg": ""}})
+    with pytest.raises(UpstreamUnavailable):
+        await make_client(replies).clone_voice(file_id=1, voice_id="Voice_0001")
+    assert replies.calls == 1
+
+
+# --------------------------------------------------------------------------- fuzz
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.text(max_size=12)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8)
+PATHS = ["data", "data.audio", "data.status", "extra_info", "extra_info.audio_length",
+         "extra_info.audio_sample_rate", "extra_info.usage_characters",
+         "extra_info.audio_format", "extra_info.audio_size", "extra_info.bitrate",
+         "extra_info.invisible_character_ratio", "trace_id", "base_resp",
+         "base_resp.status_code", "base_resp.status_msg"]
+CODES = st.sampled_from([0, 1000, 1002, 1004, 1026, 1042, 2013, 2042, 2056, 9999, -1])
+
+
+def mutated(body: dict[str, Any], changes: list[tuple[str, Any]]) -> Any:
+    for path, value in changes:
+        with contextlib.suppress(KeyError, TypeError):  # a parent is no longer an object
+            body = with_(body, path, value)
+    return body
+
+
+REPLY = st.one_of(
+    st.lists(st.tuples(st.sampled_from(PATHS), JSON | CODES), min_size=1, max_size=4).map(
+        lambda changes: mutated(with_(valid(), "base_resp.status_msg", SECRET_MSG), changes)),
+    st.fixed_dictionaries(
+        {"base_resp": st.fixed_dictionaries({"status_code": CODES | JSON,
+                                             "status_msg": st.just(SECRET_MSG)})},
+        optional={"data": JSON, "extra_info": JSON, "trace_id": JSON}),
+    JSON,
+)
+
+
+def outcome(handler: Handler, run: Callable[[MiniMaxClient], Any]) -> Any:
+    async def go() -> Any:
+        client = make_client(handler, retries=1)
+        try:
+            return await run(client)
+        except OdeaError as exc:
+            return exc
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
+
+
+def assert_safe(result: Any) -> None:
+    if isinstance(result, OdeaError):
+        assert result.code in ERROR_CODES and result.code != "internal"
+        assert "mm-internal" not in result.to_wire()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(REPLY)
+def test_any_reply_is_speech_or_a_clean_upstream_error(body: Any) -> None:
+    result = outcome(Replies(body), lambda c: c.synthesize(PARAMS, request_id="fuzz"))
+    assert_safe(result)
+    if isinstance(result, Speech):
+        assert 0 <= result.duration_ms <= duration_ms(result.audio, "mp3", 32000)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2), st.lists(st.tuples(st.sampled_from(PATHS), JSON | CODES),
+                                   min_size=1, max_size=3))
+def test_any_stream_event_gives_chunks_then_an_end_or_a_clean_error(
+    index: int, changes: list[tuple[str, Any]]
+) -> None:
+    events: list[Any] = [chunk(mp3(20)), chunk(mp3(20)), final(MP3_MS)]
+    events[index] = mutated(with_(events[index], "base_resp.status_msg", SECRET_MSG), changes)
+    replies = Replies(content=sse(*events), content_type="text/event-stream")
+
+    async def items(client: MiniMaxClient) -> list[bytes | StreamEnd]:
+        return [item async for item in client.stream(PARAMS, request_id="fuzz")]
+
+    result = outcome(replies, items)
+    assert_safe(result)
+    if isinstance(result, list) and result and isinstance(result[-1], StreamEnd):
+        delivered = b"".join(i for i in result if isinstance(i, bytes))
+        assert 0 < result[-1].duration_ms <= duration_ms(delivered, "mp3", 32000)
