@@ -209,8 +209,8 @@ class RedisLimiter:
         try:
             await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
         except (RedisError, TimeoutError) as exc:
-            log.warning("could not release lease of user %s now (%s); retrying in the "
-                        "background", user_id, type(exc).__name__)
+            log.info("could not release lease of user %s now (%s); retrying in the "
+                     "background", user_id, type(exc).__name__)
             task = asyncio.create_task(self._release_later(user_id, lease_id, void))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)

@@ -429,8 +429,10 @@ class MiniMaxClient:
         max_retries: int = 2,
         retry_base_seconds: float = 0.5,
         sleep: Sleep = asyncio.sleep,
+        read_timeout_seconds: float = 60.0,
     ) -> None:
         self._http = http
+        self._read_timeout = read_timeout_seconds
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._params = {"GroupId": group_id} if group_id else None
         self._max_retries = max_retries
@@ -440,11 +442,18 @@ class MiniMaxClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def _speech_timeout(self, params: SpeechParams) -> httpx.Timeout:
+        """How long MiniMax may stay silent: a silent upstream must be noticed in seconds,
+        while a long text legitimately takes longer to its first byte. 10 s, plus 10 ms a
+        character (3,000 characters: 40 s), never more than ``read_timeout_seconds``."""
+        read = min(self._read_timeout, 10.0 + len(params.text) / 100)
+        return httpx.Timeout(read, connect=3.0)
+
     async def synthesize(self, params: SpeechParams, *, request_id: str,
                          retry_gate: RetryGate | None = None) -> Speech:
         return await self._call(_Call("/v1/t2a_v2", request_id), params.body(),
                                 lambda body, call: _speech(body, call, params),
-                                retry_gate=retry_gate)
+                                retry_gate=retry_gate, timeout=self._speech_timeout(params))
 
     async def stream(self, params: SpeechParams, *, request_id: str,
                      retry_gate: RetryGate | None = None) -> AsyncIterator[bytes | StreamEnd]:
@@ -475,7 +484,8 @@ class MiniMaxClient:
         call = _Call("/v1/t2a_v2", request_id)
         try:
             async with self._http.stream("POST", call.path, json=body, headers=self._headers,
-                                         params=self._params) as response:
+                                         params=self._params,
+                                         timeout=self._speech_timeout(params)) as response:
                 call = call.traced(response.headers.get("Trace-Id"))
                 _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -522,12 +532,12 @@ class MiniMaxClient:
                          {"voice_type": voice_type, "voice_id": voice_id}, _nothing)
 
     async def _call(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T], *,
-                    retry_gate: RetryGate | None = None, **multipart: Any) -> T:
+                    retry_gate: RetryGate | None = None, **options: Any) -> T:
         """One request, retried while a retry can help; ``reply`` validates a success."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(call, payload, reply, **multipart)
+                return await self._attempt(call, payload, reply, **options)
             except MiniMaxError as failure:
                 if not failure.retry or attempt >= self._max_retries:
                     raise failure.error from failure
@@ -542,10 +552,11 @@ class MiniMaxClient:
             await retry_gate()
 
     async def _attempt(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T],
-                       **multipart: Any) -> T:
+                       **options: Any) -> T:
+        """``options`` go to httpx as they are (multipart ``files``/``data``, ``timeout``)."""
         try:
             response = await self._http.post(call.path, json=payload, headers=self._headers,
-                                             params=self._params, **multipart)
+                                             params=self._params, **options)
         except httpx.TimeoutException as exc:
             log.warning("minimax %s timed out (request %s)", call.path, call.request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc

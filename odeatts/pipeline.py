@@ -423,7 +423,9 @@ class Pipeline:
                                    status=status, error_code=code, now=self.clock()))
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
-            log.error("could not release reservation %s; it will lapse", reservation.usage_id)
+            # One line per job, no traceback: the outage itself is logged by the breaker.
+            log.warning("could not release reservation %s; it will lapse",
+                        reservation.usage_id)
 
     def _key_hash(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> str:
         plain = request.api_key.get_secret_value()
@@ -508,6 +510,8 @@ def _refusal(decision: Decision, caller: quota.Caller) -> OdeaError:
     if decision.reason == "concurrency":
         return ConcurrencyLimited(retry_after=decision.retry_after,
                                   details={"limit": caller.max_streams})
+    if decision.reason == "void":  # this attempt's admission was already given up
+        return ServiceUnavailable()
     return UpstreamBusy(retry_after=decision.retry_after)
 
 

@@ -98,7 +98,8 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
     api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
     return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
                          max_retries=settings.minimax_max_retries,
-                         retry_base_seconds=settings.minimax_retry_base_seconds)
+                         retry_base_seconds=settings.minimax_retry_base_seconds,
+                         read_timeout_seconds=settings.minimax_timeout_seconds)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -6,12 +6,15 @@ MiniMax is the emulator, over real HTTP on loopback.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -20,9 +23,11 @@ from odeatts import accounts
 from odeatts.config import Settings
 from odeatts.migrate import sync_url
 from odeatts.worker import Worker
+from scripts.localrun import free_port
 from tests.support.cli import Invoke, make_invoke
 from tests.support.services import PostgresTemplate, SqliteTemplate, require
 
+S3_BUCKET = "odeatts-test-audio"
 PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
 EMULATOR_KEY = "emulator-key"
 _ENV = ("DATABASE_URL", "REDIS_URL", "MINIMAX_API_KEY", "MINIMAX_BASE_URL", "MINIMAX_GROUP_ID",
@@ -35,6 +40,17 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own environment must not leak into a test."""
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """The admin CLI configures logging for its process (root at CRITICAL unless
+    --verbose); run in-process, that must not silence the tests that follow."""
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +67,20 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
     emulator.reset()
     yield emulator
     emulator.reset()
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """moto's S3 server over real HTTP, with the bucket S3_BUCKET."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, aws_access_key_id="test",
+                 aws_secret_access_key="test", region_name="us-east-1"
+                 ).create_bucket(Bucket=S3_BUCKET)
+    yield url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

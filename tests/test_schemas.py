@@ -141,6 +141,45 @@ def test_job_without_an_id_is_invalid(raw: Any) -> None:
     assert invalid(raw).details["field"] == "id"
 
 
+@pytest.mark.parametrize("job_id", ["a\ud800b", "job\x00", "x" * 129, "two words",
+                                    "-leading-dash", "é-accent", "job\n"],
+                         ids=["surrogate", "nul", "129-chars", "space", "dash", "accent",
+                              "newline"])
+def test_a_job_id_runpod_would_never_send_is_invalid(job_id: str) -> None:
+    assert invalid({"id": job_id, "input": {"api_key": KEY}}).details["field"] == "id"
+
+
+@pytest.mark.parametrize("job_id", ["7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-u1",
+                                    "sync-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-e1",
+                                    "test-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f",
+                                    "local_test", "x" * 128])
+def test_runpods_job_ids_are_accepted(job_id: str) -> None:
+    assert parse_job({**speech(), "id": job_id}, max_text_chars=MAX).id == job_id
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"speed": True}, "speed"), ({"speed": "1.5"}, "speed"), ({"pitch": "3"}, "pitch"),
+    ({"pitch": 3.5}, "pitch"), ({"pitch": False}, "pitch"), ({"volume": "2"}, "volume"),
+    ({"stream": "yes"}, "stream"), ({"stream": 1}, "stream"), ({"sample_rate": "32000"},
+    "sample_rate"), ({"bitrate": True}, "bitrate"), ({"text": 42}, "text"),
+    ({"voice": ["british-male"]}, "voice"),
+])
+def test_json_types_are_strict_and_the_field_is_named(fields: dict[str, Any], field: str
+                                                      ) -> None:
+    exc = invalid(speech(**fields))
+    assert exc.details["field"] == field and f"`{field}`" in exc.message
+
+
+@pytest.mark.parametrize("limit", ["5", 5.0, True])
+def test_usage_limit_must_be_a_json_integer(limit: Any) -> None:
+    assert invalid(job(action="usage", limit=limit)).details["field"] == "limit"
+
+
+def test_a_whole_number_is_a_valid_number() -> None:
+    request = parse_job(speech(speed=1, volume=2), max_text_chars=MAX).request
+    assert isinstance(request, SpeechRequest) and (request.speed, request.volume) == (1.0, 2.0)
+
+
 @pytest.mark.parametrize("payload", [None, "text", ["a"], 3])
 def test_non_dict_input_is_invalid(payload: Any) -> None:
     assert invalid({"id": "job-1", "input": payload}).details["field"] == "input"

@@ -8,12 +8,11 @@ import base64
 import io
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from mutagen.mp3 import MP3
 from sqlalchemy import select
 
@@ -21,24 +20,10 @@ from minimax_emulator import Emulator
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
-from scripts.localrun import free_port
+from tests.conftest import S3_BUCKET as BUCKET
 from tests.conftest import UserFactory
 
-BUCKET = "odeatts-test-audio"
 SENTENCE = "The quick brown fox jumps over the lazy dog near the riverbank. "
-
-
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="test",
-                 aws_secret_access_key="test", region_name="us-east-1"
-                 ).create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
 
 
 @pytest.fixture

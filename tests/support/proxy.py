@@ -60,6 +60,7 @@ class TcpProxy:
         self._run(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
 
     def __enter__(self) -> TcpProxy:
         return self.start()

@@ -1,0 +1,299 @@
+"""Postgres and Redis that misbehave, behind TCP proxies the tests control (issue 8).
+
+Each test reproduces one failure seen in the field: a Redis frozen during admission,
+a Postgres gone silent (no reset, no FIN), a Postgres cut between synthesis and settle,
+and the log flood of an outage. The worker under test reaches both services through
+the proxies; the checks read the ledger directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis as AsyncRedis
+from sqlalchemy import select
+
+from minimax_emulator import Emulator
+from odeatts import quota
+from odeatts.config import Settings
+from odeatts.keys import hash_key
+from odeatts.limits import RedisLimiter, UpstreamBudget
+from odeatts.models import Usage, User
+from odeatts.outbox import Deferred, RedisOutbox
+from odeatts.worker import Worker
+from tests.conftest import S3_BUCKET, UserFactory
+from tests.support.cli import Invoke, cli_env
+from tests.support.proxy import TcpProxy
+
+pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
+
+
+@pytest.fixture
+def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
+    with TcpProxy(database_url, 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    with TcpProxy(redis_url, 6379) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[SyncRedis]:
+    client = SyncRedis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+FAST_FAILURE = {"ODEATTS_DB_TIMEOUT_SECONDS": 1, "ODEATTS_REDIS_TIMEOUT_SECONDS": 0.5,
+                "ODEATTS_SETTLE_RETRY_SECONDS": 0.5, "ODEATTS_BREAKER_COOLDOWN_SECONDS": 0.3}
+
+
+@pytest.fixture
+async def make_faulty(make_settings: Callable[..., Settings]
+                      ) -> AsyncIterator[Callable[..., Worker]]:
+    """Workers with short deadlines, built from the test's own settings."""
+    made: list[Worker] = []
+
+    def make(**overrides: Any) -> Worker:
+        made.append(Worker(make_settings(**{**FAST_FAILURE, **overrides})))
+        return made[-1]
+
+    yield make
+    for worker in made:
+        await worker.aclose()
+
+
+@pytest.fixture
+def faulty(make_faulty: Callable[..., Worker], pg_proxy: TcpProxy, redis_proxy: TcpProxy
+           ) -> Worker:
+    """A worker that reaches Postgres and Redis only through the proxies."""
+    return make_faulty(DATABASE_URL=pg_proxy.url, REDIS_URL=redis_proxy.url)
+
+
+async def speak(worker: Worker, key: str, job_id: str | None = None, **options: Any
+                ) -> dict[str, Any]:
+    result = await worker.handle({"id": job_id or f"job-{uuid.uuid4().hex[:12]}", "input": {
+        "api_key": key, "text": "The world misbehaves.", "voice": "british-male", **options}})
+    return {"error": json.loads(result["error"])} if "error" in result else result
+
+
+def code(out: dict[str, Any]) -> str | None:
+    return out["error"]["code"] if "error" in out else None
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], what: str,
+                timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if await result if isinstance(result, Awaitable) else result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def ledger(worker: Worker, user_id: int) -> tuple[int, dict[str, Usage]]:
+    async with worker.pipeline().sessions() as session:
+        used = (await session.execute(select(User.used_ms).where(User.id == user_id))
+                ).scalar_one()
+        rows = (await session.execute(select(Usage).where(Usage.user_id == user_id))
+                ).scalars().all()
+    return used, {r.job_id: r for r in rows}
+
+
+# ------------------------------------------------------------------------- defect 1
+async def test_an_admission_lost_in_a_frozen_redis_never_holds_the_lease(
+    faulty: Worker, make_user: UserFactory, redis_proxy: TcpProxy, redis: SyncRedis,
+    settings: Settings,
+) -> None:
+    user_id, key = await make_user()  # free plan: one stream
+    assert code(await speak(faulty, key)) is None
+    redis_proxy.set("stall")  # Redis frozen: the admission script waits in the pipe
+    started = time.monotonic()
+    out = await speak(faulty, key, job_id="frozen")
+    assert code(out) == "service_unavailable"
+    assert time.monotonic() - started < 5
+    redis_proxy.resume()  # Redis wakes and runs the queued admission
+
+    prefix = settings.redis_prefix
+    await until(lambda: bool(redis.exists(f"{prefix}:void:frozen#1"))
+                and redis.zcard(f"{prefix}:leases:{user_id}") == 0,
+                "the lost admission to be voided")
+    assert code(await speak(faulty, key)) is None  # not refused for the lease TTL
+
+
+async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(
+    redis_url: str
+) -> None:
+    limiter = RedisLimiter(AsyncRedis.from_url(redis_url), lease_ttl_seconds=30,
+                           upstream=UpstreamBudget(rpm=0, tpm=0),
+                           prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}")
+    try:
+        await limiter.release(user_id=1, lease_id="late#1", void=True)  # the void first
+        late = await limiter.admit(user_id=1, lease_id="late#1", rpm=10, streams=1, chars=5)
+        assert (late.allowed, late.reason) == (False, "void")
+        nxt = await limiter.admit(user_id=1, lease_id="late#2", rpm=10, streams=1, chars=5)
+        assert nxt.allowed  # the lost admission took no stream
+    finally:
+        await limiter.aclose()
+
+
+# --------------------------------------------------------------------- defects 2, 8
+async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
+    faulty: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, key = await make_user("pro")
+    assert code(await speak(faulty, key)) is None
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    pg_proxy.set("silence")  # no reset, no FIN: bytes vanish
+
+    started = time.monotonic()
+    outs = await asyncio.gather(*(speak(faulty, key) for _ in range(8)))
+    assert [code(o) for o in outs] == ["service_unavailable"] * 8
+    assert time.monotonic() - started < 5  # deadline 1 s; the jobs wait side by side
+    fast = time.monotonic()
+    assert code(await speak(faulty, key)) == "service_unavailable"
+    assert time.monotonic() - fast < 0.5  # the breaker is open: no waiting at all
+
+    pg_proxy.resume()
+
+    async def served() -> bool:
+        return code(await speak(faulty, key)) is None
+
+    await until(served, "a job to succeed after Postgres came back")
+    ours = [r for r in caplog.records if r.name.startswith("odeatts")]
+    assert not [r for r in ours if r.exc_info], "a traceback was logged per job"
+    down = [r for r in ours if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(":")[0] for r in down] == ["postgres is down"]
+    assert len([r for r in ours if "postgres recovered" in r.getMessage()]) == 1
+    assert len(ours) < 40, [r.getMessage() for r in ours]
+
+
+# ------------------------------------------------------------------------- defect 9
+async def test_audio_made_before_postgres_dropped_is_delivered_and_charged_once(
+    faulty: Worker, worker: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
+    emu: Emulator, redis: SyncRedis, settings: Settings,
+) -> None:
+    user_id, key = await make_user("pro")  # five streams
+    assert code(await speak(faulty, key, job_id="before")) is None
+    emu.configure(latency_seconds=0.5)
+    jobs = [asyncio.create_task(speak(faulty, key, job_id=f"cut-{i}")) for i in range(4)]
+    await until(lambda: emu.stats()["in_flight"] == 4, "four syntheses in flight")
+    pg_proxy.set("refuse")
+    pg_proxy.cut()  # between reservation and settle
+    outs = await asyncio.gather(*jobs)
+    assert [code(o) for o in outs] == [None] * 4, outs  # the audio reached the callers
+
+    pg_proxy.resume()
+    await until(lambda: redis.hlen(f"{settings.redis_prefix}:outbox") == 0,
+                "the worker to apply its kept charges")
+    used, rows = await ledger(worker, user_id)
+    delivered = {f"cut-{i}": round(o["duration_seconds"] * 1000) for i, o in enumerate(outs)}
+    for job_id, ms in delivered.items():
+        assert (rows[job_id].status, rows[job_id].duration_ms) == ("succeeded", ms)
+    assert used == rows["before"].duration_ms + sum(delivered.values())
+
+
+async def test_with_postgres_and_redis_both_gone_a_job_is_an_error_charged_nothing(
+    faulty: Worker, worker: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
+    redis_proxy: TcpProxy, emu: Emulator,
+) -> None:
+    user_id, key = await make_user("pro")
+    assert code(await speak(faulty, key, job_id="before")) is None
+    emu.configure(latency_seconds=0.5)
+    job = asyncio.create_task(speak(faulty, key, job_id="lost"))
+    await until(lambda: emu.stats()["in_flight"] == 1, "the synthesis in flight")
+    for proxy in (pg_proxy, redis_proxy):
+        proxy.set("refuse")
+        proxy.cut()
+    assert code(await job) == "service_unavailable"  # no audio without a record of it
+    for proxy in (pg_proxy, redis_proxy):
+        proxy.resume()
+    used, rows = await ledger(worker, user_id)
+    assert used == rows["before"].duration_ms
+    assert rows["lost"].status == "reserved" and rows["lost"].duration_ms is None
+
+
+async def test_the_hourly_job_applies_kept_charges_exactly_once(
+    worker: Worker, make_user: UserFactory, invoke: Invoke, settings: Settings,
+    redis_url: str,
+) -> None:
+    user_id, key = await make_user("pro")
+    now = dt.datetime.now(dt.UTC)
+    reservation = await quota.reserve(
+        worker.pipeline().sessions, key_hash=hash_key(key, settings.pepper), now=now,
+        stale_after=dt.timedelta(seconds=330),
+        job=quota.JobMeta(job_id="kept", voice="british-male", model="speech-02-turbo",
+                          text_chars=20, estimated_ms=2000))
+    owed = Deferred(job_id="kept", usage_id=reservation.usage_id,
+                    attempt=reservation.attempt, user_id=user_id, duration_ms=1234,
+                    billed_characters=20, trace_id="t", settled_at=now.isoformat())
+    env = {**cli_env(settings), "REDIS_URL": redis_url,
+           "ODEATTS_REDIS_PREFIX": settings.redis_prefix}
+
+    settled = []
+    for _ in range(2):  # the same charge kept twice (two workers, a retry): applied once
+        client = AsyncRedis.from_url(redis_url)
+        await RedisOutbox(client, prefix=settings.redis_prefix).put(owed)
+        await client.aclose()
+        result = await asyncio.to_thread(invoke, "quota", "reset-due", "--json", env=env)
+        assert result.exit_code == 0, result.output
+        settled.append(json.loads(result.output)["outbox_settled"])
+
+    assert settled == [1, 0]
+    used, rows = await ledger(worker, user_id)
+    assert (used, rows["kept"].status, rows["kept"].duration_ms) == (1234, "succeeded", 1234)
+
+
+# --------------------------------------------------------------- MiniMax and storage
+async def test_a_silent_minimax_is_upstream_unavailable_within_seconds(
+    make_faulty: Callable[..., Worker], worker: Worker, make_user: UserFactory, emu: Emulator,
+) -> None:
+    user_id, key = await make_user()
+    with TcpProxy(emu.url, 80) as proxy:
+        faulty = make_faulty(MINIMAX_BASE_URL=proxy.url, MINIMAX_TIMEOUT_SECONDS=1,
+                             MINIMAX_MAX_RETRIES=1)
+        assert code(await speak(faulty, key)) is None
+        proxy.set("silence")
+        started = time.monotonic()
+        assert code(await speak(faulty, key, job_id="unheard")) == "upstream_unavailable"
+        assert time.monotonic() - started < 5  # two attempts of 1 s, and a backoff
+        proxy.resume()
+        assert code(await speak(faulty, key)) is None
+    used, rows = await ledger(worker, user_id)
+    assert (rows["unheard"].status, rows["unheard"].duration_ms) == ("failed", None)
+    assert used == sum(r.duration_ms or 0 for r in rows.values())
+
+
+async def test_a_stalled_object_storage_is_service_unavailable_within_seconds(
+    make_faulty: Callable[..., Worker], worker: Worker, make_user: UserFactory, s3_url: str,
+) -> None:
+    user_id, key = await make_user()
+    with TcpProxy(s3_url, 80) as proxy:
+        faulty = make_faulty(BUCKET_ENDPOINT_URL=proxy.url, BUCKET_NAME=S3_BUCKET,
+                             BUCKET_ACCESS_KEY_ID="test", BUCKET_SECRET_ACCESS_KEY="test",
+                             ODEATTS_STORAGE_TIMEOUT_SECONDS=1)
+        assert "audio_url" in await speak(faulty, key, output="url")
+        proxy.set("stall")
+        started = time.monotonic()
+        out = await speak(faulty, key, job_id="unstored", output="url")
+        assert code(out) == "service_unavailable"
+        assert time.monotonic() - started < 5
+        proxy.resume()
+    used, rows = await ledger(worker, user_id)
+    assert (rows["unstored"].status, rows["unstored"].duration_ms) == ("failed", None)
+    assert used == sum(r.duration_ms or 0 for r in rows.values())
