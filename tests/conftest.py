@@ -63,10 +63,13 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    """The session's emulator, with faults, stats and clones cleared for this test."""
+    """The session's emulator, with faults, stats and clones cleared for this test and
+    its latency settings put back after it (a slow emulator would slow every later test)."""
     emulator.reset()
+    latency = emulator.configure()
     yield emulator
     emulator.reset()
+    emulator.configure(**latency)
 
 
 @pytest.fixture(scope="session")
