@@ -31,14 +31,15 @@ from redis.exceptions import RedisError
 
 from odeatts.errors import ServiceUnavailable
 
-__all__ = ["Deferred", "MemoryOutbox", "Outbox", "RedisOutbox"]
+__all__ = ["Charge", "MemoryOutbox", "Outbox", "RedisOutbox"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Deferred:
-    """One charge owed: enough to settle the usage row without the job."""
+class Charge:
+    """What one job owes for the audio it delivered: enough to settle its usage row
+    without the job, now (``quota.settle``) or later, from the outbox."""
 
     job_id: str
     usage_id: int
@@ -48,6 +49,7 @@ class Deferred:
     billed_characters: int | None
     trace_id: str | None
     settled_at: str  # ISO 8601, the moment the audio was delivered
+    error_code: str | None = None  # "cancelled": a stream charged for what it delivered
 
     @property
     def field(self) -> str:
@@ -61,18 +63,18 @@ class Deferred:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Deferred:
+    def from_json(cls, raw: str | bytes) -> Charge:
         return cls(**json.loads(raw))
 
 
 class Outbox(Protocol):
-    async def put(self, item: Deferred) -> None:
+    async def put(self, item: Charge) -> None:
         """Keep ``item`` durably; raises ServiceUnavailable if it cannot."""
         ...
 
-    async def pending(self) -> list[Deferred]: ...
+    async def pending(self) -> list[Charge]: ...
 
-    async def done(self, item: Deferred) -> None: ...
+    async def done(self, item: Charge) -> None: ...
 
 
 class RedisOutbox:
@@ -80,35 +82,35 @@ class RedisOutbox:
         self._redis = redis
         self._key = f"{prefix}:outbox"
 
-    async def put(self, item: Deferred) -> None:
+    async def put(self, item: Charge) -> None:
         try:
             await self._redis.hset(self._key, item.field, item.to_json())
         except RedisError as exc:
             raise ServiceUnavailable() from exc
 
-    async def pending(self) -> list[Deferred]:
+    async def pending(self) -> list[Charge]:
         raw = await self._redis.hgetall(self._key)
         items = []
         for field, value in raw.items():
             try:
-                items.append(Deferred.from_json(value))
+                items.append(Charge.from_json(value))
             except (ValueError, TypeError):
                 log.error("outbox entry %r is unreadable; left for an operator", field)
         return items
 
-    async def done(self, item: Deferred) -> None:
+    async def done(self, item: Charge) -> None:
         await self._redis.hdel(self._key, item.field)
 
 
 class MemoryOutbox:
     def __init__(self) -> None:
-        self._items: dict[str, Deferred] = {}
+        self._items: dict[str, Charge] = {}
 
-    async def put(self, item: Deferred) -> None:
+    async def put(self, item: Charge) -> None:
         self._items[item.field] = item
 
-    async def pending(self) -> list[Deferred]:
+    async def pending(self) -> list[Charge]:
         return list(self._items.values())
 
-    async def done(self, item: Deferred) -> None:
+    async def done(self, item: Charge) -> None:
         self._items.pop(item.field, None)

@@ -50,7 +50,7 @@ from odeatts.limits import Decision, Limiter
 from odeatts.logs import bind
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
-from odeatts.outbox import Deferred, Outbox
+from odeatts.outbox import Charge, Outbox
 from odeatts.resilience import Budget, Dependency
 from odeatts.schemas import ParsedJob, SpeechRequest, UsageRequest, VoicesRequest
 from odeatts.storage import Storage
@@ -316,18 +316,16 @@ class Pipeline:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
         and deliver; only if that fails too is the job an error, charged nothing."""
-        now = self.clock()
-        settle = partial(quota.settle, self.sessions, reservation=job.reservation,
-                         duration_ms=duration_ms, billed_characters=billed or None,
-                         trace_id=trace_id, now=now, error_code=error_code)
+        charge = Charge(
+            job_id=job.id, usage_id=job.reservation.usage_id, attempt=job.reservation.attempt,
+            user_id=job.reservation.caller.user_id, duration_ms=duration_ms,
+            billed_characters=billed or None, trace_id=trace_id,
+            settled_at=self.clock().isoformat(), error_code=error_code)
+        settle = partial(quota.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
             view = await self._retrying_db(settle, job.budget)
         except ServiceUnavailable:
-            view = await self._defer(job, Deferred(
-                job_id=job.id, usage_id=job.reservation.usage_id,
-                attempt=job.reservation.attempt, user_id=job.reservation.caller.user_id,
-                duration_ms=duration_ms, billed_characters=billed or None, trace_id=trace_id,
-                settled_at=now.isoformat()))
+            view = await self._defer(job, charge)
         log.info("job %s user %s voice %s: %d ms charged (estimate %d ms, %d parts, trace %s)",
                  job.id, job.reservation.caller.user_id, job.voice.name, duration_ms,
                  job.reservation.estimated_ms, len(job.parts), trace_id)
@@ -346,7 +344,7 @@ class Pipeline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def _defer(self, job: _Job, item: Deferred) -> quota.QuotaView:
+    async def _defer(self, job: _Job, item: Charge) -> quota.QuotaView:
         await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
         log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
                     job.id, item.duration_ms)

@@ -33,7 +33,7 @@ from odeatts.cycles import roll_ended_cycle
 from odeatts.db import Sessions, insert_for
 from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
-from odeatts.outbox import Deferred, Outbox
+from odeatts.outbox import Charge, Outbox
 
 __all__ = [
     "Caller",
@@ -256,57 +256,31 @@ async def _take_over(
     return row.id, row.attempts
 
 
-async def settle(
-    sessions: Sessions,
-    *,
-    reservation: Reservation,
-    duration_ms: int,
-    billed_characters: int | None,
-    trace_id: str | None,
-    now: dt.datetime,
-    error_code: str | None = None,
-) -> QuotaView:
-    """Charge the real duration, once. Returns the caller's quota after the charge.
+async def settle(sessions: Sessions, charge: Charge, *, caller: Caller) -> QuotaView:
+    """Charge the delivered duration, once. Returns the caller's quota after the charge.
 
-    ``error_code`` marks a partial delivery (a stream the caller cancelled midway):
-    charged for what was delivered, and recorded as such.
+    ``charge.error_code`` marks a partial delivery (a stream the caller cancelled
+    midway): charged for what was delivered, and recorded as such.
     """
-    charge = _Charge(reservation.usage_id, reservation.attempt, reservation.caller.user_id,
-                     duration_ms, billed_characters, trace_id, now, error_code)
     used = await _apply(sessions, charge, open_statuses=_OPEN)
-    return QuotaView(reservation.caller.used_ms if used is None else used, 0,
-                     reservation.caller.quota_ms)
+    return QuotaView(caller.used_ms if used is None else used, 0, caller.quota_ms)
 
 
-async def settle_deferred(sessions: Sessions, item: Deferred) -> bool:
+async def settle_deferred(sessions: Sessions, charge: Charge) -> bool:
     """Apply a charge kept in the outbox; True if this call charged it.
 
     Idempotent: a row already settled, or taken over by a later attempt of the same
     job, is left alone. A row the hourly job closed as ``abandoned`` (its worker
     looked dead) is still charged: the caller did get the audio.
     """
-    charge = _Charge(item.usage_id, item.attempt, item.user_id, item.duration_ms,
-                     item.billed_characters, item.trace_id, item.when, None)
     return await _apply(sessions, charge, open_statuses=_OPEN_OR_ABANDONED) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class _Charge:
-    usage_id: int
-    attempt: int
-    user_id: int
-    duration_ms: int
-    billed_characters: int | None
-    trace_id: str | None
-    at: dt.datetime
-    error_code: str | None
 
 
 _OPEN = Usage.status == RESERVED
 _OPEN_OR_ABANDONED = or_(_OPEN, and_(Usage.status == FAILED, Usage.error_code == "abandoned"))
 
 
-async def _apply(sessions: Sessions, charge: _Charge, *, open_statuses: Any) -> int | None:
+async def _apply(sessions: Sessions, charge: Charge, *, open_statuses: Any) -> int | None:
     """Charge the user and close the row in one transaction; None if the row was not
     open (settled before, or taken over): then nothing is charged."""
     try:
@@ -326,7 +300,7 @@ async def _apply(sessions: Sessions, charge: _Charge, *, open_statuses: Any) -> 
                     .where(Usage.id == charge.usage_id, Usage.attempts == charge.attempt,
                            open_statuses)
                     .values(status=SUCCEEDED, duration_ms=charge.duration_ms,
-                            settled_at=charge.at, billed_characters=charge.billed_characters,
+                            settled_at=charge.when, billed_characters=charge.billed_characters,
                             trace_id=charge.trace_id, error_code=charge.error_code)
                 )
                 if marked.rowcount != 1:  # type: ignore[attr-defined]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -137,20 +138,14 @@ class Worker:
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The plain handler: one job, one object (``ODEATTS_HANDLER=plain``)."""
-        job_id = _job_id(job)
-        with job_context(job_id):
-            try:
-                parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
-                if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
-                    raise InvalidRequest("This endpoint does not stream; send stream: false or "
-                                         "use the streaming endpoint.",
-                                         details={"field": "stream"})
-                return await self.pipeline().run(parsed)
-            except OdeaError as exc:
-                return _failed(job_id, exc)
-            except Exception:
-                log.exception("job %s crashed", job_id)
-                return {"error": InternalError().to_wire()}
+        with _answered(job) as outcome:
+            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
+                raise InvalidRequest("This endpoint does not stream; send stream: false or "
+                                     "use the streaming endpoint.",
+                                     details={"field": "stream"})
+            return await self.pipeline().run(parsed)
+        return outcome.error
 
     async def handle_stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streaming handler (``ODEATTS_HANDLER=stream``): RunPod sees a generator.
@@ -159,25 +154,20 @@ class Worker:
         one result. An error is yielded as ``{"error": ...}``, which ends the job FAILED.
         The job context spans every step, as RunPod iterates the generator in one task.
         """
-        job_id = _job_id(job)
-        with job_context(job_id):
-            try:
-                parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
-                request = parsed.request
-                if isinstance(request, SpeechRequest) and request.stream:
-                    # aclosing: when RunPod stops consuming (cancel), the pipeline's own
-                    # generator must close now and charge what it delivered, not at GC time.
-                    stream = self.pipeline().speech_stream(parsed.id, request)
-                    async with aclosing(stream) as items:
-                        async for item in items:
-                            yield item
-                else:
-                    yield await self.pipeline().run(parsed)
-            except OdeaError as exc:
-                yield _failed(job_id, exc)
-            except Exception:
-                log.exception("job %s crashed", job_id)
-                yield {"error": InternalError().to_wire()}
+        with _answered(job) as outcome:
+            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            request = parsed.request
+            if isinstance(request, SpeechRequest) and request.stream:
+                # aclosing: when RunPod stops consuming (cancel), the pipeline's own
+                # generator must close now and charge what it delivered, not at GC time.
+                stream = self.pipeline().speech_stream(parsed.id, request)
+                async with aclosing(stream) as items:
+                    async for item in items:
+                        yield item
+            else:
+                yield await self.pipeline().run(parsed)
+        if outcome.error:
+            yield outcome.error
 
     @property
     def handler(self) -> Callable[[dict[str, Any]], Any]:
@@ -198,6 +188,24 @@ def _job_id(job: Any) -> str | None:
     return job_id if isinstance(job_id, str) and JOB_ID.fullmatch(job_id) else "<invalid>"
 
 
-def _failed(job_id: str | None, exc: OdeaError) -> dict[str, Any]:
-    log.info("job %s failed: %s", job_id, exc.code)
-    return {"error": exc.to_wire()}
+@dataclass
+class _Outcome:
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _answered(job: Any) -> Iterator[_Outcome]:
+    """The one place where a job's failure becomes what RunPod sends the caller: an
+    ``OdeaError`` its wire form, anything else ``internal`` (the traceback stays in our
+    log). Runs the job inside its log context. Cancellation passes through."""
+    job_id = _job_id(job)
+    outcome = _Outcome()
+    with job_context(job_id):
+        try:
+            yield outcome
+        except OdeaError as exc:
+            log.info("job %s failed: %s", job_id, exc.code)
+            outcome.error = {"error": exc.to_wire()}
+        except Exception:
+            log.exception("job %s crashed", job_id)
+            outcome.error = {"error": InternalError().to_wire()}

@@ -28,7 +28,7 @@ from odeatts.config import Settings
 from odeatts.keys import hash_key
 from odeatts.limits import RedisLimiter, UpstreamBudget
 from odeatts.models import Usage, User
-from odeatts.outbox import Deferred, RedisOutbox
+from odeatts.outbox import Charge, RedisOutbox
 from odeatts.worker import Worker
 from tests.conftest import S3_BUCKET, UserFactory
 from tests.support.cli import Invoke, cli_env
@@ -239,7 +239,7 @@ async def test_the_hourly_job_applies_kept_charges_exactly_once(
         stale_after=dt.timedelta(seconds=330),
         job=quota.JobMeta(job_id="kept", voice="british-male", model="speech-02-turbo",
                           text_chars=20, estimated_ms=2000))
-    owed = Deferred(job_id="kept", usage_id=reservation.usage_id,
+    owed = Charge(job_id="kept", usage_id=reservation.usage_id,
                     attempt=reservation.attempt, user_id=user_id, duration_ms=1234,
                     billed_characters=20, trace_id="t", settled_at=now.isoformat())
     env = {**cli_env(settings), "REDIS_URL": redis_url,
