@@ -302,6 +302,19 @@ async def test_the_plain_handler_tags_its_lines(
     assert log_context()["job_id"] is None
 
 
+async def test_a_jobs_lines_carry_its_user_and_minimax_trace_once_known(
+    output: Callable[..., io.StringIO], worker: Worker, make_user: UserFactory
+) -> None:
+    user_id, key = await make_user()
+    stream = output(settings_for("json"))
+    result = await worker.handle({"id": "traced-1", "input": {
+        "api_key": key, "text": "Hi.", "voice": "british-male"}})
+    assert "error" not in result
+    [charged] = [line for line in json_lines(stream) if "charged" in line["message"]]
+    assert (charged["job_id"], charged["user_id"]) == ("traced-1", user_id)
+    assert charged["trace_id"] and charged["trace_id"] in charged["message"]
+
+
 async def test_lines_logged_while_streams_run_carry_their_own_job(
     output: Callable[..., io.StringIO], make_settings: Callable[..., Settings],
     make_user: UserFactory,
