@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     )
     # A lease or reservation older than this belongs to a worker that died: it lapses.
     # Keep it a little above RunPod's execution timeout for the endpoint.
-    lease_ttl_seconds: int = Field(330, ge=30, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
+    # Production refuses less than 30 s; tests may use a few seconds.
+    lease_ttl_seconds: int = Field(330, ge=2, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
     max_concurrency: int = Field(32, ge=1, le=512, validation_alias="ODEATTS_MAX_CONCURRENCY")
     # Connections per worker (plus as many again in bursts). A job holds one only for its
     # two short transactions, so a few serve dozens of jobs; workers x 2 x this must stay
@@ -213,6 +214,8 @@ class Settings(BaseSettings):
                  and len(self.key_pepper.get_secret_value()) >= 32
                  and self.key_pepper.get_secret_value() != DEV_PEPPER),
                 ("MINIMAX_API_KEY", self.minimax_api_key is not None),
+                ("ODEATTS_LEASE_TTL_SECONDS of at least 30 (above the endpoint's timeout)",
+                 self.lease_ttl_seconds >= 30),
                 ("BUCKET_NAME and BUCKET_ENDPOINT_URL (large results need object storage)",
                  bool(self.bucket_name) and bool(self.bucket_endpoint_url)),
             )

@@ -99,9 +99,10 @@ def test_complete_production_config_is_accepted(monkeypatch: pytest.MonkeyPatch)
         ({"MINIMAX_API_KEY": None}, "MINIMAX_API_KEY"),
         ({"BUCKET_NAME": None}, "BUCKET_NAME"),
         ({"BUCKET_ENDPOINT_URL": None}, "BUCKET_NAME"),
+        ({"ODEATTS_LEASE_TTL_SECONDS": "10"}, "ODEATTS_LEASE_TTL_SECONDS"),
     ],
     ids=["no-db", "sqlite-db", "no-redis", "no-pepper", "short-pepper", "dev-pepper",
-         "no-minimax-key", "no-bucket", "no-bucket-endpoint"],
+         "no-minimax-key", "no-bucket", "no-bucket-endpoint", "short-lease"],
 )
 def test_production_refuses_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str | None], named: str
