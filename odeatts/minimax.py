@@ -13,6 +13,9 @@ the format we asked for. A reply that fails is MiniMax's failure, retried like a
 5xx, never a crash of ours. What MiniMax says it made (``audio_length``) is checked
 against what the bytes hold, and the smaller is charged. MiniMax's own error text
 (``status_msg``) goes to the log only: it can name hosts and voice ids.
+
+A stream is read as the SSE spec says (httpx-sse), not only as our emulator writes it,
+and also takes a last event that the end of the stream cuts off, as MiniMax's CLI does.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import binascii
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from odeatts.audio import AudioError, delivered_ms, duration_ms
@@ -606,29 +611,46 @@ async def _stream_items(response: httpx.Response, call: _Call, params: SpeechPar
     is a claim, charged only as far as the delivered audio bears it out.
     """
     sent = bytearray()
-    async for raw in _sse_events(response, call):
-        event_call = call.traced(_body_trace(raw))
-        event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
-        if event.final:
-            yield _stream_end(event, bytes(sent), event_call, params)
-            return
-        if event.data is not None and event.data.audio:
-            sent += event.data.audio
-            yield event.data.audio
+    async with aclosing(_sse_events(response, call)) as events:
+        async for raw in events:
+            event_call = call.traced(_body_trace(raw))
+            event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
+            if event.final:
+                yield _stream_end(event, bytes(sent), event_call, params)
+                return
+            if event.data is not None and event.data.audio:
+                sent += event.data.audio
+                yield event.data.audio
 
 
-async def _sse_events(response: httpx.Response, call: _Call) -> AsyncIterator[Any]:
-    """Server-sent events of JSON values; a ``[DONE]`` terminator is tolerated."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif not line.strip() and data:
-            payload, data = "\n".join(data), []
-            if payload.strip() == "[DONE]":
+async def _sse_events(response: httpx.Response, call: _Call) -> AsyncGenerator[Any, None]:
+    """The JSON values of a server-sent event stream, read by httpx-sse as the SSE spec
+    says: an event ends at a blank line, its ``data:`` lines join with a newline, ``:``
+    comments and ``event:``/``id:``/``retry:`` fields pass, lines end in CRLF, LF or CR.
+    An event without data is none (httpx-sse passes id-only ones on); a ``[DONE]``
+    terminator, which MiniMax does not document, is tolerated.
+    """
+    # httpx-sse 0.4.3 dispatches an event only at a blank line: an event that the end
+    # of the stream cuts off is dropped (as the SSE spec's letter says). MiniMax's own
+    # CLI takes that last event, and its final event may be one, so httpx-sse is fed
+    # the body and then one blank line: that flushes a pending last event, and adds
+    # nothing after a stream that ended properly. The text is UTF-8 by the SSE spec.
+    body = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=_blank_line_after(response))
+    async with aclosing(EventSource(body).aiter_sse()) as events:
+        async for event in events:
+            if not event.data:
+                continue
+            if event.data.strip() == "[DONE]":
                 return
             try:
-                event = json.loads(payload)
+                value = json.loads(event.data)
             except (ValueError, RecursionError) as exc:
                 raise _invalid(call, "an event that is not JSON") from exc
-            yield event
+            yield value
+
+
+async def _blank_line_after(response: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in response.aiter_bytes():
+        yield chunk
+    yield b"\n\n"

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -41,17 +41,25 @@ def make_client(handler: Handler, retries: int = 2) -> MiniMaxClient:
 
 
 class Replies:
-    """A MockTransport handler answering every request with the same reply; counts them."""
+    """A MockTransport handler answering every request with the same reply; counts them.
+    ``piece``: the body arrives in reads of that many bytes (as a network delivers it)."""
 
     def __init__(self, body: Any = None, *, content: bytes | None = None,
-                 content_type: str = "application/json") -> None:
+                 content_type: str = "application/json", piece: int | None = None) -> None:
         self.content = content if content is not None else json.dumps(body).encode()
-        self.content_type, self.calls = content_type, 0
+        self.content_type, self.piece, self.calls = content_type, piece, 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
-        return httpx.Response(200, content=self.content,
-                              headers={"content-type": self.content_type, "Trace-Id": TRACE})
+        headers = {"content-type": self.content_type, "Trace-Id": TRACE}
+        if self.piece is None:
+            return httpx.Response(200, content=self.content, headers=headers)
+        return httpx.Response(200, content=_reads(self.content, self.piece), headers=headers)
+
+
+async def _reads(content: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(content), size):
+        yield content[start:start + size]
 
 
 def valid(audio: bytes | None = None, length: int = MP3_MS, **extra: Any) -> dict[str, Any]:
@@ -293,6 +301,80 @@ async def test_a_stream_error_event_s_message_stays_in_the_log() -> None:
         await stream(replies)
     assert failure.value.code == "invalid_request"
     assert "mm-internal" not in failure.value.to_wire()
+
+# ------------------------------------------------------- streams as the SSE spec has them
+# Server-sent events as the SSE spec defines them (not only as our emulator writes them).
+def frames(count: int, fill: int) -> bytes:
+    """``count`` MP3 frames whose bytes say which piece they are (``fill``)."""
+    return (bytes.fromhex("fffb9000") + bytes([fill]) * 413) * count
+
+
+def ms(frame_count: int) -> int:
+    return round(frame_count * MP3_FRAME_MS)
+
+
+A, B = frames(20, 1), frames(20, 2)
+
+
+def data(event: Any) -> bytes:
+    return b"data: " + json.dumps(event).encode()
+
+
+def ending(length: int = ms(40)) -> dict[str, Any]:
+    return final(length)
+
+
+def two_data_lines(event: Any) -> bytes:
+    """One event whose JSON is cut over two ``data:`` lines (the SSE join is a newline)."""
+    text = json.dumps(event)
+    cut = text.index(', "trace_id"') + 1
+    return b"data: " + text[:cut].encode() + b"\ndata: " + text[cut:].encode()
+
+
+BIG = frames(5000, 4)  # a 4 MB line of hex in one event
+
+# id: (body, the chunks the client must yield, the duration it must charge)
+STREAMS: dict[str, tuple[bytes, list[bytes], int]] = {
+    # An event ends at a blank line OR at the end of the stream.
+    "last event without its blank line": (
+        sse(chunk(A), chunk(B)) + data(ending()), [A, B], ms(40)),
+    "last event ends in a single newline": (
+        sse(chunk(A), chunk(B)) + data(ending()) + b"\n", [A, B], ms(40)),
+    # The data lines of one event are joined with a newline.
+    "an event's data over two lines": (
+        two_data_lines(chunk(A)) + b"\n\n" + sse(chunk(B), ending()), [A, B], ms(40)),
+    # The rest of the SSE spec, and what MiniMax's peers tolerate.
+    "comments": (
+        b": keep-alive\n\n" + data(chunk(A)) + b"\n: still here\n\n" + sse(chunk(B), ending()),
+        [A, B], ms(40)),
+    "CRLF line ends": (
+        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r\n"), [A, B], ms(40)),
+    "CR line ends": (
+        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r"), [A, B], ms(40)),
+    "event and id fields": (
+        b"event: message\nid: 1\n" + data(chunk(A)) + b"\n\nid: 2\nretry: 100\n"
+        + sse(chunk(B)) + b"event: done\n" + sse(ending()), [A, B], ms(40)),
+    "no space after data:": (
+        sse(chunk(A), chunk(B), ending()).replace(b"data: ", b"data:"), [A, B], ms(40)),
+    "[DONE] after the final event": (
+        sse(chunk(A), chunk(B), ending()) + b"data: [DONE]\n\n", [A, B], ms(40)),
+    "a multi-MB line": (
+        sse(chunk(BIG), ending(ms(5000))), [BIG], ms(5000)),
+}
+
+
+@pytest.mark.parametrize("piece", [None, 7], ids=["in one read", "in 7-byte reads"])
+@pytest.mark.parametrize(("body", "chunks", "charged"), STREAMS.values(), ids=STREAMS.keys())
+async def test_a_stream_is_read_as_the_sse_spec_and_minimax_s_docs_say(
+    body: bytes, chunks: list[bytes], charged: int, piece: int | None
+) -> None:
+    if piece and len(body) > 100_000:
+        piece = 65_536
+    replies = Replies(content=body, content_type="text/event-stream", piece=piece)
+    *got, end = await stream(replies)
+    assert got == chunks  # every byte MiniMax made, once, in order
+    assert isinstance(end, StreamEnd) and end.duration_ms == charged
+    assert replies.calls == 1
 
 
 # ------------------------------------------------------------------ voice replies
