@@ -16,6 +16,9 @@ against what the bytes hold, and the smaller is charged. MiniMax's own error tex
 
 A stream is read as the SSE spec says (httpx-sse), not only as our emulator writes it,
 and also takes a last event that the end of the stream cuts off, as MiniMax's CLI does.
+It ends at the event whose ``data.status`` is 2, whose audio is delivered when
+``extra_info.audio_size`` shows it is the rest of the audio rather than a copy. A
+stream request answered with one JSON body gets that body's speech as the whole stream.
 """
 
 from __future__ import annotations
@@ -241,8 +244,11 @@ class _Data(_Strict):
             raise ValueError("audio is not hex") from exc
 
 
-class _ExtraInfo(_Strict):
-    audio_length: int = Field(gt=0, le=MAX_CALL_MS)  # ms; zero means no audio
+class _StreamInfo(_Strict):
+    """extra_info of a stream's final event. Its audio_length may be missing: the audio
+    the stream delivered is measured anyway, and then that is what is charged."""
+
+    audio_length: int | None = Field(default=None, gt=0, le=MAX_CALL_MS)  # ms
     audio_sample_rate: int | None = Field(default=None, gt=0)
     audio_size: int | None = Field(default=None, ge=0)
     bitrate: int | None = None
@@ -253,6 +259,12 @@ class _ExtraInfo(_Strict):
     audio_channel: int | None = None
 
 
+class _ExtraInfo(_StreamInfo):
+    """extra_info of a whole reply: what MiniMax made, in ms (zero means no audio)."""
+
+    audio_length: int = Field(gt=0, le=MAX_CALL_MS)
+
+
 class _SpeechReply(_Strict):
     data: _Data
     extra_info: _ExtraInfo
@@ -261,12 +273,13 @@ class _SpeechReply(_Strict):
 
 class _StreamEvent(_Strict):
     data: _Data | None = None
-    extra_info: _ExtraInfo | None = None
+    extra_info: _StreamInfo | None = None
     trace_id: str | None = None
 
     @property
     def final(self) -> bool:
-        return self.extra_info is not None or (self.data is not None and self.data.status == 2)
+        """data.status 2 is the documented end; extra_info alone is not."""
+        return self.data is not None and self.data.status == 2
 
 
 class _Voice(_Strict):
@@ -347,7 +360,7 @@ def _checked(body: Any, call: _Call) -> dict[str, Any]:
     return body
 
 
-def _check_format(extra: _ExtraInfo, fmt: str, call: _Call) -> None:
+def _check_format(extra: _StreamInfo, fmt: str, call: _Call) -> None:
     if extra.audio_format is not None and extra.audio_format.lower() != fmt:
         raise _invalid(call, f"audio_format {extra.audio_format[:20]!r}, not {fmt}")
 
@@ -377,12 +390,49 @@ def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
                   billed_characters=extra.usage_characters, trace_id=call.trace_id)
 
 
-def _stream_end(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
-                ) -> StreamEnd:
-    """The final event, its audio_length checked against what the stream delivered."""
+def _ending(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
+            ) -> list[bytes | StreamEnd]:
+    """What the final event adds: the audio the caller has not had yet, if any, then the
+    ``StreamEnd``. Checked whole before any of it is yielded."""
     extra = event.extra_info
     if extra is None:
         raise _invalid(call, "the final event has no extra_info")
+    tail = _unsent(event.data.audio if event.data else b"", sent, extra.audio_size, call)
+    end = _stream_end(extra, sent + tail, call, params)
+    return [tail, end] if tail else [end]
+
+
+def _unsent(audio: bytes, sent: bytes, size: int | None, call: _Call) -> bytes:
+    """The part of the final event's audio the stream has not delivered.
+
+    By default MiniMax repeats all the audio in the final event. We send
+    exclude_aggregated_audio, of which the docs say only that the final event then lacks
+    the whole audio: empty, or a genuine tail. extra_info.audio_size (the bytes of the
+    whole audio) tells a tail from a copy; without it, the audio is taken for a copy,
+    unless nothing was delivered (then there is nothing it could repeat).
+    """
+    if not audio or not sent:
+        return audio
+    if size is None:
+        log.debug("minimax final event has %d bytes of audio and no audio_size: dropped as a "
+                  "copy (request %s, trace %s)", len(audio), call.request_id, call.trace_id)
+        return b""
+    if len(sent) == size:
+        return b""  # a copy of what was delivered
+    if len(sent) + len(audio) == size:
+        return audio  # the tail
+    if len(audio) == size and audio.startswith(sent):
+        return audio[len(sent):]  # all the audio: the chunks fell short of it
+    log.warning("minimax final event's %d bytes of audio do not add up: %d delivered, "
+                "audio_size %d; dropped (request %s, trace %s)", len(audio), len(sent), size,
+                call.request_id, call.trace_id)
+    return b""
+
+
+def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechParams
+                ) -> StreamEnd:
+    """The final event's facts, its audio_length checked against what the stream delivered
+    (without one, what the delivered audio measures is charged)."""
     _check_format(extra, params.format, call)
     try:
         measured = delivered_ms(sent, params.format, params.sample_rate)
@@ -390,9 +440,15 @@ def _stream_end(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechPar
         raise _invalid(call, f"the stream is not {params.format}: {exc}") from exc
     if measured <= 0:
         raise _invalid(call, f"the stream delivered no {params.format} audio")
-    return StreamEnd(duration_ms=_checked_ms(extra.audio_length, measured, call),
-                     sample_rate=extra.audio_sample_rate or 0, format=params.format,
-                     billed_characters=extra.usage_characters, trace_id=call.trace_id)
+    if extra.audio_length is None:
+        log.info("minimax final event has no audio_length; charging the %d ms delivered "
+                 "(request %s, trace %s)", measured, call.request_id, call.trace_id)
+        charged = measured
+    else:
+        charged = _checked_ms(extra.audio_length, measured, call)
+    return StreamEnd(duration_ms=charged, sample_rate=extra.audio_sample_rate or 0,
+                     format=params.format, billed_characters=extra.usage_characters,
+                     trace_id=call.trace_id)
 
 
 def _voices(body: dict[str, Any], call: _Call) -> dict[str, Any]:
@@ -494,11 +550,12 @@ class MiniMaxClient:
                 call = call.traced(response.headers.get("Trace-Id"))
                 _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
-                    # Errors before streaming come as a plain JSON body with HTTP 200.
+                    # Errors before streaming come as a plain JSON body with HTTP 200, and
+                    # so, at times, does all the speech (MiniMax's CLI plays it).
                     await response.aread()
-                    reply = _json(response, call)
-                    _checked(reply, call.traced(_body_trace(reply)))
-                    raise _invalid(call, "a JSON body instead of an event stream")
+                    for item in _whole_reply(_json(response, call), call, params):
+                        yield item
+                    return
                 async for item in _stream_items(response, call, params):
                     yield item
                     if isinstance(item, StreamEnd):
@@ -603,6 +660,16 @@ def _body_trace(body: Any) -> Any:
     return body.get("trace_id") if isinstance(body, dict) else None
 
 
+def _whole_reply(body: Any, call: _Call, params: SpeechParams) -> list[bytes | StreamEnd]:
+    """A stream request answered with one JSON body: an error maps as always; a success
+    is the whole stream at once, its audio one chunk (the pipeline cuts it to size)."""
+    call = call.traced(_body_trace(body))
+    event = _parse(_StreamEvent, _checked(body, call), call)
+    if not event.final:
+        raise _invalid(call, "a JSON reply to a stream request without data.status 2")
+    return _ending(event, b"", call, params)
+
+
 async def _stream_items(response: httpx.Response, call: _Call, params: SpeechParams
                         ) -> AsyncIterator[bytes | StreamEnd]:
     """Each event checked like a reply; audio chunks, then the final ``StreamEnd``.
@@ -616,7 +683,8 @@ async def _stream_items(response: httpx.Response, call: _Call, params: SpeechPar
             event_call = call.traced(_body_trace(raw))
             event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
             if event.final:
-                yield _stream_end(event, bytes(sent), event_call, params)
+                for item in _ending(event, bytes(sent), event_call, params):
+                    yield item
                 return
             if event.data is not None and event.data.audio:
                 sent += event.data.audio
