@@ -19,7 +19,8 @@ files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
   {"kind": "reply", "body": <any JSON>}               HTTP 200 with exactly this body
   {"kind": "lie", "audio_length": 1000000000}         t2a_v2: a normal answer, but
   {"kind": "lie", "extra_info": {"audio_sample_rate": "abc"}}   extra_info says this
-                                                      (merged; streams: the final event)
+  {"kind": "lie", "omit": ["audio_length"]}           (merged, omitted keys dropped;
+                                                      streams: the final event)
   {"kind": "audio_bytes", "hex": "00ff"}              t2a_v2: a normal answer whose
                                                       data.audio is this string verbatim
                                                       (need not be hex; streams: it is
@@ -27,11 +28,28 @@ files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
   {"kind": "stream_event", "event": <any JSON>, "after_chunks": 2}
                                                       SSE only: this event after N audio
                                                       chunks, then the stream goes on
+  {"kind": "stream_unterminated", "ending": ""}       SSE only: the final event's data
+                                                      line ends the stream, followed by
+                                                      `ending` (nothing, or one newline
+                                                      with "ending": "\\n"), never by its
+                                                      blank line
+  {"kind": "stream_tail"}                             SSE only: the last audio piece is
+                                                      kept back from the chunks; the final
+                                                      event carries it (with
+                                                      exclude_aggregated_audio; without,
+                                                      the whole audio as always), and
+                                                      audio_size is the whole audio's
+  {"kind": "stream_json"}                             a stream request answered with one
+                                                      JSON body: the non-streaming reply
 Rules are matched in registration order and the first match wins. The
 stream_* kinds only match streaming t2a_v2 requests, lie and audio_bytes
 only t2a_v2 requests; other requests pass them by without using them up.
-The last four exist to test a client's reply validation: what MiniMax's API
-does not document, sent on demand.
+lie, audio_bytes and stream_event exist to test a client's reply validation:
+what MiniMax's API does not document, sent on demand. stream_unterminated,
+stream_tail and stream_json are what MiniMax may do within its documentation
+(the SSE spec ends an event at the end of the stream too; the docs leave the
+final event's audio open under exclude_aggregated_audio; MiniMax's own CLI
+accepts a JSON reply to a stream request), which a faithful client must take.
 """
 
 from __future__ import annotations
@@ -66,9 +84,21 @@ KINDS = frozenset(
         "lie",
         "audio_bytes",
         "stream_event",
+        "stream_unterminated",
+        "stream_tail",
+        "stream_json",
     }
 )
-STREAM_KINDS = frozenset({"stream_break", "stream_error", "stream_event"})
+STREAM_KINDS = frozenset(
+    {
+        "stream_break",
+        "stream_error",
+        "stream_event",
+        "stream_unterminated",
+        "stream_tail",
+        "stream_json",
+    }
+)
 T2A_KINDS = frozenset({"lie", "audio_bytes"})
 # Carried out by the t2a handler (or its SSE writer), not by the front door.
 HANDLER_KINDS = STREAM_KINDS | T2A_KINDS
@@ -105,8 +135,15 @@ def _check_options(kind: str, raw: dict[str, Any]) -> None:
         raise ValueError(f"a {kind} fault needs {needed!r}")
     if kind == "audio_bytes" and not isinstance(raw["hex"], str):
         raise ValueError("hex must be a string")
-    if kind == "lie" and "audio_length" not in raw and not isinstance(raw.get("extra_info"), dict):
-        raise ValueError("a lie fault needs 'audio_length' or an 'extra_info' object")
+    if kind == "lie" and not (
+        "audio_length" in raw or isinstance(raw.get("extra_info"), dict) or "omit" in raw
+    ):
+        raise ValueError("a lie fault needs 'audio_length', an 'extra_info' object or 'omit'")
+    omit = raw.get("omit", [])
+    if kind == "lie" and not (isinstance(omit, list) and all(isinstance(k, str) for k in omit)):
+        raise ValueError("omit must be a list of extra_info keys")
+    if kind == "stream_unterminated" and raw.get("ending", "") not in ("", "\n"):
+        raise ValueError('ending must be "" or "\\n"')
 
 
 def parse_rule(raw: Any) -> FaultRule:

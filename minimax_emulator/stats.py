@@ -3,11 +3,14 @@
 Why: the production code promises to respect MiniMax's account-wide limits
 (60 RPM, concurrency) and to bill characters correctly; a test can only check
 that from the server side, by looking at when requests arrived and how many
-were in flight at once.
+were in flight at once. The audio each synthesis made is fingerprinted (size
+and sha256): espeak is not byte-for-byte repeatable, so a test can only know
+that a client delivered every byte MiniMax made by comparing with these.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -33,6 +36,7 @@ class Stats:
             self._in_flight = 0
             self._in_flight_max = 0
             self._characters = 0
+            self._audio: list[dict[str, Any]] = []
 
     def arrived(self, endpoint: str) -> None:
         """Count a request (and time-stamp it if it is a t2a_v2 call)."""
@@ -57,6 +61,11 @@ class Stats:
         with self._lock:
             self._characters += characters
 
+    def made(self, audio: bytes) -> None:
+        """Fingerprint the audio of a successful synthesis (before any fault alters it)."""
+        with self._lock:
+            self._audio.append({"size": len(audio), "sha256": hashlib.sha256(audio).hexdigest()})
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy, as served by GET /_emulator/stats."""
         with self._lock:
@@ -66,4 +75,5 @@ class Stats:
                 "in_flight": self._in_flight,
                 "in_flight_max": self._in_flight_max,
                 "characters": self._characters,
+                "audio": [dict(made) for made in self._audio],
             }

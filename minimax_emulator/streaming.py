@@ -6,8 +6,8 @@ data.status 2, extra_info and (unless exclude_aggregated_audio) the whole
 audio again. MP3 is cut at frame boundaries, about half a second per event
 and never fewer than two events when there are two frames, so a client that
 plays or concatenates pieces gets valid audio. This module also carries out
-the stream_break / stream_error / stream_event faults, which only make sense
-mid-stream.
+the stream_break / stream_error / stream_event / stream_unterminated faults,
+which only make sense mid-stream.
 """
 
 from __future__ import annotations
@@ -108,7 +108,12 @@ async def _send_all(
         await resp.write(b"data: " + json.dumps(fault.get("event")).encode() + b"\n\n")
         audio = audio[split:]
     await _send_pieces(resp, audio, trace_id, pacing)
-    await resp.write(_event(final))
+    if fault is not None and fault.kind == "stream_unterminated":
+        # The SSE spec lets the end of the stream end the last event: no blank line.
+        last = _event(final)[: -len(b"\n\n")] + str(fault.get("ending", "")).encode()
+        await resp.write(last)
+    else:
+        await resp.write(_event(final))
     await resp.write_eof()
 
 

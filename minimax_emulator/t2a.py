@@ -8,7 +8,9 @@ x characters before answering; streaming: latency_seconds before the first
 event and the per-character part spread over the events, plus
 chunk_delay_seconds between events), synthesis runs in a worker thread so
 the event loop keeps serving, and the answer goes out as JSON or SSE.
-A lie or audio_bytes fault rule, if one matched, alters that answer.
+A lie or audio_bytes fault rule, if one matched, alters that answer; a
+stream_json rule answers a stream request with the non-streaming reply, and a
+stream_tail rule moves the last audio piece into the final event.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def _lie(info: dict[str, Any], rule: FaultRule | None) -> dict[str, Any]:
     told = dict(rule.get("extra_info") or {})
     if "audio_length" in rule.options:
         told["audio_length"] = rule.get("audio_length")
-    return {**info, **told}
+    omitted = set(rule.get("omit") or ())
+    return {k: v for k, v in {**info, **told}.items() if k not in omitted}
 
 
 def _forced_audio(rule: FaultRule | None) -> str | None:
@@ -108,19 +111,29 @@ async def _stream(
     info: dict[str, Any],
 ) -> web.StreamResponse:
     trace_id = request[TRACE_KEY]
-    forced = _forced_audio(request.get(FAULT_KEY))
+    rule = request.get(FAULT_KEY)
+    forced = _forced_audio(rule)
     audio = [p.hex() for p in pieces(synthesis)] if forced is None else [forced]
     whole = synthesis.audio.hex() if forced is None else forced
-    if req.exclude_aggregated_audio:
-        whole = ""
-    final = {
-        "data": {"audio": whole, "status": 2},
+    kind = rule.kind if rule is not None else None
+    if kind == "stream_json":  # the whole reply at once, as if stream were false
+        return json_response(_reply(whole, info, trace_id), trace_id)
+    last = ""
+    if kind == "stream_tail":  # kept back from the chunks, for the final event
+        last = audio.pop()
+    final = _reply(last if req.exclude_aggregated_audio else whole, info, trace_id)
+    pacing = _pacing(state, req, len(audio))
+    return await stream_events(request, audio, final, trace_id, pacing, rule)
+
+
+def _reply(audio: str, info: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    """A success with all its facts: the non-streaming reply, or a stream's final event."""
+    return {
+        "data": {"audio": audio, "status": 2},
         "extra_info": info,
         "trace_id": trace_id,
         "base_resp": base_resp(),
     }
-    pacing = _pacing(state, req, len(audio))
-    return await stream_events(request, audio, final, trace_id, pacing, request.get(FAULT_KEY))
 
 
 def _audio_field(
@@ -146,14 +159,10 @@ async def t2a_v2(request: web.Request) -> web.StreamResponse:
     synthesis = await asyncio.to_thread(_synthesize, req, voice)
     state.voices.mark_used(req.voice_id)
     state.stats.billed(usage_characters(req.text))
+    state.stats.made(synthesis.audio)
     info = _lie(_extra_info(req, synthesis, ratio), request.get(FAULT_KEY))
     if req.stream:
         return await _stream(request, state, req, synthesis, info)
     trace_id = request[TRACE_KEY]
-    payload = {
-        "data": {"audio": _audio_field(request, state, req, synthesis), "status": 2},
-        "extra_info": info,
-        "trace_id": trace_id,
-        "base_resp": base_resp(),
-    }
+    payload = _reply(_audio_field(request, state, req, synthesis), info, trace_id)
     return json_response(payload, trace_id)

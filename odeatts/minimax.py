@@ -13,6 +13,12 @@ the format we asked for. A reply that fails is MiniMax's failure, retried like a
 5xx, never a crash of ours. What MiniMax says it made (``audio_length``) is checked
 against what the bytes hold, and the smaller is charged. MiniMax's own error text
 (``status_msg``) goes to the log only: it can name hosts and voice ids.
+
+A stream is read as the SSE spec says (httpx-sse), not only as our emulator writes it,
+and also takes a last event that the end of the stream cuts off, as MiniMax's CLI does.
+It ends at the event whose ``data.status`` is 2, whose audio is delivered when
+``extra_info.audio_size`` shows it is the rest of the audio rather than a copy. A
+stream request answered with one JSON body gets that body's speech as the whole stream.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import binascii
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from odeatts.audio import AudioError, delivered_ms, duration_ms
@@ -236,8 +244,11 @@ class _Data(_Strict):
             raise ValueError("audio is not hex") from exc
 
 
-class _ExtraInfo(_Strict):
-    audio_length: int = Field(gt=0, le=MAX_CALL_MS)  # ms; zero means no audio
+class _StreamInfo(_Strict):
+    """extra_info of a stream's final event. Its audio_length may be missing: the audio
+    the stream delivered is measured anyway, and then that is what is charged."""
+
+    audio_length: int | None = Field(default=None, gt=0, le=MAX_CALL_MS)  # ms
     audio_sample_rate: int | None = Field(default=None, gt=0)
     audio_size: int | None = Field(default=None, ge=0)
     bitrate: int | None = None
@@ -248,6 +259,12 @@ class _ExtraInfo(_Strict):
     audio_channel: int | None = None
 
 
+class _ExtraInfo(_StreamInfo):
+    """extra_info of a whole reply: what MiniMax made, in ms (zero means no audio)."""
+
+    audio_length: int = Field(gt=0, le=MAX_CALL_MS)
+
+
 class _SpeechReply(_Strict):
     data: _Data
     extra_info: _ExtraInfo
@@ -256,12 +273,13 @@ class _SpeechReply(_Strict):
 
 class _StreamEvent(_Strict):
     data: _Data | None = None
-    extra_info: _ExtraInfo | None = None
+    extra_info: _StreamInfo | None = None
     trace_id: str | None = None
 
     @property
     def final(self) -> bool:
-        return self.extra_info is not None or (self.data is not None and self.data.status == 2)
+        """data.status 2 is the documented end; extra_info alone is not."""
+        return self.data is not None and self.data.status == 2
 
 
 class _Voice(_Strict):
@@ -342,7 +360,7 @@ def _checked(body: Any, call: _Call) -> dict[str, Any]:
     return body
 
 
-def _check_format(extra: _ExtraInfo, fmt: str, call: _Call) -> None:
+def _check_format(extra: _StreamInfo, fmt: str, call: _Call) -> None:
     if extra.audio_format is not None and extra.audio_format.lower() != fmt:
         raise _invalid(call, f"audio_format {extra.audio_format[:20]!r}, not {fmt}")
 
@@ -372,12 +390,49 @@ def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
                   billed_characters=extra.usage_characters, trace_id=call.trace_id)
 
 
-def _stream_end(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
-                ) -> StreamEnd:
-    """The final event, its audio_length checked against what the stream delivered."""
+def _ending(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
+            ) -> list[bytes | StreamEnd]:
+    """What the final event adds: the audio the caller has not had yet, if any, then the
+    ``StreamEnd``. Checked whole before any of it is yielded."""
     extra = event.extra_info
     if extra is None:
         raise _invalid(call, "the final event has no extra_info")
+    tail = _unsent(event.data.audio if event.data else b"", sent, extra.audio_size, call)
+    end = _stream_end(extra, sent + tail, call, params)
+    return [tail, end] if tail else [end]
+
+
+def _unsent(audio: bytes, sent: bytes, size: int | None, call: _Call) -> bytes:
+    """The part of the final event's audio the stream has not delivered.
+
+    By default MiniMax repeats all the audio in the final event. We send
+    exclude_aggregated_audio, of which the docs say only that the final event then lacks
+    the whole audio: empty, or a genuine tail. extra_info.audio_size (the bytes of the
+    whole audio) tells a tail from a copy; without it, the audio is taken for a copy,
+    unless nothing was delivered (then there is nothing it could repeat).
+    """
+    if not audio or not sent:
+        return audio
+    if size is None:
+        log.debug("minimax final event has %d bytes of audio and no audio_size: dropped as a "
+                  "copy (request %s, trace %s)", len(audio), call.request_id, call.trace_id)
+        return b""
+    if len(sent) == size:
+        return b""  # a copy of what was delivered
+    if len(sent) + len(audio) == size:
+        return audio  # the tail
+    if len(audio) == size and audio.startswith(sent):
+        return audio[len(sent):]  # all the audio: the chunks fell short of it
+    log.warning("minimax final event's %d bytes of audio do not add up: %d delivered, "
+                "audio_size %d; dropped (request %s, trace %s)", len(audio), len(sent), size,
+                call.request_id, call.trace_id)
+    return b""
+
+
+def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechParams
+                ) -> StreamEnd:
+    """The final event's facts, its audio_length checked against what the stream delivered
+    (without one, what the delivered audio measures is charged)."""
     _check_format(extra, params.format, call)
     try:
         measured = delivered_ms(sent, params.format, params.sample_rate)
@@ -385,9 +440,15 @@ def _stream_end(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechPar
         raise _invalid(call, f"the stream is not {params.format}: {exc}") from exc
     if measured <= 0:
         raise _invalid(call, f"the stream delivered no {params.format} audio")
-    return StreamEnd(duration_ms=_checked_ms(extra.audio_length, measured, call),
-                     sample_rate=extra.audio_sample_rate or 0, format=params.format,
-                     billed_characters=extra.usage_characters, trace_id=call.trace_id)
+    if extra.audio_length is None:
+        log.info("minimax final event has no audio_length; charging the %d ms delivered "
+                 "(request %s, trace %s)", measured, call.request_id, call.trace_id)
+        charged = measured
+    else:
+        charged = _checked_ms(extra.audio_length, measured, call)
+    return StreamEnd(duration_ms=charged, sample_rate=extra.audio_sample_rate or 0,
+                     format=params.format, billed_characters=extra.usage_characters,
+                     trace_id=call.trace_id)
 
 
 def _voices(body: dict[str, Any], call: _Call) -> dict[str, Any]:
@@ -489,11 +550,12 @@ class MiniMaxClient:
                 call = call.traced(response.headers.get("Trace-Id"))
                 _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
-                    # Errors before streaming come as a plain JSON body with HTTP 200.
+                    # Errors before streaming come as a plain JSON body with HTTP 200, and
+                    # so, at times, does all the speech (MiniMax's CLI plays it).
                     await response.aread()
-                    reply = _json(response, call)
-                    _checked(reply, call.traced(_body_trace(reply)))
-                    raise _invalid(call, "a JSON body instead of an event stream")
+                    for item in _whole_reply(_json(response, call), call, params):
+                        yield item
+                    return
                 async for item in _stream_items(response, call, params):
                     yield item
                     if isinstance(item, StreamEnd):
@@ -598,6 +660,16 @@ def _body_trace(body: Any) -> Any:
     return body.get("trace_id") if isinstance(body, dict) else None
 
 
+def _whole_reply(body: Any, call: _Call, params: SpeechParams) -> list[bytes | StreamEnd]:
+    """A stream request answered with one JSON body: an error maps as always; a success
+    is the whole stream at once, its audio one chunk (the pipeline cuts it to size)."""
+    call = call.traced(_body_trace(body))
+    event = _parse(_StreamEvent, _checked(body, call), call)
+    if not event.final:
+        raise _invalid(call, "a JSON reply to a stream request without data.status 2")
+    return _ending(event, b"", call, params)
+
+
 async def _stream_items(response: httpx.Response, call: _Call, params: SpeechParams
                         ) -> AsyncIterator[bytes | StreamEnd]:
     """Each event checked like a reply; audio chunks, then the final ``StreamEnd``.
@@ -606,29 +678,47 @@ async def _stream_items(response: httpx.Response, call: _Call, params: SpeechPar
     is a claim, charged only as far as the delivered audio bears it out.
     """
     sent = bytearray()
-    async for raw in _sse_events(response, call):
-        event_call = call.traced(_body_trace(raw))
-        event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
-        if event.final:
-            yield _stream_end(event, bytes(sent), event_call, params)
-            return
-        if event.data is not None and event.data.audio:
-            sent += event.data.audio
-            yield event.data.audio
+    async with aclosing(_sse_events(response, call)) as events:
+        async for raw in events:
+            event_call = call.traced(_body_trace(raw))
+            event = _parse(_StreamEvent, _checked(raw, event_call), event_call)
+            if event.final:
+                for item in _ending(event, bytes(sent), event_call, params):
+                    yield item
+                return
+            if event.data is not None and event.data.audio:
+                sent += event.data.audio
+                yield event.data.audio
 
 
-async def _sse_events(response: httpx.Response, call: _Call) -> AsyncIterator[Any]:
-    """Server-sent events of JSON values; a ``[DONE]`` terminator is tolerated."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif not line.strip() and data:
-            payload, data = "\n".join(data), []
-            if payload.strip() == "[DONE]":
+async def _sse_events(response: httpx.Response, call: _Call) -> AsyncGenerator[Any, None]:
+    """The JSON values of a server-sent event stream, read by httpx-sse as the SSE spec
+    says: an event ends at a blank line, its ``data:`` lines join with a newline, ``:``
+    comments and ``event:``/``id:``/``retry:`` fields pass, lines end in CRLF, LF or CR.
+    An event without data is none (httpx-sse passes id-only ones on); a ``[DONE]``
+    terminator, which MiniMax does not document, is tolerated.
+    """
+    # httpx-sse 0.4.3 dispatches an event only at a blank line: an event that the end
+    # of the stream cuts off is dropped (as the SSE spec's letter says). MiniMax's own
+    # CLI takes that last event, and its final event may be one, so httpx-sse is fed
+    # the body and then one blank line: that flushes a pending last event, and adds
+    # nothing after a stream that ended properly. The text is UTF-8 by the SSE spec.
+    body = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=_blank_line_after(response))
+    async with aclosing(EventSource(body).aiter_sse()) as events:
+        async for event in events:
+            if not event.data:
+                continue
+            if event.data.strip() == "[DONE]":
                 return
             try:
-                event = json.loads(payload)
+                value = json.loads(event.data)
             except (ValueError, RecursionError) as exc:
                 raise _invalid(call, "an event that is not JSON") from exc
-            yield event
+            yield value
+
+
+async def _blank_line_after(response: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in response.aiter_bytes():
+        yield chunk
+    yield b"\n\n"

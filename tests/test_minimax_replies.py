@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -41,17 +41,25 @@ def make_client(handler: Handler, retries: int = 2) -> MiniMaxClient:
 
 
 class Replies:
-    """A MockTransport handler answering every request with the same reply; counts them."""
+    """A MockTransport handler answering every request with the same reply; counts them.
+    ``piece``: the body arrives in reads of that many bytes (as a network delivers it)."""
 
     def __init__(self, body: Any = None, *, content: bytes | None = None,
-                 content_type: str = "application/json") -> None:
+                 content_type: str = "application/json", piece: int | None = None) -> None:
         self.content = content if content is not None else json.dumps(body).encode()
-        self.content_type, self.calls = content_type, 0
+        self.content_type, self.piece, self.calls = content_type, piece, 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
-        return httpx.Response(200, content=self.content,
-                              headers={"content-type": self.content_type, "Trace-Id": TRACE})
+        headers = {"content-type": self.content_type, "Trace-Id": TRACE}
+        if self.piece is None:
+            return httpx.Response(200, content=self.content, headers=headers)
+        return httpx.Response(200, content=_reads(self.content, self.piece), headers=headers)
+
+
+async def _reads(content: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(content), size):
+        yield content[start:start + size]
 
 
 def valid(audio: bytes | None = None, length: int = MP3_MS, **extra: Any) -> dict[str, Any]:
@@ -293,6 +301,159 @@ async def test_a_stream_error_event_s_message_stays_in_the_log() -> None:
         await stream(replies)
     assert failure.value.code == "invalid_request"
     assert "mm-internal" not in failure.value.to_wire()
+
+# ----------------------------------------------------- streams as MiniMax may send them
+# Server-sent events as the SSE spec defines them (not only as our emulator writes
+# them), and MiniMax's end as it documents it: data.status 2, with audio_size telling
+# whether the final event's audio is a tail (deliver it) or a copy (drop it).
+def frames(count: int, fill: int) -> bytes:
+    """``count`` MP3 frames whose bytes say which piece they are (``fill``)."""
+    return (bytes.fromhex("fffb9000") + bytes([fill]) * 413) * count
+
+
+def ms(frame_count: int) -> int:
+    return round(frame_count * MP3_FRAME_MS)
+
+
+A, B, TAIL = frames(20, 1), frames(20, 2), frames(5, 3)
+AB, ABT = A + B, A + B + TAIL
+
+
+def data(event: Any) -> bytes:
+    return b"data: " + json.dumps(event).encode()
+
+
+def ending(length: int | None = ms(40), audio: bytes = b"", **extra: Any) -> dict[str, Any]:
+    """A final event (data.status 2) with ``audio``; ``length`` None: no audio_length."""
+    event = final(length or 1, **extra)
+    event["data"]["audio"] = audio.hex()
+    if length is None:
+        del event["extra_info"]["audio_length"]
+    return event
+
+
+def two_data_lines(event: Any) -> bytes:
+    """One event whose JSON is cut over two ``data:`` lines (the SSE join is a newline)."""
+    text = json.dumps(event)
+    cut = text.index(', "trace_id"') + 1
+    return b"data: " + text[:cut].encode() + b"\ndata: " + text[cut:].encode()
+
+
+BIG = frames(5000, 4)  # a 4 MB line of hex in one event
+SIZE = {"audio_size": len(ABT)}
+
+# id: (body, the chunks the client must yield, the duration it must charge)
+STREAMS: dict[str, tuple[bytes, list[bytes], int]] = {
+    # 1. An event ends at a blank line OR at the end of the stream.
+    "last event without its blank line": (
+        sse(chunk(A), chunk(B)) + data(ending()), [A, B], ms(40)),
+    "last event ends in a single newline": (
+        sse(chunk(A), chunk(B)) + data(ending()) + b"\n", [A, B], ms(40)),
+    # 2. The data lines of one event are joined with a newline.
+    "an event's data over two lines": (
+        two_data_lines(chunk(A)) + b"\n\n" + sse(chunk(B), ending()), [A, B], ms(40)),
+    # 3. audio_size decides what the final event's audio is.
+    "the final event carries the tail": (
+        sse(chunk(A), chunk(B), ending(ms(45), TAIL, **SIZE)), [A, B, TAIL], ms(45)),
+    "the final event repeats all the audio": (
+        sse(chunk(A), chunk(B), ending(ms(40), AB, audio_size=len(AB))), [A, B], ms(40)),
+    "the final event holds all, the chunks fell short": (
+        sse(chunk(A), chunk(B), ending(ms(45), ABT, **SIZE)), [A, B, TAIL], ms(45)),
+    "no audio_size: the final event's audio is dropped": (
+        sse(chunk(A), chunk(B), ending(ms(40), AB)), [A, B], ms(40)),
+    "the final event is all there is": (
+        sse(ending(ms(45), ABT, **SIZE)), [ABT], ms(45)),
+    # 4. The end is data.status 2, not extra_info; audio_length may be missing.
+    "extra_info on a chunk is not the end": (
+        sse({**chunk(A), "extra_info": final(ms(20))["extra_info"]}, chunk(B), ending()),
+        [A, B], ms(40)),
+    "a final event without audio_length": (
+        sse(chunk(A), chunk(B), ending(None, **SIZE | {"audio_size": len(AB)})),
+        [A, B], ms(40)),
+    "a final event with audio_length null": (
+        sse(chunk(A), chunk(B), with_(ending(), "extra_info.audio_length", None)),
+        [A, B], ms(40)),
+    # The rest of the SSE spec, and what MiniMax's peers tolerate.
+    "comments": (
+        b": keep-alive\n\n" + data(chunk(A)) + b"\n: still here\n\n" + sse(chunk(B), ending()),
+        [A, B], ms(40)),
+    "CRLF line ends": (
+        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r\n"), [A, B], ms(40)),
+    "CR line ends": (
+        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r"), [A, B], ms(40)),
+    "event and id fields": (
+        b"event: message\nid: 1\n" + data(chunk(A)) + b"\n\nid: 2\nretry: 100\n"
+        + sse(chunk(B)) + b"event: done\n" + sse(ending()), [A, B], ms(40)),
+    "no space after data:": (
+        sse(chunk(A), chunk(B), ending()).replace(b"data: ", b"data:"), [A, B], ms(40)),
+    "[DONE] after the final event": (
+        sse(chunk(A), chunk(B), ending()) + b"data: [DONE]\n\n", [A, B], ms(40)),
+    "a multi-MB line": (
+        sse(chunk(BIG), ending(ms(5000))), [BIG], ms(5000)),
+}
+
+
+@pytest.mark.parametrize("piece", [None, 7], ids=["in one read", "in 7-byte reads"])
+@pytest.mark.parametrize(("body", "chunks", "charged"), STREAMS.values(), ids=STREAMS.keys())
+async def test_a_stream_is_read_as_the_sse_spec_and_minimax_s_docs_say(
+    body: bytes, chunks: list[bytes], charged: int, piece: int | None
+) -> None:
+    if piece and len(body) > 100_000:
+        piece = 65_536
+    replies = Replies(content=body, content_type="text/event-stream", piece=piece)
+    *got, end = await stream(replies)
+    assert got == chunks  # every byte MiniMax made, once, in order
+    assert isinstance(end, StreamEnd) and end.duration_ms == charged
+    assert replies.calls == 1
+
+
+async def test_a_final_event_s_audio_without_audio_size_is_dropped_and_logged(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="odeatts.minimax")
+    body = sse(chunk(A), chunk(B), ending(ms(40), AB))
+    *got, _ = await stream(Replies(content=body, content_type="text/event-stream"))
+    assert got == [A, B]
+    [line] = [r for r in caplog.records if "audio_size" in r.getMessage()]
+    assert line.levelno == logging.DEBUG and "req-1" in line.getMessage()
+
+
+async def test_a_final_event_s_audio_that_does_not_add_up_is_dropped_and_warned(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="odeatts.minimax")
+    body = sse(chunk(A), chunk(B), ending(ms(40), TAIL, audio_size=len(ABT) + 1))
+    *got, end = await stream(Replies(content=body, content_type="text/event-stream"))
+    assert got == [A, B] and isinstance(end, StreamEnd) and end.duration_ms == ms(40)
+    [line] = [r for r in caplog.records if "audio_size" in r.getMessage()]
+    assert line.levelno == logging.WARNING and "req-1" in line.getMessage()
+
+
+async def test_a_json_success_reply_to_a_stream_request_is_one_chunk_then_the_end() -> None:
+    replies = Replies(valid(ABT, ms(45), audio_size=len(ABT)))
+    *got, end = await stream(replies)
+    assert got == [ABT]
+    assert isinstance(end, StreamEnd) and end.duration_ms == ms(45)
+    assert (end.billed_characters, end.trace_id) == (6, TRACE)
+    assert replies.calls == 1  # a success: not retried
+
+
+@pytest.mark.parametrize(("body", "code", "attempts"), [
+    ({"data": None, "base_resp": {"status_code": 1002, "status_msg": "rpm"}},
+     "upstream_busy", 3),
+    ({"data": None, "base_resp": {"status_code": 2013, "status_msg": SECRET_MSG}},
+     "invalid_request", 1),
+    (with_(valid(), "extra_info", None), "upstream_unavailable", 3),
+    (with_(valid(), "data.audio", ""), "upstream_unavailable", 3),
+    (with_(valid(), "data.audio", b"<html>oops</html>".hex()), "upstream_unavailable", 3),
+], ids=["1002", "2013", "no extra_info", "no audio", "audio not mp3"])
+async def test_a_json_reply_to_a_stream_request_that_is_not_speech_is_an_error(
+    body: Any, code: str, attempts: int
+) -> None:
+    replies = Replies(body)
+    with pytest.raises(OdeaError) as failure:
+        await stream(replies)
+    assert failure.value.code == code and replies.calls == attempts
 
 
 # ------------------------------------------------------------------ voice replies

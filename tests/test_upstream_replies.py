@@ -8,6 +8,7 @@ MiniMax-only behaviour: one backend is enough."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ from mutagen.mp3 import MP3
 from sqlalchemy import select
 
 from minimax_emulator import Emulator
+from odeatts.audio import duration_ms
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
@@ -181,3 +183,61 @@ async def test_a_stream_s_audio_length_is_checked_against_what_it_delivered(
     used, row = await charged(streamer)
     assert 0 < used == row.duration_ms <= MP3(io.BytesIO(audio)).info.length * 1000 + 1
     assert final["duration_seconds"] == used / 1000
+
+
+# ------------------------------------------- streams as MiniMax may send them (issue 9)
+# Within MiniMax's docs, not only as our emulator used to write them: the caller gets
+# every byte MiniMax made, once, and is charged once for what the audio holds.
+CHUNK_WITH_EXTRA_INFO = {
+    "data": {"audio": "", "status": 1},
+    "extra_info": {"audio_length": 400, "audio_sample_rate": 32000, "audio_size": 6400,
+                   "audio_format": "mp3", "usage_characters": 3},
+    "base_resp": {"status_code": 0, "status_msg": ""},
+}
+FAITHFUL = {
+    "last event without its blank line": {"kind": "stream_unterminated"},
+    "last event ends in one newline": {"kind": "stream_unterminated", "ending": "\n"},
+    "the final event carries the tail": {"kind": "stream_tail"},
+    "a final event without audio_length": {"kind": "lie", "omit": ["audio_length"]},
+    "extra_info on a chunk is not the end": {
+        "kind": "stream_event", "event": CHUNK_WITH_EXTRA_INFO, "after_chunks": 1},
+    "one JSON reply": {"kind": "stream_json"},
+}
+
+
+def fingerprint(audio: bytes) -> dict[str, Any]:
+    return {"size": len(audio), "sha256": hashlib.sha256(audio).hexdigest()}
+
+
+@pytest.mark.parametrize("fault", FAITHFUL.values(), ids=FAITHFUL.keys())
+async def test_a_stream_minimax_may_send_reaches_the_caller_whole_and_charged_once(
+    streamer: Worker, make_user: UserFactory, emu: Emulator, fault: dict[str, Any]
+) -> None:
+    _, key = await make_user()
+    emu.add_fault({"endpoint": "t2a_v2", **fault})
+    *chunks, final = await collect(streamer, "s-faithful", key)
+    assert final.get("done") is True, final
+    audio = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
+    assert emu.stats()["audio"] == [fingerprint(audio)]  # every byte MiniMax made, once
+    assert emu.stats()["requests"]["t2a_v2"] == 1       # a success, not retried
+    measured = duration_ms(audio, "mp3", 32000)
+    assert MP3(io.BytesIO(audio)).info.length * 1000 == pytest.approx(measured, abs=30)
+    assert final["duration_seconds"] * 1000 == pytest.approx(measured, rel=0.03, abs=60)
+    used, row = await charged(streamer)  # one usage row: charged once
+    assert used == row.duration_ms == round(final["duration_seconds"] * 1000) <= measured
+    assert (row.status, row.error_code) == ("succeeded", None)
+
+
+async def test_a_pcm_stream_s_tail_in_the_final_event_is_delivered(
+    streamer: Worker, make_user: UserFactory, emu: Emulator
+) -> None:
+    _, key = await make_user()
+    emu.add_fault({"endpoint": "t2a_v2", "kind": "stream_tail"})
+    *chunks, final = [item async for item in streamer.handler({"id": "s-pcm", "input": {
+        "api_key": key, "text": SENTENCE * 2, "voice": "british-female", "stream": True,
+        "format": "pcm", "sample_rate": 16000}})]
+    pcm = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
+    assert emu.stats()["audio"] == [fingerprint(pcm)]
+    assert final["duration_seconds"] * 1000 == len(pcm) // 2 * 1000 // 16000
+    used, _ = await charged(streamer)
+    assert used == round(final["duration_seconds"] * 1000)

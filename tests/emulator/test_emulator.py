@@ -6,6 +6,7 @@ Everything here goes over real HTTP (httpx) to an Emulator on a free loopback po
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import math
@@ -445,6 +446,63 @@ def test_fault_stream_event_is_injected_mid_stream(client: httpx.Client, mm: Emu
     audio_of(t2a(client))  # not used by a plain request, and used up by the stream
 
 
+@pytest.mark.parametrize("ending", ["", "\n"], ids=["nothing", "one newline"])
+def test_fault_stream_unterminated_ends_the_stream_in_the_last_event(
+    client: httpx.Client, mm: Emulator, ending: str
+) -> None:
+    mm.add_fault({"kind": "stream_unterminated", "ending": ending})
+    with client.stream("POST", "/v1/t2a_v2", json=t2a_body(stream=True)) as response:
+        raw = response.read()
+    events = raw.split(b"\n\n")
+    assert len(events) >= 3 and not raw.endswith(b"\n\n")
+    assert raw.endswith(b"}" + ending.encode())
+    last = json.loads(events[-1].removeprefix(b"data: "))
+    assert last["data"]["status"] == 2 and last["extra_info"]["audio_size"] > 0
+
+
+@pytest.mark.parametrize("exclude", [True, False], ids=["excluded", "aggregated"])
+def test_fault_stream_tail_moves_the_last_piece_into_the_final_event(
+    client: httpx.Client, mm: Emulator, exclude: bool
+) -> None:
+    mm.add_fault({"kind": "stream_tail"})
+    body = t2a_body(stream=True, stream_options={"exclude_aggregated_audio": exclude})
+    with client.stream("POST", "/v1/t2a_v2", json=body) as response:
+        *chunks, final = sse_events(response)
+    sent = b"".join(bytes.fromhex(c["data"]["audio"]) for c in chunks)
+    last = bytes.fromhex(final["data"]["audio"])
+    [made] = mm.stats()["audio"]
+    whole = sent + last if exclude else last
+    assert (len(whole), hashlib.sha256(whole).hexdigest()) == (made["size"], made["sha256"])
+    assert final["data"]["status"] == 2 and final["extra_info"]["audio_size"] == len(whole)
+    assert len(chunks) >= 1 and 0 < len(sent) < len(whole) and whole.startswith(sent)
+    mp3.frames(last)  # whole frames
+
+
+def test_fault_stream_json_answers_a_stream_request_with_one_body(
+    client: httpx.Client, mm: Emulator
+) -> None:
+    mm.add_fault({"kind": "stream_json"})
+    body = t2a_body(stream=True, stream_options={"exclude_aggregated_audio": True})
+    response = client.post("/v1/t2a_v2", json=body)
+    assert response.headers["content-type"].startswith("application/json")
+    payload = response.json()
+    whole = audio_of(payload)
+    assert mm.stats()["audio"] == [{"size": len(whole),
+                                    "sha256": hashlib.sha256(whole).hexdigest()}]
+    assert payload["data"]["status"] == 2 and payload["extra_info"]["audio_size"] == len(whole)
+    assert payload["trace_id"] and mp3.duration_ms(whole) > 0
+    assert mm.state.faults.pending() == 0
+
+
+def test_fault_lie_can_omit_a_field(client: httpx.Client, mm: Emulator) -> None:
+    mm.add_fault({"kind": "lie", "omit": ["audio_length"], "times": 2})
+    assert "audio_length" not in t2a(client)["extra_info"]
+    with client.stream("POST", "/v1/t2a_v2", json=t2a_body(stream=True)) as response:
+        final = sse_events(response)[-1]
+    assert final["data"]["status"] == 2
+    assert "audio_length" not in final["extra_info"] and final["extra_info"]["audio_size"]
+
+
 @pytest.mark.parametrize("rule", [
     {"kind": "reply"},
     {"kind": "lie"},
@@ -452,6 +510,8 @@ def test_fault_stream_event_is_injected_mid_stream(client: httpx.Client, mm: Emu
     {"kind": "audio_bytes"},
     {"kind": "audio_bytes", "hex": 12},
     {"kind": "stream_event"},
+    {"kind": "lie", "omit": "audio_length"},
+    {"kind": "stream_unterminated", "ending": "\n\n"},
 ])
 def test_reply_fault_rules_need_their_options(mm: Emulator, rule: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -464,8 +524,12 @@ def test_t2a_faults_skip_other_endpoints(client: httpx.Client, mm: Emulator) -> 
     assert mm.state.faults.pending() == 1
 
 
-def test_stream_faults_skip_non_streaming_requests(client: httpx.Client, mm: Emulator) -> None:
-    mm.add_fault({"kind": "stream_break"})
+@pytest.mark.parametrize("kind", ["stream_break", "stream_unterminated", "stream_tail",
+                                  "stream_json"])
+def test_stream_faults_skip_non_streaming_requests(
+    client: httpx.Client, mm: Emulator, kind: str
+) -> None:
+    mm.add_fault({"kind": kind})
     audio_of(t2a(client))
     assert mm.state.faults.pending() == 1
 
@@ -577,8 +641,7 @@ def test_upload_length_and_type_rules(client: httpx.Client) -> None:
 
 def test_stats_count_requests_and_timestamps(client: httpx.Client, mm: Emulator) -> None:
     before = time.time()
-    for _ in range(3):
-        t2a(client)
+    made = [audio_of(t2a(client)) for _ in range(3)]
     client.post("/v1/get_voice", json={"voice_type": "system"})
     stats = client.get("/_emulator/stats").json()
     assert stats == mm.stats()
@@ -593,6 +656,9 @@ def test_stats_count_requests_and_timestamps(client: httpx.Client, mm: Emulator)
     assert all(before <= t <= time.time() for t in stats["t2a_timestamps"])
     assert stats["characters"] == 3 * len(SENTENCE)
     assert stats["in_flight_max"] == 1
+    assert stats["audio"] == [
+        {"size": len(a), "sha256": hashlib.sha256(a).hexdigest()} for a in made
+    ]
 
 
 async def test_in_flight_max_and_latency(mm: Emulator) -> None:
