@@ -108,6 +108,8 @@ async def test_a_transient_error_is_retried_and_charged_once(
         ({"kind": "http", "status": 504}, "upstream_unavailable", MAX_ATTEMPTS),
         ({"kind": "http", "status": 429}, "upstream_busy", MAX_ATTEMPTS),
         ({"kind": "http", "status": 401}, "service_unavailable", 1),
+        ({"kind": "http", "status": 402}, "service_unavailable", 1),  # MiniMax's envelope
+        ({"kind": "http", "status": 422}, "content_rejected", 1),
         ({"kind": "http", "status": 404}, "upstream_rejected", 1),
         ({"kind": "malformed"}, "upstream_unavailable", MAX_ATTEMPTS),
         ({"kind": "truncated"}, "upstream_unavailable", MAX_ATTEMPTS),
