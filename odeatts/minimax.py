@@ -9,6 +9,9 @@ row says a retry can help, and logged once with MiniMax's trace id: problems of 
 account (key, balance, quota, plan) as one ERROR line ``ALERT minimax account: ...``.
 Neither our MiniMax key nor the caller's text is ever logged.
 
+``voice_clone`` is the one call never retried: it is not idempotent (see
+``clone_voice``).
+
 Every reply passes one validating boundary before anything reads it: base_resp
 first (an error reply may carry ``data: null``), then the pydantic model of that
 reply, strict (no "1" for 1, no true for 1), then the audio itself, which must be
@@ -48,6 +51,8 @@ from odeatts.logs import redact
 __all__ = [
     "MAX_CALL_MS",
     "UPSTREAM_FAILURES",
+    "CloneReply",
+    "CloneUnconfirmed",
     "Failure",
     "MiniMaxClient",
     "MiniMaxError",
@@ -128,12 +133,41 @@ class StreamEnd:
     trace_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CloneReply:
+    """A voice_clone that MiniMax answered with success. ``sensitive_type`` is not None
+    when MiniMax flagged the sample (then the clone must not be used);
+    ``billed_characters`` is what the preview cost, when MiniMax says."""
+
+    demo_audio: str | None
+    sensitive_type: int | None
+    billed_characters: int | None
+    trace_id: str | None
+
+
 class MiniMaxError(Exception):
     """One failed attempt: the error to surface and whether another attempt may help."""
 
     def __init__(self, error: OdeaError, *, retry: bool, busy: bool = False) -> None:
         super().__init__(error.message)
         self.error, self.retry, self.busy = error, retry, busy
+
+    @property
+    def ambiguous(self) -> bool:
+        """MiniMax may have done what was asked although we got no answer saying so (a
+        timeout, a cut connection, a 5xx, a 1000-type code, an unreadable reply): safe to
+        repeat for a synthesis, NOT for a voice_clone. A busy refusal did nothing."""
+        return self.retry and not self.busy
+
+
+class CloneUnconfirmed(Exception):
+    """voice_clone failed in a way that may have created the clone anyway (``error`` is
+    what it failed with). Never retried blindly: a second voice_clone with the same id
+    can only meet 2039 (id in use). Ask ``get_voice`` instead."""
+
+    def __init__(self, error: OdeaError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 # ------------------------------------------------------------- the failure table
@@ -360,8 +394,29 @@ class _Upload(_Strict):
     file: _File
 
 
+class _Sensitive(_Strict):
+    type: int = 0
+
+
 class _Clone(_Strict):
+    """MiniMax's reference gives ``input_sensitive`` as an object ``{"type": 0-7}`` in its
+    schema but a bool plus ``input_sensitive_type`` in its example: both are read."""
+
     demo_audio: str | None = None
+    input_sensitive: bool | _Sensitive | None = None
+    input_sensitive_type: int | None = None
+    extra_info: Any = None  # the preview's billing; read apart, an odd one is ignored
+
+    @property
+    def sensitive_type(self) -> int | None:
+        """None: not flagged; else MiniMax's type (0 when it flags without one)."""
+        flag = self.input_sensitive
+        kind = flag.type if isinstance(flag, _Sensitive) else (self.input_sensitive_type or 0)
+        return kind if flag is True or kind else None
+
+
+class _CloneBilling(_Strict):
+    usage_characters: int | None = Field(default=None, ge=0)
 
 
 M = TypeVar("M", bound=_Strict)
@@ -471,11 +526,20 @@ def _file_id(body: dict[str, Any], call: _Call) -> int:
     return _parse(_Upload, body, call).file.file_id
 
 
-def _clone(body: dict[str, Any], call: _Call) -> dict[str, Any]:
-    # Not retried: base_resp said the clone exists, and a second voice_clone with the
-    # same id can only meet 2039 (id in use).
-    reply = _parse(_Clone, body, call, retry=False)
-    return {**reply.model_dump(), "trace_id": call.trace_id}
+def _clone(body: dict[str, Any], call: _Call) -> CloneReply:
+    """base_resp said the clone exists. An unreadable rest is an ambiguous failure (the
+    caller asks get_voice), except its billing, which is only ever logged as odd."""
+    reply = _parse(_Clone, body, call)
+    billed = None
+    if reply.extra_info is not None:
+        try:
+            billed = _CloneBilling.model_validate(reply.extra_info).usage_characters
+        except ValidationError as exc:
+            log.warning("minimax %s sent odd extra_info: %s (request %s, trace %s)",
+                        call.path, _problems(exc), call.request_id, call.trace_id)
+    return CloneReply(demo_audio=reply.demo_audio or None,
+                      sensitive_type=reply.sensitive_type, billed_characters=billed,
+                      trace_id=call.trace_id)
 
 
 def _nothing(body: dict[str, Any], call: _Call) -> None:
@@ -589,14 +653,24 @@ class MiniMaxClient:
 
     async def clone_voice(self, *, file_id: int, voice_id: str, preview_text: str | None = None,
                           model: str | None = None, request_id: str = "admin"
-                          ) -> dict[str, Any]:
-        """``POST /v1/voice_clone``; a preview text is billed and needs a model."""
+                          ) -> CloneReply:
+        """``POST /v1/voice_clone``, ONE attempt: a preview text is billed and needs a model.
+
+        Never retried: a lost reply may hide a clone that exists, and a second call could
+        only meet 2039 (id in use) and bill the preview again. A failure that may have
+        created the clone raises ``CloneUnconfirmed``; any other raises its error.
+        """
         payload: dict[str, Any] = {"file_id": file_id, "voice_id": voice_id}
         if preview_text:
             payload["text"] = preview_text
             if model:
                 payload["model"] = model
-        return await self._call(_Call("/v1/voice_clone", request_id), payload, _clone)
+        try:
+            return await self._attempt(_Call("/v1/voice_clone", request_id), payload, _clone)
+        except MiniMaxError as failure:
+            if failure.ambiguous:
+                raise CloneUnconfirmed(failure.error) from failure
+            raise failure.error from failure
 
     async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",
                            request_id: str = "admin") -> None:
