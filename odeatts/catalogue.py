@@ -36,7 +36,7 @@ from odeatts.errors import (
 )
 from odeatts.minimax import CloneReply, CloneUnconfirmed, MiniMaxClient
 from odeatts.models import SUCCEEDED, Usage, Voice, utcnow
-from odeatts.schemas import MODELS
+from odeatts.schemas import MODELS, language_boost_problem
 
 __all__ = [
     "CLONE_LIFETIME",
@@ -183,8 +183,9 @@ def _check_fields(*, language: str | None, gender: str | None,
         raise AdminError(f"language {language!r} must be a BCP-47 tag such as en-NG")
     if gender is not None and gender not in GENDERS:
         raise AdminError(f"gender {gender!r} must be one of {', '.join(GENDERS)}")
-    if language_boost is not None and len(language_boost) > 32:
-        raise AdminError("language boost must be at most 32 characters (e.g. English)")
+    problem = language_boost_problem(language_boost or None)  # "" clears it
+    if problem:
+        raise AdminError(f"language boost {language_boost!r}: {problem}")
 
 
 def _check_voice_id(voice_id: str) -> None:

@@ -126,7 +126,7 @@ def test_add_checks_the_id_with_minimax(invoke: Invoke, emu: Emulator, engine: E
                        "--language", "en-US", "--gender", "female")
     one_error(duplicate, 2, "calm-woman", "already exists")
     for bad in (["--name", "Calm Woman"], ["--name", "ab"], ["--gender", "robot"],
-                ["--language", "english please"]):
+                ["--language", "english please"], ["--language-boost", "Yoruba"]):
         args = dict(zip(["--name", "--gender", "--language"], ["other-voice", "male", "en-US"],
                         strict=True))
         args.update(dict([bad]))
