@@ -435,6 +435,17 @@ def test_a_lost_clone_reply_is_not_retried_and_says_the_state_is_unknown(
     assert cloned_rows(engine) == []
 
 
+def test_a_lost_reply_and_no_get_voice_is_still_unknown_not_failed(
+    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
+) -> None:
+    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost"})
+    emu.add_fault({"endpoint": "get_voice", "kind": "http", "status": 503, "times": 5})
+    result = invoke(*clone_args(write_wav(tmp_path / "ada.wav", 12), "ada-dark",
+                                "--voice-id", "odea-ada-dark-1"))
+    one_error(result, 3, "clone state unknown", "could not be asked", "odea-ada-dark-1")
+    assert clone_requests(emu) == 1 and cloned_rows(engine) == []
+
+
 def test_a_clone_minimax_lists_after_a_lost_reply_is_registered(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
 ) -> None:
