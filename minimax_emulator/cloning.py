@@ -4,7 +4,8 @@ Why: the business relies on cloned voices (e.g. Nigerian English), so the
 worker's clone workflow must run against the same rules MiniMax enforces:
 upload limits (mp3/m4a/wav, <= 20 MB, 10 s - 5 min -> 2037), voice_id rules
 (2013), unknown file (20132), an id can never be reused (2039), and a clone is
-listed by get_voice only after its first real synthesis.
+listed by get_voice only after its first real synthesis. Faults can lose the
+reply of a clone that was made (clone_lost) or flag the sample (sensitive).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
+from minimax_emulator.faults import FaultRule
 from minimax_emulator.formdata import parse_form
 from minimax_emulator.probe import EXTENSIONS, duration_seconds
-from minimax_emulator.protocol import ApiError, base_resp, json_response, read_json
+from minimax_emulator.protocol import ApiError, base_resp, json_response, message_for, read_json
 from minimax_emulator.speech import synthesize
-from minimax_emulator.state import STATE_KEY, TRACE_KEY, EmulatorState
+from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
 from minimax_emulator.t2a import CONTENT_TYPES, hosted_url
+from minimax_emulator.textinfo import usage_characters
 from minimax_emulator.validation import MODELS, invalid
 
 __all__ = ["VOICE_ID", "delete_voice", "get_voice", "upload", "voice_clone"]
@@ -102,21 +105,63 @@ def _clone_request(body: Any) -> tuple[int, str, str]:
     return file_id, voice_id, text
 
 
+def _flagged(rule: FaultRule) -> dict[str, Any]:
+    """The reply to a sample a sensitive fault flags: success, but no clone."""
+    kind = int(rule.get("type", 1))
+    flag: dict[str, Any] = (
+        {"input_sensitive": {"type": kind}}
+        if rule.get("shape", "bool") == "object"
+        else {"input_sensitive": True, "input_sensitive_type": kind}
+    )
+    return {"demo_audio": "", **flag, "base_resp": base_resp()}
+
+
+async def _lost(request: web.Request, rule: FaultRule, payload: dict[str, Any]) -> web.Response:
+    """The clone exists, but its reply does not arrive as it should."""
+    then = rule.get("then", "disconnect")
+    if then == "http":
+        status = int(rule.get("status", 502))
+        return web.Response(status=status, text=f"<html><body>{status}</body></html>",
+                            content_type="text/html")
+    if then == "base_resp":
+        code = int(rule.get("code", 1000))
+        raise ApiError(code, rule.get("msg") or message_for(code))
+    if then == "timeout":
+        await asyncio.sleep(float(rule.get("seconds", 30.0)))
+        return json_response(payload, request[TRACE_KEY])
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response()
+
+
 async def voice_clone(request: web.Request) -> web.Response:
-    """POST /v1/voice_clone: make a clone from an uploaded file."""
+    """POST /v1/voice_clone: make a clone from an uploaded file.
+
+    A preview text is synthesised with the clone and billed (``extra_info``; MiniMax's
+    reference says the preview is billed there, the field name is t2a_v2's).
+    """
     state = _state(request)
+    rule = request.get(FAULT_KEY)
     file_id, voice_id, text = _clone_request(await read_json(request))
     stored = state.voices.file(file_id)
     if stored is None:
         raise ApiError(20132, "invalid samples or voice_id: file_id not found")
     if state.voices.is_taken(voice_id):
         raise ApiError(2039, "voice clone voice id duplicate")
+    if rule is not None and rule.kind == "sensitive":
+        return json_response(_flagged(rule), request[TRACE_KEY])
     clone = state.voices.add_clone(voice_id, stored)
-    demo = ""
+    payload: dict[str, Any] = {"demo_audio": "", "input_sensitive": False,
+                               "input_sensitive_type": 0}
     if text:
         synthesis = await asyncio.to_thread(synthesize, text, clone.espeak)
-        demo = hosted_url(request, state.hosted.put(synthesis.audio, CONTENT_TYPES["mp3"]))
-    payload = {"demo_audio": demo, "input_sensitive": False, "base_resp": base_resp()}
+        payload["demo_audio"] = hosted_url(
+            request, state.hosted.put(synthesis.audio, CONTENT_TYPES["mp3"]))
+        payload["extra_info"] = {"usage_characters": usage_characters(text)}
+        state.stats.billed(usage_characters(text))
+    payload["base_resp"] = base_resp()
+    if rule is not None and rule.kind == "clone_lost":
+        return await _lost(request, rule, payload)
     return json_response(payload, request[TRACE_KEY])
 
 

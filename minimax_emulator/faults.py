@@ -10,6 +10,10 @@ files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
 "times" (default 1; null or 0 = until reset):
   {"kind": "base_resp", "code": 1002, "msg": "..."}   HTTP 200, data null
   {"kind": "http", "status": 502, "body": "...", "headers": {...}}
+                                                      no body: a gateway's HTML page, but
+                                                      402 and 422 get MiniMax's error
+                                                      envelope (below); "envelope": true
+                                                      gives any status one
   {"kind": "delay", "seconds": 2.5}                   then answer normally
   {"kind": "malformed"}                               HTTP 200, body not JSON
   {"kind": "truncated"}                               HTTP 200, JSON cut in half
@@ -41,15 +45,37 @@ files/upload, voice_clone, get_voice, delete_voice or "*"; default "*") and
                                                       audio_size is the whole audio's
   {"kind": "stream_json"}                             a stream request answered with one
                                                       JSON body: the non-streaming reply
+  {"kind": "clone_lost", "then": "disconnect"}        voice_clone only: the clone IS made
+  {"kind": "clone_lost", "then": "http", "status": 502}   (and a preview billed), then the
+  {"kind": "clone_lost", "then": "base_resp", "code": 1000}   reply is lost: the socket
+  {"kind": "clone_lost", "then": "timeout", "seconds": 5}     closes, a 5xx or a 1000-type
+                                                      code comes instead, or the reply
+                                                      comes only after the client gave up
+  {"kind": "sensitive", "type": 3, "shape": "bool"}   voice_clone only: base_resp success
+                                                      but the sample is flagged and no
+                                                      clone is made; "bool" answers
+                                                      input_sensitive true plus
+                                                      input_sensitive_type, "object"
+                                                      input_sensitive {"type": N} (the
+                                                      API reference shows both)
 Rules are matched in registration order and the first match wins. The
 stream_* kinds only match streaming t2a_v2 requests, lie and audio_bytes
-only t2a_v2 requests; other requests pass them by without using them up.
-lie, audio_bytes and stream_event exist to test a client's reply validation:
-what MiniMax's API does not document, sent on demand. stream_unterminated,
-stream_tail and stream_json are what MiniMax may do within its documentation
-(the SSE spec ends an event at the end of the stream too; the docs leave the
-final event's audio open under exclude_aggregated_audio; MiniMax's own CLI
-accepts a JSON reply to a stream request), which a faithful client must take.
+only t2a_v2 requests, clone_lost and sensitive only voice_clone requests;
+other requests pass them by without using them up. lie, audio_bytes, reply
+and stream_event exist to test a client's reply validation: what MiniMax's
+API does not document, sent on demand. stream_unterminated, stream_tail and
+stream_json are what MiniMax may do within its documentation (the SSE spec
+ends an event at the end of the stream too; the docs leave the final event's
+audio open under exclude_aggregated_audio; MiniMax's own CLI accepts a JSON
+reply to a stream request), which a faithful client must take. clone_lost
+exists because voice_clone is not idempotent: a client that retries it
+blindly meets 2039 (id in use) for a clone that exists but that it never
+heard of.
+
+MiniMax's error envelope (HTTP 402 and 422 in MiniMax's own CLI, which reads
+it): {"error": {"type": "insufficient_balance_error" | "unprocessable_entity_
+error" | ..., "message": "...", "http_code": "402"}}, with a Trace-Id header;
+"error_type", "message" and "code" (a number added as error.code) override.
 """
 
 from __future__ import annotations
@@ -59,6 +85,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CLONE_KINDS",
+    "CLONE_LOST_THEN",
     "ENDPOINTS",
     "HANDLER_KINDS",
     "KINDS",
@@ -87,6 +115,8 @@ KINDS = frozenset(
         "stream_unterminated",
         "stream_tail",
         "stream_json",
+        "clone_lost",
+        "sensitive",
     }
 )
 STREAM_KINDS = frozenset(
@@ -100,8 +130,10 @@ STREAM_KINDS = frozenset(
     }
 )
 T2A_KINDS = frozenset({"lie", "audio_bytes"})
-# Carried out by the t2a handler (or its SSE writer), not by the front door.
-HANDLER_KINDS = STREAM_KINDS | T2A_KINDS
+CLONE_KINDS = frozenset({"clone_lost", "sensitive"})
+# Carried out by the t2a or voice_clone handler (or the SSE writer), not by the front door.
+HANDLER_KINDS = STREAM_KINDS | T2A_KINDS | CLONE_KINDS
+CLONE_LOST_THEN = frozenset({"disconnect", "http", "base_resp", "timeout"})
 # What each kind cannot do without.
 _REQUIRED = {"reply": "body", "audio_bytes": "hex", "stream_event": "event"}
 
@@ -125,6 +157,8 @@ class FaultRule:
             return False
         if self.kind in T2A_KINDS:
             return endpoint == "t2a_v2"
+        if self.kind in CLONE_KINDS:
+            return endpoint == "voice_clone"
         return self.kind not in STREAM_KINDS or (endpoint == "t2a_v2" and streaming)
 
 
@@ -144,6 +178,10 @@ def _check_options(kind: str, raw: dict[str, Any]) -> None:
         raise ValueError("omit must be a list of extra_info keys")
     if kind == "stream_unterminated" and raw.get("ending", "") not in ("", "\n"):
         raise ValueError('ending must be "" or "\\n"')
+    if kind == "clone_lost" and raw.get("then", "disconnect") not in CLONE_LOST_THEN:
+        raise ValueError(f"then must be one of {sorted(CLONE_LOST_THEN)}")
+    if kind == "sensitive" and raw.get("shape", "bool") not in ("bool", "object"):
+        raise ValueError("shape must be bool or object")
 
 
 def parse_rule(raw: Any) -> FaultRule:

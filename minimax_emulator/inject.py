@@ -1,10 +1,11 @@
 """Turn a matched fault rule into what goes on the wire.
 
 Why: faults.py decides WHICH rule applies; this module decides how each kind
-looks to a client: an error base_resp, an HTTP error page, a delay, a body
-that is not JSON, JSON cut in half, any JSON body at all, or a socket closed
-with no answer. The stream_*, lie and audio_bytes kinds are acted on by the
-t2a handler and its SSE writer instead (t2a.py, streaming.py).
+looks to a client: an error base_resp, an HTTP error page (or MiniMax's error
+envelope), a delay, a body that is not JSON, JSON cut in half, any JSON body at
+all, or a socket closed with no answer. The stream_*, lie and audio_bytes kinds
+are acted on by the t2a handler and its SSE writer instead (t2a.py,
+streaming.py), clone_lost and sensitive by the voice_clone handler (cloning.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,34 @@ from aiohttp import web
 from minimax_emulator.faults import FaultRule
 from minimax_emulator.protocol import base_resp, error_body, json_response, message_for
 
-__all__ = ["apply_fault"]
+__all__ = ["ENVELOPES", "apply_fault", "envelope"]
 
 
-def _http(rule: FaultRule) -> web.Response:
-    """An HTTP error status with a gateway-like (or the given) body."""
+# What MiniMax's error envelope says for a status (type, message), as its CLI reads it.
+ENVELOPES = {
+    400: ("invalid_request_error", "invalid params"),
+    401: ("authentication_error", "invalid api key"),
+    402: ("insufficient_balance_error", "insufficient balance"),
+    422: ("unprocessable_entity_error", "input new_sensitive: sensitive content detected"),
+    429: ("rate_limit_error", "rate limit exceeded"),
+}
+
+
+def envelope(rule: FaultRule, status: int) -> dict[str, Any]:
+    """MiniMax's {"error": {...}} body for an HTTP error."""
+    kind, message = ENVELOPES.get(status, ("api_error", "error"))
+    error: dict[str, Any] = {
+        "type": rule.get("error_type", kind),
+        "message": rule.get("message", message),
+        "http_code": str(status),
+    }
+    if rule.get("code") is not None:
+        error["code"] = rule.get("code")
+    return {"error": error}
+
+
+def _http(rule: FaultRule, trace_id: str) -> web.Response:
+    """An HTTP error status with a gateway-like, MiniMax-envelope or the given body."""
     status = int(rule.get("status", 502))
     try:
         reason = HTTPStatus(status).phrase
@@ -31,6 +55,10 @@ def _http(rule: FaultRule) -> web.Response:
         reason = "Error"
     body: Any = rule.get("body")
     content_type = "text/html"
+    headers = dict(rule.get("headers") or {})
+    if body is None and (rule.get("envelope") or status in (402, 422)):
+        body = envelope(rule, status)
+        headers.setdefault("Trace-Id", trace_id)
     if body is None:
         title = f"{status} {reason}"
         body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
@@ -40,7 +68,7 @@ def _http(rule: FaultRule) -> web.Response:
         status=status,
         text=body,
         content_type=rule.get("content_type", content_type),
-        headers=rule.get("headers") or {},
+        headers=headers,
     )
 
 
@@ -87,7 +115,7 @@ async def apply_fault(
         body = error_body(endpoint, code, rule.get("msg") or message_for(code), trace_id)
         return json_response(body, trace_id)
     if kind == "http":
-        return _http(rule)
+        return _http(rule, trace_id)
     if kind == "malformed":
         body = rule.get("body", "<html><body>upstream returned something odd</body></html>")
         return _raw(body.encode(), trace_id, rule.get("content_type", "application/json"))

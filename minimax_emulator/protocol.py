@@ -35,6 +35,10 @@ _MESSAGES = {
     1004: LOGIN_FAIL,
     1008: "insufficient balance",
     1013: "internal service error",
+    1024: "internal error",
+    1028: "insufficient quota",
+    1030: "insufficient quota or balance",
+    1033: "system error",
     1026: "input new_sensitive",
     1027: "output new_sensitive",
     1039: "rate limit exceeded(TPM)",
@@ -43,7 +47,8 @@ _MESSAGES = {
     2013: "invalid params",
     2045: "rate growth limit",
     2049: "invalid api key",
-    2056: "usage limit exceeded",
+    2056: "usage limit exceeded, 5-hour usage limit reached",
+    2061: "your current token plan not support model",
 }
 # What each endpoint carries (as null/empty) next to base_resp on error.
 _ERROR_PAYLOAD: dict[str, dict[str, Any]] = {

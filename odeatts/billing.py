@@ -53,6 +53,7 @@ from odeatts.models import (
     QuotaAdjustment,
     Usage,
     User,
+    Voice,
     utcnow,
 )
 from odeatts.outbox import Outbox
@@ -60,6 +61,7 @@ from odeatts.quota import abandon_stale, drain_outbox, live_reserved_ms
 
 __all__ = [
     "MAX_ADJUST_SECONDS",
+    "ClonePreviews",
     "CycleArchive",
     "Prices",
     "QuotaState",
@@ -166,11 +168,28 @@ class UsageLine:
 
 
 @dataclass(frozen=True, slots=True)
+class ClonePreviews:
+    """What clone previews made in the period cost us: MiniMax bills a preview's characters
+    like a synthesis (``voices.preview_characters``, priced by ``preview_model``). They
+    belong to no user. The clone itself MiniMax bills at its first use (not counted here);
+    a clone whose reply was lost has no known preview cost."""
+
+    previews: int
+    preview_characters: int
+    cost_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"previews": self.previews, "preview_characters": self.preview_characters,
+                "cost_usd": self.cost_usd}
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
     start: dt.datetime
     end: dt.datetime
     prices: Prices
     lines: list[UsageLine]
+    clones: ClonePreviews | None = None  # None in a one-user report
 
     def totals(self) -> dict[str, Any]:
         fields = ("requests", "succeeded", "failed", "refused", "billed_characters")
@@ -403,6 +422,19 @@ def _line(row: Sequence[Any], prices: Prices) -> UsageLine:
                      duration_ms=int(row[7]), billed_characters=chars, cost_usd=round(cost, 6))
 
 
+async def _clone_previews(session: AsyncSession, *, start: dt.datetime, end: dt.datetime,
+                          prices: Prices) -> ClonePreviews:
+    chars = Voice.preview_characters
+    row = (await session.execute(
+        select(func.count(chars), func.coalesce(func.sum(chars), 0),
+               func.coalesce(func.sum(chars).filter(Voice.preview_model.contains("-hd")), 0))
+        .where(chars.is_not(None), Voice.created_at >= start, Voice.created_at < end)
+    )).one()
+    previews, total, hd = (int(value or 0) for value in row)
+    cost = (hd * prices.hd_per_million + (total - hd) * prices.turbo_per_million) / 1_000_000
+    return ClonePreviews(previews=previews, preview_characters=total, cost_usd=round(cost, 6))
+
+
 async def usage_report(
     sessions: Sessions, *, start: dt.datetime, end: dt.datetime, prices: Prices,
     user: str | None = None, batch_size: int = 500,
@@ -411,10 +443,13 @@ async def usage_report(
     """Per-user totals of the usage rows created in [start, end), aggregated in SQL.
 
     Users with rows in the period, or just ``user``; ``batch_size`` users per query, and
-    ``progress(done, total)`` after each batch (first with done=0).
+    ``progress(done, total)`` after each batch (first with done=0). Without ``user``, also
+    what the clone previews made in the period cost.
     """
     async with sessions() as session, session.begin():
         ids = await _report_ids(session, user=user, start=start, end=end)
+        clones = None if user is not None else await _clone_previews(
+            session, start=start, end=end, prices=prices)
     lines: list[UsageLine] = []
     if progress is not None:
         progress(0, len(ids))
@@ -425,4 +460,4 @@ async def usage_report(
         lines.extend(_line(row, prices) for row in rows)
         if progress is not None:
             progress(first + len(batch), len(ids))
-    return UsageReport(start=start, end=end, prices=prices, lines=lines)
+    return UsageReport(start=start, end=end, prices=prices, lines=lines, clones=clones)

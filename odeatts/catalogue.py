@@ -33,11 +33,10 @@ from odeatts.errors import (
     OdeaError,
     ServiceUnavailable,
     UpstreamUnavailable,
-    VoiceNotFound,
 )
-from odeatts.minimax import MiniMaxClient
+from odeatts.minimax import CloneReply, CloneUnconfirmed, MiniMaxClient
 from odeatts.models import SUCCEEDED, Usage, Voice, utcnow
-from odeatts.schemas import MODELS
+from odeatts.schemas import MODELS, language_boost_problem
 
 __all__ = [
     "CLONE_LIFETIME",
@@ -156,6 +155,9 @@ class SyncReport:
 class NewClone:
     voice: Voice
     demo_audio: str | None  # MiniMax's preview URL when a preview text was given
+    # Set when MiniMax's reply was lost (or said 2039) but MiniMax lists the clone: how it
+    # was registered anyway.
+    note: str | None = None
 
 
 def voice_details(voice: Voice) -> dict[str, Any]:
@@ -181,8 +183,9 @@ def _check_fields(*, language: str | None, gender: str | None,
         raise AdminError(f"language {language!r} must be a BCP-47 tag such as en-NG")
     if gender is not None and gender not in GENDERS:
         raise AdminError(f"gender {gender!r} must be one of {', '.join(GENDERS)}")
-    if language_boost is not None and len(language_boost) > 32:
-        raise AdminError("language boost must be at most 32 characters (e.g. English)")
+    problem = language_boost_problem(language_boost or None)  # "" clears it
+    if problem:
+        raise AdminError(f"language boost {language_boost!r}: {problem}")
 
 
 def _check_voice_id(voice_id: str) -> None:
@@ -240,12 +243,12 @@ def parse_import(spec: str) -> VoiceImport:
 def _operator_error(exc: OdeaError, step: str) -> Exception:
     if isinstance(exc, ServiceUnavailable):
         return ServiceUnavailable(f"MiniMax refused our account during the {step} (key, "
-                                  "region host or balance): check MINIMAX_API_KEY and "
-                                  "MINIMAX_BASE_URL")
+                                  "region host, balance, quota or plan; the log has "
+                                  "MiniMax's code): check MINIMAX_API_KEY, MINIMAX_BASE_URL "
+                                  "and the account")
     if exc.retryable:
         return UpstreamUnavailable(f"MiniMax is unavailable or busy ({step}); try again later")
-    # minimax.py maps 20132 and 2042 to VoiceNotFound without the code.
-    code = 20132 if isinstance(exc, VoiceNotFound) else exc.details.get("upstream_code")
+    code = exc.details.get("upstream_code")
     if code in _CLONE_ERRORS:
         return AdminError(f"{step} failed: {_CLONE_ERRORS[code]}")
     detail = f" (MiniMax {code})" if code else ""
@@ -502,12 +505,81 @@ async def clone_voice(
     await _ensure_free(sessions, name, voice_id)
     with _asking_minimax("upload of the sample"):
         file_id = await minimax.upload_file(sample.name, data, purpose="voice_clone")
-    with _asking_minimax("voice clone"):
-        reply = await minimax.clone_voice(file_id=file_id, voice_id=voice_id,
-                                          preview_text=preview_text, model=model)
+    reply, recovered = await _cloned(minimax, file_id=file_id, voice_id=voice_id,
+                                     preview_text=preview_text, model=model)
+    if reply is not None and reply.sensitive_type is not None:
+        raise AdminError(f"voice clone refused: MiniMax flagged the sample as sensitive "
+                         f"(input_sensitive type {reply.sensitive_type}); {voice_id!r} was "
+                         "not registered. Use another recording of the speaker.")
+    billed = reply.billed_characters if reply is not None else None
     voice = await _insert(sessions, Voice(
         name=name, minimax_voice_id=voice_id, language=language, gender=gender, kind="cloned",
         description=description or None, language_boost=language_boost or None, active=True,
-        minimax_file_id=file_id, created_at=utcnow()))
-    demo = reply.get("demo_audio")
-    return NewClone(voice=voice, demo_audio=demo if isinstance(demo, str) and demo else None)
+        # After a 2039 the clone came from an earlier attempt's upload, not this one.
+        minimax_file_id=None if recovered == _TAKEN else file_id,
+        preview_characters=billed, preview_model=model if billed is not None else None,
+        created_at=utcnow()))
+    demo = reply.demo_audio if reply is not None else None
+    note = None if recovered is None else recovered.format(voice_id=voice_id)
+    return NewClone(voice=voice, demo_audio=demo, note=note)
+
+
+_LOST = ("MiniMax's reply to voice_clone was lost, but MiniMax lists the clone {voice_id}: "
+         "registered (its preview, if any, is billed but not shown)")
+_TAKEN = ("voice id {voice_id} was already in use at MiniMax (2039) and MiniMax lists it as "
+          "our clone, made by an earlier attempt whose reply was lost: registered")
+_UNKNOWN = (
+    "clone state unknown: {cause}. MiniMax does not list a clone {voice_id}, but it lists a "
+    "new clone only after its first synthesis, so it may exist. Nothing was registered. Run "
+    "the same command again with --voice-id {voice_id}: if the clone was never made it is "
+    "made now; if it was, MiniMax answers that the id is in use and the command says so")
+_UNLISTED = (
+    "voice clone failed: voice id {voice_id} is already used at MiniMax (2039), which does not "
+    "list it as one of our clones. If an earlier `voices clone` with this id ended 'clone "
+    "state unknown', that clone may exist unlisted (MiniMax lists a clone only after its "
+    "first synthesis; an unused clone costs nothing and is deleted after 7 days). Nothing was "
+    "registered: clone again without --voice-id for a new id")
+
+
+async def _cloned(minimax: MiniMaxClient, *, file_id: int, voice_id: str,
+                  preview_text: str | None, model: str | None
+                  ) -> tuple[CloneReply | None, str | None]:
+    """MiniMax's reply to ONE voice_clone, or (None, ``_LOST`` or ``_TAKEN``) when the
+    clone exists although its reply was lost or said 2039.
+
+    voice_clone is never repeated blindly: a repeat can only meet 2039 (id in use) and
+    bill the preview again. After a failure that may have made the clone anyway, or a
+    2039, get_voice says whether the clone is ours. get_voice lists a clone only after
+    its first real synthesis, so "not listed" after a lost reply means "unknown", not
+    "failed": the operator is told exactly that, and how to find out.
+    """
+    try:
+        return await minimax.clone_voice(file_id=file_id, voice_id=voice_id,
+                                         preview_text=preview_text, model=model), None
+    except CloneUnconfirmed as lost:
+        cause = ("voice_clone got no clear answer (a timeout, a lost connection, a server "
+                 f"error or an unreadable reply: {lost.error.code})")
+        taken = False
+    except OdeaError as exc:
+        if exc.details.get("upstream_code") != 2039:
+            raise _operator_error(exc, "voice clone") from exc
+        cause, taken = "", True
+    try:
+        listed = voice_id in await _listed_clones(minimax)
+    except OdeaError as exc:
+        if taken:
+            raise _operator_error(exc, "check of the voice id at MiniMax") from exc
+        raise UpstreamUnavailable(_UNKNOWN.format(
+            cause=cause + ", and MiniMax could not be asked whether it exists",
+            voice_id=voice_id)) from exc
+    if listed:
+        return None, _TAKEN if taken else _LOST
+    if taken:
+        raise AdminError(_UNLISTED.format(voice_id=voice_id))
+    raise UpstreamUnavailable(_UNKNOWN.format(cause=cause, voice_id=voice_id))
+
+
+async def _listed_clones(minimax: MiniMaxClient) -> set[str]:
+    """The clones get_voice lists for our account (only those used at least once)."""
+    body = await minimax.list_voices("voice_cloning")
+    return {e["voice_id"] for e in _ids(body.get("voice_cloning"))}

@@ -1,10 +1,16 @@
 """MiniMax T2A v2 over httpx: one client, one place where MiniMax's failures become ours.
 
 MiniMax answers most errors with HTTP 200 and a non-zero ``base_resp.status_code``;
-real HTTP errors and broken bodies happen too. Every one of them is mapped here to
-an ``OdeaError`` (``_BASE_RESP`` is the whole table), retried with bounded
-exponential backoff when the code says a retry can help, and logged with MiniMax's
-trace id. Neither our MiniMax key nor the caller's text is ever logged.
+real HTTP errors (with an ``error`` envelope in the body) and broken bodies happen
+too. Every one of them is mapped here to an ``OdeaError`` by ONE table,
+``UPSTREAM_FAILURES`` (code -> caller error, retry or not, operator alert or not, what
+it means and where that is written), retried with bounded exponential backoff when the
+row says a retry can help, and logged once with MiniMax's trace id: problems of our
+account (key, balance, quota, plan) as one ERROR line ``ALERT minimax account: ...``.
+Neither our MiniMax key nor the caller's text is ever logged.
+
+``voice_clone`` is the one call never retried: it is not idempotent (see
+``clone_voice``).
 
 Every reply passes one validating boundary before anything reads it: base_resp
 first (an error reply may carry ``data: null``), then the pydantic model of that
@@ -52,11 +58,16 @@ from odeatts.logs import redact
 
 __all__ = [
     "MAX_CALL_MS",
+    "UPSTREAM_FAILURES",
+    "CloneReply",
+    "CloneUnconfirmed",
+    "Failure",
     "MiniMaxClient",
     "MiniMaxError",
     "Speech",
     "SpeechParams",
     "StreamEnd",
+    "failure_row",
     "map_base_resp",
 ]
 
@@ -130,6 +141,18 @@ class StreamEnd:
     trace_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CloneReply:
+    """A voice_clone that MiniMax answered with success. ``sensitive_type`` is not None
+    when MiniMax flagged the sample (then the clone must not be used);
+    ``billed_characters`` is what the preview cost, when MiniMax says."""
+
+    demo_audio: str | None
+    sensitive_type: int | None
+    billed_characters: int | None
+    trace_id: str | None
+
+
 class MiniMaxError(Exception):
     """One failed attempt: the error to surface and whether another attempt may help."""
 
@@ -137,70 +160,156 @@ class MiniMaxError(Exception):
         super().__init__(error.message)
         self.error, self.retry, self.busy = error, retry, busy
 
-
-def _retry(_: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(UpstreamUnavailable(), retry=True)
-
-
-def _busy(_: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
-
-
-def _window_spent(_: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(UpstreamBusy(retry_after=60.0), retry=False)
+    @property
+    def ambiguous(self) -> bool:
+        """MiniMax may have done what was asked although we got no answer saying so (a
+        timeout, a cut connection, a 5xx, a 1000-type code, an unreadable reply): safe to
+        repeat for a synthesis, NOT for a voice_clone. A busy refusal did nothing."""
+        return self.retry and not self.busy
 
 
-def _operator(code: int, msg: str) -> MiniMaxError:
-    log.error("ALERT minimax account problem: code %s (%r)", code, msg)
-    return MiniMaxError(ServiceUnavailable(), retry=False)
+class CloneUnconfirmed(Exception):
+    """voice_clone failed in a way that may have created the clone anyway (``error`` is
+    what it failed with). Never retried blindly: a second voice_clone with the same id
+    can only meet 2039 (id in use). Ask ``get_voice`` instead."""
+
+    def __init__(self, error: OdeaError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
-def _content(_: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(ContentRejected(), retry=False)
+# ------------------------------------------------------------- the failure table
+# Where each row comes from:
+#   codes    MiniMax's error-code page, platform.minimax.io/docs/api-reference/errorcode
+#            (and platform.minimaxi.com's), as gathered in docs/minimax-api.md
+#   cli      MiniMax's own CLI, MiniMax-AI/cli src/errors/api.ts (1028/1030 quota,
+#            2061 plan, HTTP 402 balance, 422 unprocessable_entity_error content filter)
+#   mcp#80   MiniMax-AI/MiniMax-MCP issue 80: 2056 is "5-hour usage limit reached for
+#            Token Plan ..., resets at ...": a window of hours, not a short retry
+#   clone    the voice clone API reference (platform.minimax.io voice-cloning-clone)
+#   http     HTTP itself (RFC 9110): 408 and 5xx are the server's failure, retried
+# Note: MiniMax's CLI treats 1002/1039 as a content filter; the published code list and
+# every other client say rate limits. We follow the code list.
+ACCOUNT, VOICE = "account", "voice"
+_BUSY_SECONDS = 5.0
 
 
-def _invisible(_: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(InvalidRequest("`text` has too many invisible characters (over 10%).",
-                                       details={"field": "text"}), retry=False)
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One row: a MiniMax status code (or, with ``http``, an HTTP status) and what it
+    becomes: the caller's error, whether another attempt may help, and whether operators
+    get one ``ALERT minimax <alert>:`` ERROR line (``account``: our key, balance, quota or
+    plan; ``voice``: a catalogue voice MiniMax refuses)."""
+
+    code: int
+    error: type[OdeaError]
+    retry: bool
+    alert: str | None
+    meaning: str
+    source: str
+    http: bool = False
+    message: str | None = None  # the caller's message when the class's default will not do
+    field: str | None = None  # InvalidRequest's details.field
+
+    def failure(self, code: int) -> MiniMaxError:
+        """The attempt's failure for ``code`` (a 5xx row serves every 5xx)."""
+        busy = self.error is UpstreamBusy
+        details: dict[str, Any] = {}
+        if self.field:
+            details["field"] = self.field
+        if self.error in (UpstreamRejected, VoiceNotFound):
+            details["upstream_http" if self.http else "upstream_code"] = code
+        error = self.error(self.message, retry_after=_BUSY_SECONDS if busy else None,
+                           details=details)
+        return MiniMaxError(error, retry=self.retry, busy=busy)
 
 
-def _params(_: int, msg: str) -> MiniMaxError:
-    # We validate every field we send; what MiniMax still refuses is a caller's value
-    # it dislikes in combination (an emotion the model lacks, a language_boost). Its
-    # own words stay in our log: they can name its hosts and our voice ids.
-    return MiniMaxError(InvalidRequest(
-        "The speech provider refused this combination of settings; try without "
-        "emotion or language_boost, or with another voice or model.",
-        details={"field": "input"}), retry=False)
+def _row(code: int, error: type[OdeaError], meaning: str, source: str = "codes", *,
+         retry: bool = False, alert: str | None = None, http: bool = False,
+         message: str | None = None, field: str | None = None) -> Failure:
+    return Failure(code, error, retry, alert, meaning, source, http, message, field)
 
 
-def _voice(code: int, msg: str) -> MiniMaxError:
-    log.error("ALERT voice not available at minimax: code %s (%r)", code, msg)
-    return MiniMaxError(VoiceNotFound("This voice is not available right now.",
-                                      details={"upstream_code": code}), retry=False)
+_INVISIBLE = "`text` has too many invisible characters (over 10%)."
+# We validate every field we send; what MiniMax still refuses is a caller's value it
+# dislikes in combination. Its own words stay in our log: they can name hosts and ids.
+_PARAMS = ("The speech provider refused this combination of settings; try without emotion "
+           "or language_boost, or with another voice or model.")
+_VOICE = "This voice is not available right now."
+_OURS = ServiceUnavailable  # our account's problem: the caller did nothing wrong
+
+UPSTREAM_FAILURES: tuple[Failure, ...] = (
+    # base_resp.status_code (HTTP 200)
+    _row(1000, UpstreamUnavailable, "unknown error", retry=True),
+    _row(1001, UpstreamUnavailable, "request timeout", retry=True),
+    _row(1002, UpstreamBusy, "rate limit (requests per minute)", retry=True),
+    _row(1004, _OURS, "not authorized / key not of this group", alert=ACCOUNT),
+    _row(1008, _OURS, "insufficient balance", alert=ACCOUNT),
+    _row(1013, UpstreamUnavailable, "internal service error", retry=True),
+    _row(1024, UpstreamUnavailable, "internal error", retry=True),
+    _row(1026, ContentRejected, "input content flagged"),
+    _row(1027, ContentRejected, "output content flagged"),
+    _row(1028, _OURS, "quota used up", "cli", alert=ACCOUNT),
+    _row(1030, _OURS, "quota or balance used up", "cli", alert=ACCOUNT),
+    _row(1033, UpstreamUnavailable, "system or downstream error", retry=True),
+    _row(1039, UpstreamBusy, "rate limit (tokens per minute)", retry=True),
+    _row(1041, UpstreamBusy, "connection limit", retry=True),
+    _row(1042, InvalidRequest, "invisible characters over 10%", message=_INVISIBLE,
+         field="text"),
+    _row(1043, UpstreamRejected, "clone validation failed (ASR similarity)", "clone"),
+    _row(1044, UpstreamRejected, "clone validation failed (prompt similarity)", "clone"),
+    _row(2013, InvalidRequest, "invalid params", message=_PARAMS, field="input"),
+    _row(20132, VoiceNotFound, "invalid samples or voice_id", alert=VOICE, message=_VOICE),
+    _row(2037, UpstreamRejected, "clone sample too short or long (10 s-5 min)", "clone"),
+    _row(2038, UpstreamRejected, "cloning needs a verified account", "clone"),
+    _row(2039, UpstreamRejected, "clone voice_id already in use", "clone"),
+    _row(2042, VoiceNotFound, "no access to this voice_id", alert=VOICE, message=_VOICE),
+    _row(2045, UpstreamBusy, "rate growth limit (traffic spike)", retry=True),
+    _row(2048, UpstreamRejected, "prompt audio too long (under 8 s)", "clone"),
+    _row(2049, _OURS, "invalid API key (or another region's host)", alert=ACCOUNT),
+    _row(2056, _OURS, "plan usage window (hours) spent", "mcp#80", alert=ACCOUNT),
+    _row(2061, _OURS, "model not in the account's plan", "cli", alert=ACCOUNT),
+    # HTTP statuses (the body, MiniMax's error envelope, is logged)
+    _row(401, _OURS, "key refused", "cli", alert=ACCOUNT, http=True),
+    _row(402, _OURS, "balance or quota used up", "cli", alert=ACCOUNT, http=True),
+    _row(403, _OURS, "key not allowed", "cli", alert=ACCOUNT, http=True),
+    _row(408, UpstreamUnavailable, "request timeout", "http", retry=True, http=True),
+    _row(422, ContentRejected, "content flagged (unprocessable_entity_error)", "cli",
+         http=True),
+    _row(429, UpstreamBusy, "rate limit", "cli", retry=True, http=True),
+    _row(500, UpstreamUnavailable, "server error (any 5xx)", "http", retry=True, http=True),
+)
+_BY_CODE = {(row.http, row.code): row for row in UPSTREAM_FAILURES}
+_UNKNOWN_CODE = _row(0, UpstreamRejected, "a code this table does not know", "codes")
+_UNKNOWN_HTTP = _row(0, UpstreamRejected, "an HTTP status this table does not know", "http",
+                     http=True)
 
 
-def _rejected(code: int, msg: str) -> MiniMaxError:
-    return MiniMaxError(UpstreamRejected(details={"upstream_code": code}), retry=False)
+def failure_row(code: int, *, http: bool = False) -> Failure:
+    """The table's row for a status code (``http``: an HTTP status)."""
+    row = _BY_CODE.get((http, code))
+    if row is None and http and code >= 500:
+        row = _BY_CODE[(True, 500)]
+    return row or (_UNKNOWN_HTTP if http else _UNKNOWN_CODE)
 
 
-# The whole table of MiniMax status codes (minimax-api.md) -> our errors. Codes not
-# listed (clone validation, unknown ones) are upstream_rejected.
-_BASE_RESP: dict[int, Callable[[int, str], MiniMaxError]] = {
-    **dict.fromkeys((1000, 1001, 1013, 1024, 1033), _retry),
-    **dict.fromkeys((1002, 1039, 1041, 2045), _busy),
-    2056: _window_spent,
-    **dict.fromkeys((1004, 1008, 2049), _operator),
-    **dict.fromkeys((1026, 1027), _content),
-    1042: _invisible,
-    2013: _params,
-    **dict.fromkeys((2042, 20132), _voice),
-}
+def _log_failure(row: Failure, what: str, msg: str, call: _Call | None) -> None:
+    """One line per failure: ERROR with ``ALERT minimax <kind>:`` when operators must act,
+    else WARNING. ``msg`` is MiniMax's text, already made safe by ``_loggable``."""
+    where = f"(request {call.request_id}, trace {call.trace_id})" if call else ""
+    path = call.path if call else "minimax"
+    if row.alert:
+        log.error("ALERT minimax %s: %s %s (%s) %r %s", row.alert, path, what, row.meaning,
+                  msg, where)
+    else:
+        log.warning("minimax %s %s (%s) %r %s", path, what, row.meaning, msg, where)
 
 
-def map_base_resp(code: int, msg: str) -> MiniMaxError:
-    """Our error for a MiniMax status code; ``msg`` is only ever logged, made safe first."""
-    return _BASE_RESP.get(code, _rejected)(code, _loggable(msg))
+def map_base_resp(code: int, msg: str, call: _Call | None = None) -> MiniMaxError:
+    """Our error for a MiniMax status code, logged once; ``msg`` goes only to the log."""
+    row = failure_row(code)
+    _log_failure(row, f"base_resp {code}", _loggable(msg), call)
+    return row.failure(code)
 
 
 def _loggable(msg: str) -> str:
@@ -303,8 +412,29 @@ class _Upload(_Strict):
     file: _File
 
 
+class _Sensitive(_Strict):
+    type: int = 0
+
+
 class _Clone(_Strict):
+    """MiniMax's reference gives ``input_sensitive`` as an object ``{"type": 0-7}`` in its
+    schema but a bool plus ``input_sensitive_type`` in its example: both are read."""
+
     demo_audio: str | None = None
+    input_sensitive: bool | _Sensitive | None = None
+    input_sensitive_type: int | None = None
+    extra_info: Any = None  # the preview's billing; read apart, an odd one is ignored
+
+    @property
+    def sensitive_type(self) -> int | None:
+        """None: not flagged; else MiniMax's type (0 when it flags without one)."""
+        flag = self.input_sensitive
+        kind = flag.type if isinstance(flag, _Sensitive) else (self.input_sensitive_type or 0)
+        return kind if flag is True or kind else None
+
+
+class _CloneBilling(_Strict):
+    usage_characters: int | None = Field(default=None, ge=0)
 
 
 M = TypeVar("M", bound=_Strict)
@@ -353,10 +483,7 @@ def _checked(body: Any, call: _Call) -> dict[str, Any]:
         raise _invalid(call, "the body is not a JSON object")
     base = _parse(_BaseResp, body.get("base_resp"), call)
     if base.status_code != 0:
-        log.warning("minimax %s base_resp %s %r (request %s, trace %s)", call.path,
-                    base.status_code, _loggable(base.status_msg), call.request_id,
-                    call.trace_id)
-        raise map_base_resp(base.status_code, base.status_msg)
+        raise map_base_resp(base.status_code, base.status_msg, call)
     return body
 
 
@@ -460,11 +587,20 @@ def _file_id(body: dict[str, Any], call: _Call) -> int:
     return _parse(_Upload, body, call).file.file_id
 
 
-def _clone(body: dict[str, Any], call: _Call) -> dict[str, Any]:
-    # Not retried: base_resp said the clone exists, and a second voice_clone with the
-    # same id can only meet 2039 (id in use).
-    reply = _parse(_Clone, body, call, retry=False)
-    return {**reply.model_dump(), "trace_id": call.trace_id}
+def _clone(body: dict[str, Any], call: _Call) -> CloneReply:
+    """base_resp said the clone exists. An unreadable rest is an ambiguous failure (the
+    caller asks get_voice), except its billing, which is only ever logged as odd."""
+    reply = _parse(_Clone, body, call)
+    billed = None
+    if reply.extra_info is not None:
+        try:
+            billed = _CloneBilling.model_validate(reply.extra_info).usage_characters
+        except ValidationError as exc:
+            log.warning("minimax %s sent odd extra_info: %s (request %s, trace %s)",
+                        call.path, _problems(exc), call.request_id, call.trace_id)
+    return CloneReply(demo_audio=reply.demo_audio or None,
+                      sensitive_type=reply.sensitive_type, billed_characters=billed,
+                      trace_id=call.trace_id)
 
 
 def _nothing(body: dict[str, Any], call: _Call) -> None:
@@ -548,7 +684,7 @@ class MiniMaxClient:
                                          params=self._params,
                                          timeout=self._speech_timeout(params)) as response:
                 call = call.traced(response.headers.get("Trace-Id"))
-                _check_http(response, call)
+                await _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
                     # Errors before streaming come as a plain JSON body with HTTP 200, and
                     # so, at times, does all the speech (MiniMax's CLI plays it).
@@ -579,14 +715,24 @@ class MiniMaxClient:
 
     async def clone_voice(self, *, file_id: int, voice_id: str, preview_text: str | None = None,
                           model: str | None = None, request_id: str = "admin"
-                          ) -> dict[str, Any]:
-        """``POST /v1/voice_clone``; a preview text is billed and needs a model."""
+                          ) -> CloneReply:
+        """``POST /v1/voice_clone``, ONE attempt: a preview text is billed and needs a model.
+
+        Never retried: a lost reply may hide a clone that exists, and a second call could
+        only meet 2039 (id in use) and bill the preview again. A failure that may have
+        created the clone raises ``CloneUnconfirmed``; any other raises its error.
+        """
         payload: dict[str, Any] = {"file_id": file_id, "voice_id": voice_id}
         if preview_text:
             payload["text"] = preview_text
             if model:
                 payload["model"] = model
-        return await self._call(_Call("/v1/voice_clone", request_id), payload, _clone)
+        try:
+            return await self._attempt(_Call("/v1/voice_clone", request_id), payload, _clone)
+        except MiniMaxError as failure:
+            if failure.ambiguous:
+                raise CloneUnconfirmed(failure.error) from failure
+            raise failure.error from failure
 
     async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",
                            request_id: str = "admin") -> None:
@@ -627,26 +773,71 @@ class MiniMaxClient:
                         type(exc).__name__, call.request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
         call = call.traced(response.headers.get("Trace-Id"))
-        _check_http(response, call)
+        await _check_http(response, call)
         body = _json(response, call)
         call = call.traced(_body_trace(body))
         return reply(_checked(body, call), call)
 
 
-def _check_http(response: httpx.Response, call: _Call) -> None:
+async def _check_http(response: httpx.Response, call: _Call) -> None:
+    """A non-200 is mapped by the table: by MiniMax's own code when its error envelope
+    names one the table knows, else by the status. The envelope (``{"error": {"type",
+    "message", "code"?}}`` or ``{"base_resp": ...}``) goes to the log, never further."""
     status = response.status_code
     if status == 200:
         return
-    log.warning("minimax %s HTTP %s (request %s, trace %s)", call.path, status,
-                call.request_id, call.trace_id)
-    if status in (401, 403):
-        log.error("ALERT minimax refused our credentials: HTTP %s", status)
-        raise MiniMaxError(ServiceUnavailable(), retry=False)
-    if status == 429:
-        raise MiniMaxError(UpstreamBusy(retry_after=5.0), retry=True, busy=True)
-    if status == 408 or status >= 500:
-        raise MiniMaxError(UpstreamUnavailable(), retry=True)
-    raise MiniMaxError(UpstreamRejected(details={"upstream_http": status}), retry=False)
+    body = await _error_body(response)
+    code, text = _envelope(body)
+    call = call.traced(_body_trace(_json_or_none(body)))
+    known = _BY_CODE.get((False, code)) if code is not None else None
+    if known is not None and code is not None:
+        _log_failure(known, f"HTTP {status} base_resp {code}", _loggable(text), call)
+        raise known.failure(code)
+    row = failure_row(status, http=True)
+    what = f"HTTP {status}" + (f" code {code}" if code is not None else "")
+    _log_failure(row, what, _loggable(text), call)
+    raise row.failure(status)
+
+
+_ERROR_BODY_BYTES = 16 * 1024
+
+
+async def _error_body(response: httpx.Response) -> bytes:
+    """The start of a non-200 body (a stream's too); a broken one says nothing more."""
+    data = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) >= _ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return bytes(data[:_ERROR_BODY_BYTES])
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _envelope(body: bytes) -> tuple[int | None, str]:
+    """MiniMax's code (if any) and words from an error body: ``error`` or ``base_resp``,
+    else the body's own text (an HTML gateway page), on one line."""
+    value = _json_or_none(body)
+    if isinstance(value, dict):
+        error, base = value.get("error"), value.get("base_resp")
+        if isinstance(error, dict):
+            words = " ".join(str(error[k]) for k in ("type", "message") if error.get(k))
+            return _int(error.get("code")), words
+        if isinstance(base, dict):
+            return _int(base.get("status_code")), str(base.get("status_msg") or "")
+    return None, " ".join(body.decode("utf-8", "replace").split())
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _json(response: httpx.Response, call: _Call) -> Any:

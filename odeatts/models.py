@@ -126,6 +126,10 @@ class Voice(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # For cloned voices: the MiniMax file the clone was made from.
     minimax_file_id: Mapped[int | None] = mapped_column(BigInteger)
+    # For a clone made with a preview: the characters MiniMax billed for it, and the
+    # model it used (hd and turbo are priced apart). The usage report adds them up.
+    preview_characters: Mapped[int | None] = mapped_column(Integer)
+    preview_model: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

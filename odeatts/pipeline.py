@@ -52,7 +52,13 @@ from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
 from odeatts.outbox import Charge, Outbox
 from odeatts.resilience import Budget, Dependency
-from odeatts.schemas import ParsedJob, SpeechRequest, UsageRequest, VoicesRequest
+from odeatts.schemas import (
+    ParsedJob,
+    SpeechRequest,
+    UsageRequest,
+    VoicesRequest,
+    check_emotion,
+)
 from odeatts.storage import Storage
 from odeatts.text import split_text
 from odeatts.voices import VoiceCatalogue, voice_dict
@@ -213,9 +219,11 @@ class Pipeline:
             raise InvalidRequest(
                 f"flac cannot be joined: use mp3, wav or pcm for texts over "
                 f"{self.settings.part_chars} characters.", details={"field": "format"})
+        model = request.model or self.settings.minimax_model
+        check_emotion(request.emotion, model)  # before anything is reserved
         base = SpeechParams(
             text="", voice_id=voice.minimax_voice_id,
-            model=request.model or self.settings.minimax_model, speed=request.speed,
+            model=model, speed=request.speed,
             pitch=request.pitch, volume=request.volume, emotion=request.emotion,
             sample_rate=request.sample_rate, bitrate=request.bitrate, format=request.format,
             language_boost=request.language_boost or voice.language_boost)

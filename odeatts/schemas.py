@@ -5,11 +5,15 @@ Accepted input shapes (``input`` of a RunPod job)::
     {"api_key": "odea_...", "text": "...", "voice": "british-female",       # action "speech"
      "speed"?: 0.5-2.0, "pitch"?: -12..12, "volume"?: (0, 10], "emotion"?: ...,
      "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
-     "language_boost"?: ..., "stream"?: false, "output"?: "auto" | "base64" | "url"}
+     "language_boost"?: "auto" | "English" | ..., "stream"?: false,
+     "output"?: "auto" | "base64" | "url"}
     {"api_key": "odea_...", "action": "voices", "language"?: "en-NG", "gender"?: "female"}
     {"api_key": "odea_...", "action": "usage", "limit"?: 1-100}
 
-Unknown fields are refused (a typo such as ``"sped"`` must not be silently ignored).
+Unknown fields are refused (a typo such as ``"sped"`` must not be silently ignored), and
+so is what MiniMax would refuse: a ``language_boost`` not in ``LANGUAGE_BOOSTS``, an
+emotion the model lacks (``MODEL_EMOTIONS``; with the default model, the pipeline checks
+it with ``check_emotion`` before anything is reserved).
 ``parse_job`` is pure: it turns a raw job into one of these models or raises
 ``InvalidRequest`` naming the field, and is tested without any I/O.
 """
@@ -26,6 +30,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -35,7 +40,9 @@ __all__ = [
     "BITRATES",
     "EMOTIONS",
     "JOB_ID",
+    "LANGUAGE_BOOSTS",
     "MODELS",
+    "MODEL_EMOTIONS",
     "SAMPLE_RATES",
     "STREAM_FORMATS",
     "JobRequest",
@@ -43,6 +50,8 @@ __all__ = [
     "SpeechRequest",
     "UsageRequest",
     "VoicesRequest",
+    "check_emotion",
+    "language_boost_problem",
     "parse_job",
 ]
 
@@ -55,6 +64,26 @@ MODELS = (
 )
 EMOTIONS = (
     "happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent", "whisper",
+)
+# Emotions not every model has. MiniMax's reference says only that fluent and whisper are
+# model-dependent; the clients that check it disagree on the rest (LiveKit's MiniMax
+# plugin: fluent only on speech-2.6-*; a Rust client: fluent and whisper only on
+# speech-2.6-hd/turbo; a Go client: whisper on all but speech-2.8-*). We allow them where
+# every source agrees MiniMax takes them: speech-2.6-hd and speech-2.6-turbo.
+MODEL_EMOTIONS: dict[str, tuple[str, ...]] = {
+    "fluent": ("speech-2.6-hd", "speech-2.6-turbo"),
+    "whisper": ("speech-2.6-hd", "speech-2.6-turbo"),
+}
+# t2a_v2's language_boost: "auto" and these 40 names, spelled exactly so (case matters).
+# Source: MiniMax's T2A reference (platform.minimax.io/docs/api-reference/speech-t2a-http),
+# as mirrored by the same list in LiveKit's TTSLanguageBoost and Telnyx's MiniMax enum.
+LANGUAGE_BOOSTS = (
+    "auto", "Chinese", "Chinese,Yue", "English", "Arabic", "Russian", "Spanish", "French",
+    "Portuguese", "German", "Turkish", "Dutch", "Ukrainian", "Vietnamese", "Indonesian",
+    "Japanese", "Italian", "Korean", "Thai", "Polish", "Romanian", "Greek", "Czech",
+    "Finnish", "Hindi", "Bulgarian", "Danish", "Hebrew", "Malay", "Persian", "Slovak",
+    "Swedish", "Croatian", "Filipino", "Hungarian", "Norwegian", "Slovenian", "Catalan",
+    "Nynorsk", "Tamil", "Afrikaans",
 )
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
 BITRATES = (32000, 64000, 128000, 256000)
@@ -87,6 +116,14 @@ class SpeechRequest(_Input):
     language_boost: str | None = Field(None, max_length=32)
     stream: bool = False
     output: Literal["auto", "base64", "url"] = "auto"
+
+    @field_validator("language_boost")
+    @classmethod
+    def _a_language_minimax_boosts(cls, value: str | None) -> str | None:
+        problem = language_boost_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _stream_combinations(self) -> SpeechRequest:
@@ -123,6 +160,26 @@ class ParsedJob(BaseModel):
     request: SpeechRequest | VoicesRequest | UsageRequest
 
 
+def language_boost_problem(value: str | None) -> str | None:
+    """Why MiniMax would refuse this language_boost, or None if it would not."""
+    if value is None or value in LANGUAGE_BOOSTS:
+        return None
+    near = [b for b in LANGUAGE_BOOSTS if b.lower() == value.strip().lower()]
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return (f"{hint}must be 'auto' or one of MiniMax's languages, spelled as it spells them "
+            "(e.g. English, French, Chinese,Yue)")
+
+
+def check_emotion(emotion: str | None, model: str) -> None:
+    """Refuse an emotion the model lacks (MiniMax would answer 2013), naming the field."""
+    models = MODEL_EMOTIONS.get(emotion or "")
+    if models is not None and model not in models:
+        raise InvalidRequest(
+            f"`emotion` {emotion!r} is only available with model {' or '.join(models)}, "
+            f"not {model}; choose another emotion or send `model`.",
+            details={"field": "emotion"})
+
+
 def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
     """Validate a raw RunPod job. Raises ``InvalidRequest`` naming the first bad field."""
     if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not job["id"]:
@@ -143,6 +200,8 @@ def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
         request = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise _invalid(exc) from None
+    if isinstance(request, SpeechRequest) and request.model is not None:
+        check_emotion(request.emotion, request.model)  # the default model: pipeline._parts
     if isinstance(request, SpeechRequest) and len(request.text) > max_text_chars:
         raise InvalidRequest(
             f"`text` is {len(request.text)} characters; the limit is {max_text_chars}.",

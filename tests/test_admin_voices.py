@@ -126,7 +126,7 @@ def test_add_checks_the_id_with_minimax(invoke: Invoke, emu: Emulator, engine: E
                        "--language", "en-US", "--gender", "female")
     one_error(duplicate, 2, "calm-woman", "already exists")
     for bad in (["--name", "Calm Woman"], ["--name", "ab"], ["--gender", "robot"],
-                ["--language", "english please"]):
+                ["--language", "english please"], ["--language-boost", "Yoruba"]):
         args = dict(zip(["--name", "--gender", "--language"], ["other-voice", "male", "en-US"],
                         strict=True))
         args.update(dict([bad]))
@@ -259,7 +259,7 @@ def clone_args(sample: Path, name: str = "nigerian-female-ada", *extra: str) -> 
 
 async def test_a_clone_speaks_and_then_stops_expiring(
     invoke: Invoke, run_job: JobRunner, make_user: UserFactory, engine: Engine,
-    worker: Worker, tmp_path: Path,
+    worker: Worker, tmp_path: Path, emu: Emulator,
 ) -> None:
     sample = write_wav(tmp_path / "ada.wav", 12)
     made = ok_json(await asyncio.to_thread(invoke, *clone_args(
@@ -269,7 +269,12 @@ async def test_a_clone_speaks_and_then_stops_expiring(
     assert voice_id.startswith("odea-nigerian-female-ada-")
     assert made["kind"] == "cloned" and made["language_boost"] == "English"
     assert isinstance(made["minimax_file_id"], int) and made["demo_audio"]
-    assert "7 days" in made["reminder"]
+    assert "7 days" in made["reminder"] and made["note"] is None
+    # What MiniMax billed for the preview is kept for the usage report.
+    assert made["preview_characters"] == emu.stats()["characters"] > 0
+    [row] = cloned_rows(engine)
+    assert (row.preview_characters, row.preview_model) == (made["preview_characters"],
+                                                           worker.settings.minimax_model)
     fresh = ok_json(await asyncio.to_thread(invoke, "list", "--kind", "cloned", "--json"))
     [row] = fresh["voices"]
     assert row["used"] is False and row["days_left"] == 6 and row["expiring"] is False
@@ -362,7 +367,8 @@ CLONE_FAILURES: dict[str, tuple[Callable[[Emulator, Path], str | None], float, i
     "too short": (lambda emu, d: None, 5, 2, ("10 seconds to 5 minutes", "2037")),
     "upload rejected": (_fault({"endpoint": "files/upload", "kind": "base_resp",
                                 "code": 20132}), 12, 2, ("upload", "invalid", "20132")),
-    "voice id taken": (_taken_at_minimax, 12, 2, ("already used", "2039")),
+    "voice id taken": (_taken_at_minimax, 12, 2, ("already used", "2039", "not list",
+                                                  "without --voice-id")),
     "account not verified": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
                                      "code": 2038}), 12, 2, ("verified", "2038")),
     "validation failed": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
@@ -373,6 +379,13 @@ CLONE_FAILURES: dict[str, tuple[Callable[[Emulator, Path], str | None], float, i
                              "times": 5}), 12, 3, ("MiniMax is unavailable",)),
     "account refused": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
                                 "code": 1008}), 12, 3, ("MINIMAX_API_KEY",)),
+    "plan refused": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
+                             "code": 2061}), 12, 3, ("MINIMAX_API_KEY", "plan")),
+    "flagged sample": (_fault({"endpoint": "voice_clone", "kind": "sensitive", "type": 3}),
+                       12, 2, ("flagged", "sensitive", "type 3", "not registered")),
+    "flagged sample, object": (_fault({"endpoint": "voice_clone", "kind": "sensitive",
+                                       "type": 6, "shape": "object"}),
+                               12, 2, ("flagged", "type 6")),
 }
 
 
@@ -388,6 +401,88 @@ def test_a_clone_minimax_refuses_says_why_and_stores_nothing(
         assert result.exit_code == code, (case, result.stderr)
         assert one_error(result, code, *words), case
         assert cloned_rows(engine) == [], case
+
+
+# --- a clone whose reply is lost ----------------------------------------------------------
+
+def clone_requests(emu: Emulator) -> int:
+    return int(emu.stats()["requests"].get("voice_clone", 0))
+
+
+LOST = {"disconnect": {"then": "disconnect"}, "5xx": {"then": "http", "status": 503},
+        "1000": {"then": "base_resp", "code": 1000}}
+
+
+@pytest.mark.parametrize("lost", LOST.values(), ids=LOST.keys())
+def test_a_lost_clone_reply_is_not_retried_and_says_the_state_is_unknown(
+    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path, lost: dict[str, Any]
+) -> None:
+    sample = write_wav(tmp_path / "ada.wav", 12)
+    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost", **lost})
+    args = clone_args(sample, "ada-lost", "--voice-id", "odea-ada-lost-1",
+                      "--preview-text", "Hello from Lagos.")
+    first = invoke(*args)
+    one_error(first, 3, "clone state unknown", "odea-ada-lost-1", "first synthesis",
+              "Nothing was registered", "--voice-id odea-ada-lost-1")
+    assert clone_requests(emu) == 1, "voice_clone is never retried blindly"
+    billed = emu.stats()["characters"]
+    assert billed > 0 and cloned_rows(engine) == []
+    # The operator runs it again, as told: MiniMax made the clone, so the id is in use.
+    again = invoke(*args)
+    one_error(again, 2, "already used", "2039", "clone state unknown", "without --voice-id")
+    assert clone_requests(emu) == 2
+    assert emu.stats()["characters"] == billed, "the preview is never billed twice"
+    assert cloned_rows(engine) == []
+
+
+def test_a_lost_reply_and_no_get_voice_is_still_unknown_not_failed(
+    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
+) -> None:
+    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost"})
+    emu.add_fault({"endpoint": "get_voice", "kind": "http", "status": 503, "times": 5})
+    result = invoke(*clone_args(write_wav(tmp_path / "ada.wav", 12), "ada-dark",
+                                "--voice-id", "odea-ada-dark-1"))
+    one_error(result, 3, "clone state unknown", "could not be asked", "odea-ada-dark-1")
+    assert clone_requests(emu) == 1 and cloned_rows(engine) == []
+
+
+def test_a_clone_minimax_lists_after_a_lost_reply_is_registered(
+    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
+) -> None:
+    sample = write_wav(tmp_path / "ada.wav", 12)
+    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost", "then": "http",
+                   "status": 502})
+    listed = {"voice_cloning": [{"voice_id": "odea-ada-kept-1", "description": [],
+                                 "created_time": "2026-12-01"}],
+              "base_resp": {"status_code": 0, "status_msg": "success"}}
+    emu.add_fault({"endpoint": "get_voice", "kind": "reply", "body": listed})
+    made = ok_json(invoke(*clone_args(sample, "ada-kept", "--voice-id", "odea-ada-kept-1",
+                                      "--json")))
+    assert made["minimax_voice_id"] == "odea-ada-kept-1" and made["kind"] == "cloned"
+    assert "reply to voice_clone was lost" in made["note"] and "registered" in made["note"]
+    assert clone_requests(emu) == 1
+    [row] = cloned_rows(engine)
+    assert row.name == "ada-kept" and row.minimax_file_id == made["minimax_file_id"]
+
+
+async def test_a_2039_for_our_clone_from_a_lost_attempt_registers_it(
+    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path, run_job: JobRunner,
+    make_user: UserFactory,
+) -> None:
+    sample = write_wav(tmp_path / "ada.wav", 12)
+    voice_id = _taken_at_minimax(emu, sample)  # an earlier attempt made it, reply lost,
+    emu.state.voices.mark_used(voice_id)      # and it has been used since: MiniMax lists it
+    result = await asyncio.to_thread(invoke, *clone_args(sample, "ada-found", "--voice-id",
+                                                         voice_id))
+    assert result.exit_code == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert "2039" in flat and "lists it as our clone" in flat and "registered" in flat
+    [row] = cloned_rows(engine)
+    assert (row.name, row.minimax_voice_id, row.minimax_file_id) == ("ada-found", voice_id,
+                                                                     None)
+    _, key = await make_user()
+    out = await run_job(api_key=key, text=TEXT, voice="ada-found")
+    assert "error" not in out, out
 
 
 # --- what only the real command line shows -------------------------------------------------

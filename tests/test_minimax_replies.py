@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from odeatts.audio import duration_ms
 from odeatts.errors import ERROR_CODES, OdeaError, UpstreamUnavailable
-from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
+from odeatts.minimax import CloneUnconfirmed, MiniMaxClient, Speech, SpeechParams, StreamEnd
 from tests.support.sounds import MP3_FRAME_MS, flac, mp3, wav
 
 TRACE = "0123456789abcdef0123456789abcdef"
@@ -477,9 +477,71 @@ async def test_voice_list_upload_and_clone_replies_are_validated() -> None:
 async def test_an_invalid_clone_reply_is_not_retried() -> None:
     """A retried voice_clone can only meet 2039 (id in use): the clone exists."""
     replies = Replies({"demo_audio": 5, "base_resp": {"status_code": 0, "status_msg": ""}})
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(CloneUnconfirmed):
         await make_client(replies).clone_voice(file_id=1, voice_id="Voice_0001")
     assert replies.calls == 1
+
+
+OK = {"status_code": 0, "status_msg": "success"}
+
+
+@pytest.mark.parametrize("reply", [
+    httpx.Response(502, text="<html>bad gateway</html>"),
+    httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1000}}),
+    httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1001}}),
+    httpx.Response(200, content=b"{\"demo_audio\": "),
+    httpx.ReadTimeout("silent"),
+], ids=["502", "1000", "1001", "cut body", "timeout"])
+async def test_a_clone_that_may_exist_is_never_retried(reply: Any) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    with pytest.raises(CloneUnconfirmed) as failure:
+        await make_client(handler).clone_voice(file_id=1, voice_id="Voice_0001",
+                                               preview_text="Hi.", model="speech-02-hd")
+    assert len(calls) == 1
+    assert failure.value.error.code == "upstream_unavailable"
+
+
+@pytest.mark.parametrize(("code", "error"), [(2039, "upstream_rejected"),
+                                             (1008, "service_unavailable"),
+                                             (1002, "upstream_busy")])
+async def test_a_clone_refused_for_sure_is_its_error(code: int, error: str) -> None:
+    replies = Replies({"demo_audio": "", "base_resp": {"status_code": code, "status_msg": ""}})
+    with pytest.raises(OdeaError) as failure:
+        await make_client(replies).clone_voice(file_id=1, voice_id="Voice_0001")
+    assert failure.value.code == error and replies.calls == 1
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"input_sensitive": False, "input_sensitive_type": 0}, None),
+    ({}, None),
+    ({"input_sensitive": True, "input_sensitive_type": 3}, 3),
+    ({"input_sensitive": True}, 0),
+    ({"input_sensitive": False, "input_sensitive_type": 2}, 2),
+    ({"input_sensitive": {"type": 5}}, 5),
+    ({"input_sensitive": {"type": 0}}, None),
+], ids=["clean", "absent", "bool and type", "bool alone", "type alone", "object",
+        "object clean"])
+async def test_a_flagged_sample_is_read_from_either_documented_shape(
+    flags: dict[str, Any], expected: int | None
+) -> None:
+    body = {"demo_audio": "https://x/demo.mp3", **flags, "extra_info": {"usage_characters": 9},
+            "base_resp": OK}
+    reply = await make_client(Replies(body)).clone_voice(file_id=1, voice_id="Voice_0001")
+    assert reply.sensitive_type == expected
+    assert (reply.demo_audio, reply.billed_characters) == ("https://x/demo.mp3", 9)
+
+
+async def test_odd_preview_billing_does_not_undo_a_clone() -> None:
+    body = {"demo_audio": "", "extra_info": {"usage_characters": "9"}, "base_resp": OK}
+    reply = await make_client(Replies(body)).clone_voice(file_id=1, voice_id="Voice_0001")
+    assert reply.billed_characters is None and reply.demo_audio is None
 
 
 # --------------------------------------------------------------------------- fuzz

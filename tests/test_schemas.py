@@ -8,7 +8,17 @@ import pytest
 
 from odeatts.errors import InvalidRequest, Unauthorized
 from odeatts.estimate import estimate_ms
-from odeatts.schemas import SpeechRequest, UsageRequest, VoicesRequest, parse_job
+from odeatts.schemas import (
+    EMOTIONS,
+    LANGUAGE_BOOSTS,
+    MODEL_EMOTIONS,
+    MODELS,
+    SpeechRequest,
+    UsageRequest,
+    VoicesRequest,
+    check_emotion,
+    parse_job,
+)
 
 KEY = "odea_AbCd1234_" + "k" * 32
 MAX = 5000
@@ -80,6 +90,46 @@ def test_out_of_range_fields_are_named(fields: dict[str, Any], field: str) -> No
     exc = invalid(speech(**fields))
     assert exc.details["field"] == field
     assert field in exc.message
+
+
+@pytest.mark.parametrize("boost", ["auto", "English", "Chinese,Yue", "Afrikaans", "Nynorsk"])
+def test_language_boost_takes_minimax_s_list(boost: str) -> None:
+    request = parse_job(speech(language_boost=boost), max_text_chars=MAX).request
+    assert isinstance(request, SpeechRequest) and request.language_boost == boost
+
+
+@pytest.mark.parametrize(("boost", "hint"), [
+    ("Yoruba", ""), ("Pidgin", ""), ("en", ""), ("english", "did you mean 'English'?"),
+    ("Cantonese", ""), ("AUTO", "did you mean 'auto'?"), ("Chinese, Yue", ""),
+])
+def test_a_language_boost_minimax_would_refuse_is_refused_first(boost: str, hint: str) -> None:
+    exc = invalid(speech(language_boost=boost))
+    assert exc.details["field"] == "language_boost" and "language_boost" in exc.message
+    assert hint in exc.message
+
+
+def test_the_language_boost_list_is_minimax_s_forty_plus_auto() -> None:
+    assert len(LANGUAGE_BOOSTS) == 41 == len(set(LANGUAGE_BOOSTS)) and LANGUAGE_BOOSTS[0] == "auto"
+
+
+@pytest.mark.parametrize("emotion", sorted(MODEL_EMOTIONS))
+@pytest.mark.parametrize("model", MODELS)
+def test_an_emotion_the_model_lacks_is_refused_naming_emotion(emotion: str, model: str) -> None:
+    raw = speech(emotion=emotion, model=model)
+    if model in MODEL_EMOTIONS[emotion]:
+        request = parse_job(raw, max_text_chars=MAX).request
+        assert isinstance(request, SpeechRequest) and request.emotion == emotion
+        return
+    exc = invalid(raw)
+    assert exc.details == {"field": "emotion"}
+    assert emotion in exc.message and model in exc.message and "speech-2.6-hd" in exc.message
+
+
+def test_every_other_emotion_works_with_every_model() -> None:
+    for emotion in set(EMOTIONS) - set(MODEL_EMOTIONS):
+        for model in MODELS:
+            check_emotion(emotion, model)
+    check_emotion(None, "speech-01-turbo")
 
 
 @pytest.mark.parametrize("missing", ["text", "voice"])

@@ -9,6 +9,7 @@ import pytest
 from mutagen.mp3 import MP3
 from sqlalchemy import select, update
 
+from minimax_emulator import Emulator
 from odeatts.models import ApiKey, Usage, User, utcnow
 from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory
@@ -110,6 +111,26 @@ async def test_invalid_requests_name_the_field(
     assert out["error"]["code"] == "invalid_request"
     assert out["error"]["field"] == field and out["error"]["status"] == 400
     assert await usage_rows(worker) == []
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"emotion": "whisper"}, "emotion"),               # the default model lacks it
+    ({"emotion": "fluent", "model": "speech-02-hd"}, "emotion"),
+    ({"language_boost": "Yoruba"}, "language_boost"),
+])
+async def test_what_minimax_would_refuse_is_refused_before_anything_is_reserved(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker, emu: Emulator,
+    fields: dict, field: str,
+) -> None:
+    assert worker.settings.minimax_model == "speech-02-turbo"
+    _, key = await make_user()
+    out = await run_job(api_key=key, text=TEXT, voice="british-male", **fields)
+    assert (out["error"]["code"], out["error"]["field"]) == ("invalid_request", field)
+    assert await usage_rows(worker) == []
+    assert emu.stats()["requests"].get("t2a_v2", 0) == 0
+    ok = await run_job(api_key=key, text=TEXT, voice="british-male", emotion="whisper",
+                       model="speech-2.6-turbo")
+    assert "error" not in ok, ok
 
 
 async def test_missing_text_and_voice(run_job: JobRunner, make_user: UserFactory) -> None:

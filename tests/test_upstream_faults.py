@@ -4,6 +4,7 @@ can help, and charges nothing; the lease and the reservation are given back."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -16,15 +17,12 @@ from odeatts.models import Usage, User
 from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory
 
-RETRIED = {1000: "upstream_unavailable", 1001: "upstream_unavailable",
-           1013: "upstream_unavailable", 1024: "upstream_unavailable",
-           1033: "upstream_unavailable", 1002: "upstream_busy", 1039: "upstream_busy",
-           1041: "upstream_busy", 2045: "upstream_busy"}
-FINAL = {1004: "service_unavailable", 1008: "service_unavailable",
-         2049: "service_unavailable", 2056: "upstream_busy", 1026: "content_rejected",
-         1027: "content_rejected", 1042: "invalid_request", 2013: "invalid_request",
-         2042: "voice_not_found", 20132: "voice_not_found", 1043: "upstream_rejected",
-         2037: "upstream_rejected", 2039: "upstream_rejected", 9999: "upstream_rejected"}
+# A few representative codes end to end (retried, busy, final, content, the caller's,
+# an operator's): tests/test_minimax_errors.py checks every row of the table.
+RETRIED = {1000: "upstream_unavailable", 1002: "upstream_busy"}
+FINAL = {1026: "content_rejected", 2013: "invalid_request", 2042: "voice_not_found",
+         9999: "upstream_rejected"}
+OPERATOR = {1008: "service_unavailable", 2056: "service_unavailable"}
 MAX_ATTEMPTS = 3  # MINIMAX_MAX_RETRIES defaults to 2
 
 
@@ -58,7 +56,7 @@ async def test_retryable_codes_are_retried_then_mapped(
     await assert_recovers(run_job, key)
 
 
-@pytest.mark.parametrize(("code", "expected"), sorted(FINAL.items()))
+@pytest.mark.parametrize(("code", "expected"), sorted({**FINAL, **OPERATOR}.items()))
 async def test_final_codes_are_not_retried(
     emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
     code: int, expected: str,
@@ -72,6 +70,22 @@ async def test_final_codes_are_not_retried(
     await assert_nothing_charged(worker, expected)
     emu.reset()
     await assert_recovers(run_job, key)
+
+
+@pytest.mark.parametrize("code", sorted(OPERATOR))
+async def test_an_account_problem_alerts_operators_once_and_not_the_caller(
+    emu: Emulator, run_job: JobRunner, make_user: UserFactory, code: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    _, key = await make_user()
+    emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": code, "times": 0,
+                   "msg": "usage limit exceeded, 5-hour usage limit reached"})
+    out = await run_job(api_key=key, text="Hello there.", voice="american-male")
+    assert out["error"]["code"] == "service_unavailable" and "5-hour" not in str(out)
+    alerts = [r for r in caplog.records if r.levelno >= logging.ERROR
+              and r.getMessage().startswith("ALERT minimax account:")]
+    assert len(alerts) == 1 and str(code) in alerts[0].getMessage()
 
 
 async def test_a_transient_error_is_retried_and_charged_once(
@@ -94,6 +108,8 @@ async def test_a_transient_error_is_retried_and_charged_once(
         ({"kind": "http", "status": 504}, "upstream_unavailable", MAX_ATTEMPTS),
         ({"kind": "http", "status": 429}, "upstream_busy", MAX_ATTEMPTS),
         ({"kind": "http", "status": 401}, "service_unavailable", 1),
+        ({"kind": "http", "status": 402}, "service_unavailable", 1),  # MiniMax's envelope
+        ({"kind": "http", "status": 422}, "content_rejected", 1),
         ({"kind": "http", "status": 404}, "upstream_rejected", 1),
         ({"kind": "malformed"}, "upstream_unavailable", MAX_ATTEMPTS),
         ({"kind": "truncated"}, "upstream_unavailable", MAX_ATTEMPTS),

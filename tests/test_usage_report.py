@@ -22,10 +22,11 @@ from minimax_emulator import Emulator
 from odeatts.billing import parse_period
 from odeatts.cli import usage as usage_cli
 from odeatts.errors import AdminError
-from odeatts.models import Usage
+from odeatts.models import Usage, Voice
 from tests.conftest import JobRunner, UserFactory
 from tests.support.cli import Invoke
 from tests.test_admin_cli import assert_operator_error
+from tests.test_admin_voices import write_wav
 
 TEXTS = ["Good evening, Abuja.", "The last bus leaves at ten.", "Mind the gap, please."]
 UTC = dt.UTC
@@ -126,6 +127,41 @@ async def test_period_user_and_output_file(
     assert written.stdout == "" and "wrote 1 user(s)" in written.stderr
     [last_month] = list(csv.DictReader(io.StringIO(target.read_text())))
     assert (last_month["email"], last_month["refused"]) == ("user1@example.com", "1")
+
+
+async def test_the_report_shows_what_clone_previews_cost(
+    invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner,
+    emu: Emulator, tmp_path: Path,
+) -> None:
+    await produce_usage(make_user, run_job, emu)
+    jobs = emu.stats()["characters"]
+    sample = write_wav(tmp_path / "ada.wav", 12)
+    for name, model in (("ada-hd", "speech-02-hd"), ("ada-turbo", "speech-02-turbo")):
+        made = await asyncio.to_thread(
+            invoke, "voices", "clone", "--name", name, "--file", str(sample), "--language",
+            "en-NG", "--gender", "female", "--preview-text", "Good evening, Abuja.",
+            "--model", model, "--json")
+        assert made.exit_code == 0, made.stderr
+    previews = emu.stats()["characters"] - jobs
+    assert previews == 2 * 20
+    await asyncio.to_thread(invoke, "voices", "clone", "--name", "ada-silent", "--file",
+                            str(sample), "--language", "en-NG", "--gender", "female")
+
+    data = json.loads((await report(invoke, "--format", "json")).stdout)
+    assert data["clones"] == {"previews": 2, "preview_characters": 40,
+                              "cost_usd": round((20 * 100 + 20 * 60) / 1_000_000, 6)}
+    table = " ".join((await report(invoke)).stdout.split())
+    assert "clone previews: 2, 40 characters, $0.0032" in table
+    # Last month's clones are last month's cost.
+    this_month = dt.datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0,
+                                              microsecond=0)
+    with engine.begin() as conn:
+        conn.execute(update(Voice.__table__).where(Voice.__table__.c.name == "ada-hd")
+                     .values(created_at=this_month - dt.timedelta(hours=1)))
+    again = json.loads((await report(invoke, "--format", "json")).stdout)
+    assert again["clones"]["previews"] == 1 and again["clones"]["preview_characters"] == 20
+    only = json.loads((await report(invoke, "--format", "json", "--user", "1")).stdout)
+    assert only["clones"] is None, "clones belong to no user"
 
 
 async def test_report_mistakes_are_one_line(

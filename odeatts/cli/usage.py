@@ -3,8 +3,10 @@
     usage report [--from DATE] [--to DATE] [--user U] [--format table|csv|json] [--output FILE]
 
 The period is [from, to) in UTC by ``usage.created_at``; the default is this calendar
-month. Totals are aggregated in SQL, ``BATCH_USERS`` users per query; a report over
-more users than one batch shows a progress bar on stderr, never on stdout.
+month. Clone previews made in the period (``voices.created_at``) are MiniMax's bill too:
+JSON has them as ``clones``, the table as a last line; the per-user CSV leaves them
+out. Totals are aggregated in SQL, ``BATCH_USERS`` users per query; a report over more
+users than one batch shows a progress bar on stderr, never on stdout.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def _json(report: billing.UsageReport) -> str:
                                               "hd": report.prices.hd_per_million},
         "users": [line.to_dict() for line in report.lines],
         "totals": report.totals(),
+        "clones": report.clones.to_dict() if report.clones is not None else None,
     }
     return json.dumps(data, indent=2) + "\n"
 
@@ -121,14 +124,23 @@ def print_whole(table: Table, file: IO[str] | None = None) -> None:
     Console(file=file, width=max(natural, 80 if file else out.width)).print(table)
 
 
+def _clone_line(report: billing.UsageReport) -> str:
+    c = report.clones
+    if c is None:
+        return ""
+    return (f"clone previews: {c.previews}, {c.preview_characters} characters, "
+            f"${c.cost_usd:.4f} (not in the users' totals)\n")
+
+
 def _write(report: billing.UsageReport, fmt: str, output: Path | None) -> None:
     if fmt == "table" and output is None:
         print_whole(_table(report))
+        out.print(_clone_line(report), end="", markup=False, highlight=False)
         return
     if fmt == "table":
         buffer = io.StringIO()
         print_whole(_table(report), buffer)
-        text = buffer.getvalue()
+        text = buffer.getvalue() + _clone_line(report)
     else:
         text = _json(report) if fmt == "json" else _csv(report)
     if output is None:

@@ -7,6 +7,11 @@
     voices activate     show it again
     voices sync         compare with MiniMax's system voices; import, deactivate the gone
     voices clone        upload a sample, clone it at MiniMax, register the clone
+
+``voices clone`` calls voice_clone once, never twice: when MiniMax's answer is lost it
+asks get_voice whether the clone exists and registers it if so; MiniMax lists a clone
+only after its first synthesis, so otherwise it says "clone state unknown" (exit 3) and
+how to find out, rather than that the clone failed.
 """
 
 from __future__ import annotations
@@ -212,8 +217,12 @@ def clone(
 
     made = run(work)
     data = {**catalogue.voice_details(made.voice), "demo_audio": made.demo_audio,
+            "preview_characters": made.voice.preview_characters, "note": made.note,
             "reminder": SEVEN_DAYS}
     emit(data, as_json, table("voice cloned", ["field", "value"],
-                              [[k, v] for k, v in data.items() if k != "reminder"]))
+                              [[k, v] for k, v in data.items() if k not in ("reminder",
+                                                                            "note")]))
     if not as_json:
+        if made.note:
+            out.print(f"Note: {made.note}.", markup=False, highlight=False)
         out.print(f"Reminder: {SEVEN_DAYS}", markup=False, highlight=False)

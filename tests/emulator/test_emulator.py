@@ -573,6 +573,7 @@ def test_clone_flow_and_get_voice(client: httpx.Client) -> None:
     assert clone.json() == {
         "demo_audio": "",
         "input_sensitive": False,
+        "input_sensitive_type": 0,
         "base_resp": {"status_code": 0, "status_msg": "success"},
     }
 
@@ -621,6 +622,97 @@ def test_clone_rules(client: httpx.Client) -> None:
         },
     ).json()
     mp3.frames(httpx.get(preview["demo_audio"]).content)
+
+
+def test_a_preview_is_billed_in_extra_info(client: httpx.Client, mm: Emulator) -> None:
+    file_id = upload(client, wav_file(12))["file"]["file_id"]
+    body = {"file_id": file_id, "voice_id": "Billed_Voice1", "text": "Hello from Lagos.",
+            "model": "speech-02-hd"}
+    reply = client.post("/v1/voice_clone", json=body).json()
+    assert reply["extra_info"] == {"usage_characters": 17}
+    assert mm.stats()["characters"] == 17
+
+
+def cloned_ids(client: httpx.Client) -> list[str]:
+    listed = client.post("/v1/get_voice", json={"voice_type": "voice_cloning"}).json()
+    return [v["voice_id"] for v in listed["voice_cloning"]]
+
+
+@pytest.mark.parametrize(
+    ("rule", "failure"),
+    [
+        ({"then": "disconnect"}, httpx.RemoteProtocolError),
+        ({}, httpx.RemoteProtocolError),
+        ({"then": "http", "status": 504}, 504),
+        ({"then": "base_resp", "code": 1001}, 1001),
+        ({"then": "timeout", "seconds": 1.0}, httpx.ReadTimeout),
+    ],
+    ids=["disconnect", "default", "5xx", "1001", "timeout"],
+)
+def test_a_lost_clone_reply_leaves_the_clone_made(
+    client: httpx.Client, mm: Emulator, rule: dict[str, Any], failure: Any
+) -> None:
+    file_id = upload(client, wav_file(12))["file"]["file_id"]
+    mm.add_fault({"kind": "clone_lost", **rule})
+    mm.add_fault({"endpoint": "t2a_v2", "kind": "clone_lost"})  # never matches t2a
+    body = {"file_id": file_id, "voice_id": "Lost_Reply1", "text": "Hi.", "model": "speech-02-hd"}
+    if isinstance(failure, int):
+        reply = client.post("/v1/voice_clone", json=body)
+        assert (reply.status_code if failure < 1000 else code_of(reply.json())) == failure
+    else:
+        with pytest.raises(failure):
+            client.post("/v1/voice_clone", json=body, timeout=0.3)
+    assert mm.stats()["characters"] == 3, "the preview was made and billed"
+    assert code_of(client.post("/v1/voice_clone", json=body).json()) == 2039
+    assert cloned_ids(client) == []  # made, but listed only after its first synthesis
+    audio_of(t2a(client, voice_setting={"voice_id": "Lost_Reply1"}))
+    assert cloned_ids(client) == ["Lost_Reply1"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "flags"),
+    [
+        ("bool", {"input_sensitive": True, "input_sensitive_type": 3}),
+        ("object", {"input_sensitive": {"type": 3}}),
+    ],
+)
+def test_a_sensitive_sample_is_flagged_and_not_cloned(
+    client: httpx.Client, mm: Emulator, shape: str, flags: dict[str, Any]
+) -> None:
+    file_id = upload(client, wav_file(12))["file"]["file_id"]
+    mm.add_fault({"kind": "sensitive", "type": 3, "shape": shape})
+    body = {"file_id": file_id, "voice_id": "Flagged_Voice1"}
+    reply = client.post("/v1/voice_clone", json=body).json()
+    assert reply == {"demo_audio": "", **flags,
+                     "base_resp": {"status_code": 0, "status_msg": "success"}}
+    assert code_of(t2a(client, voice_setting={"voice_id": "Flagged_Voice1"})) == 2042
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(402, "insufficient_balance_error"), (422, "unprocessable_entity_error")],
+)
+def test_http_402_and_422_carry_minimax_s_error_envelope(
+    client: httpx.Client, mm: Emulator, status: int, error_type: str
+) -> None:
+    mm.add_fault({"kind": "http", "status": status})
+    response = client.post("/v1/t2a_v2", json=t2a_body())
+    assert response.status_code == status and len(response.headers["Trace-Id"]) == 32
+    error = response.json()["error"]
+    assert error["type"] == error_type and error["http_code"] == str(status)
+    assert error["message"] and "code" not in error
+    mm.add_fault({"kind": "http", "status": 429, "envelope": True, "code": 2056,
+                  "message": "usage limit exceeded"})
+    enveloped = client.post("/v1/t2a_v2", json=t2a_body())
+    assert enveloped.json() == {"error": {"type": "rate_limit_error", "http_code": "429",
+                                          "message": "usage limit exceeded", "code": 2056}}
+
+
+@pytest.mark.parametrize("rule", [{"kind": "clone_lost", "then": "explode"},
+                                  {"kind": "sensitive", "shape": "string"}])
+def test_clone_fault_options_are_checked(mm: Emulator, rule: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        mm.add_fault(rule)
 
 
 def test_upload_length_and_type_rules(client: httpx.Client) -> None:
