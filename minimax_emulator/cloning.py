@@ -169,7 +169,9 @@ def _voice_lists(state: EmulatorState, voice_type: str) -> dict[str, Any]:
     lists: dict[str, Any] = {}
     if voice_type in ("system", "all"):
         lists["system_voice"] = [
-            {"voice_id": v.voice_id, "voice_name": v.voice_name, "description": []}
+            # The documented example gives system voices a created_time of the epoch.
+            {"voice_id": v.voice_id, "voice_name": v.voice_name, "description": [],
+             "created_time": "1970-01-01"}
             for v in state.voices.system_voices()
         ]
     if voice_type in ("voice_cloning", "all"):
@@ -206,7 +208,7 @@ async def delete_voice(request: web.Request) -> web.Response:
         raise invalid("voice_id does not exist")
     payload = {
         "voice_id": clone.voice_id,
-        "created_time": clone.created_time,
+        "created_time": str(clone.created_at),  # the documented example: "1728962464"
         "base_resp": base_resp(),
     }
     return json_response(payload, request[TRACE_KEY])

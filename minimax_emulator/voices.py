@@ -82,7 +82,8 @@ class ClonedVoice:
     voice_id: str
     espeak: str
     file_id: int
-    created_time: str
+    created_time: str  # yyyy-mm-dd, as get_voice lists it
+    created_at: int  # Unix seconds, as delete_voice's reply gives it (a string there)
     used: bool = False
 
 
@@ -125,7 +126,9 @@ class VoiceStore:
         """Create a clone whose espeak voice is derived from the uploaded bytes."""
         digest = hashlib.sha256(upload.data).digest()
         espeak = CLONE_VOICES[int.from_bytes(digest[:4], "big") % len(CLONE_VOICES)]
-        clone = ClonedVoice(voice_id, espeak, upload.file_id, time.strftime("%Y-%m-%d"))
+        now = time.time()
+        clone = ClonedVoice(voice_id, espeak, upload.file_id,
+                            time.strftime("%Y-%m-%d", time.gmtime(now)), int(now))
         with self._lock:
             self._clones[voice_id] = clone
             self._taken.add(voice_id)

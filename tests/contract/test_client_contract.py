@@ -4,15 +4,10 @@ Every request the client sends is compared with the documented request (field na
 JSON types, nesting); every documented reply is replayed to it through
 httpx.MockTransport and must become the right result. The emulator is not involved:
 these fixtures come from MiniMax's documentation, not from our reading of it in code.
-
-Tests marked ``xfail(strict=True, reason="issue 9: ...")`` state documented behaviour
-the client does not have yet; it is being built on another branch, and the mark goes
-when that work merges (a strict xfail that starts passing fails the run).
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import email.policy
 import json
@@ -32,7 +27,7 @@ from odeatts.errors import (
     UpstreamBusy,
     VoiceNotFound,
 )
-from odeatts.minimax import MiniMaxClient, SpeechParams, StreamEnd
+from odeatts.minimax import CloneUnconfirmed, MiniMaxClient, SpeechParams, StreamEnd
 from scripts.contract import integer_problems, json_type, load, parse_sse, shape_diff, sse_text
 
 KEY = "contract-key"
@@ -227,11 +222,6 @@ async def test_documented_status_codes(code: int, error: type[OdeaError], reques
     assert len(exchange.requests) == requests
 
 
-ERROR_MAPPING = "issue 9: error-code table (1028/1030/2061/2056, HTTP 402/422), in progress "\
-                "on another branch"
-
-
-@pytest.mark.xfail(strict=True, reason=ERROR_MAPPING)
 @pytest.mark.parametrize("code", [1028, 1030, 2061])
 async def test_an_account_out_of_quota_or_plan_is_an_operator_problem(code: int) -> None:
     # MiniMax-AI/cli src/errors/api.ts: 1028/1030 quota exhausted, 2061 model not in plan.
@@ -241,7 +231,6 @@ async def test_an_account_out_of_quota_or_plan_is_an_operator_problem(code: int)
     assert len(exchange.requests) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=ERROR_MAPPING)
 async def test_a_spent_usage_window_is_not_a_short_retry() -> None:
     # 2056: "usage limit exceeded, 5-hour usage limit reached ... resets at <time>"
     # (MiniMax-AI/MiniMax-M2.7 issue 36); TTS plans also have daily quotas. A caller
@@ -254,7 +243,6 @@ async def test_a_spent_usage_window_is_not_a_short_retry() -> None:
     assert not (isinstance(error, UpstreamBusy) and (error.retry_after or 0) < 600)
 
 
-@pytest.mark.xfail(strict=True, reason=ERROR_MAPPING)
 async def test_http_402_with_an_error_envelope_is_an_operator_problem() -> None:
     fixture = load("t2a_v2.http402")
     exchange = answering(t2a_v2=reply(fixture["reply"], status=fixture["reply_status"]))
@@ -263,7 +251,6 @@ async def test_http_402_with_an_error_envelope_is_an_operator_problem() -> None:
     assert len(exchange.requests) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=ERROR_MAPPING)
 async def test_http_422_naming_sensitive_content_is_content_rejected() -> None:
     fixture = load("t2a_v2.http422")
     exchange = answering(t2a_v2=reply(fixture["reply"], status=fixture["reply_status"]))
@@ -309,11 +296,6 @@ async def test_a_final_event_repeating_all_the_audio_is_not_delivered_twice() ->
     expect_end(end, AUDIO)
 
 
-STREAM_RULES = "issue 9: SSE stream parsing (end by status 2, tail audio by audio_size, "\
-               "JSON reply to a stream), in progress on another branch"
-
-
-@pytest.mark.xfail(strict=True, reason=STREAM_RULES)
 async def test_audio_in_the_final_event_that_was_not_sent_before_is_delivered() -> None:
     # What the final event holds with exclude_aggregated_audio is undocumented; LiveKit's
     # plugin keeps any audio it carries. extra_info.audio_size says what the whole is.
@@ -325,7 +307,6 @@ async def test_audio_in_the_final_event_that_was_not_sent_before_is_delivered() 
     expect_end(end, AUDIO)
 
 
-@pytest.mark.xfail(strict=True, reason=STREAM_RULES)
 async def test_only_status_2_ends_a_stream() -> None:
     # data.status: 1 = still synthesizing, 2 = finished. extra_info on a status-1
     # event does not end it.
@@ -336,7 +317,6 @@ async def test_only_status_2_ends_a_stream() -> None:
     expect_end(end, AUDIO)
 
 
-@pytest.mark.xfail(strict=True, reason=STREAM_RULES)
 async def test_a_last_event_without_its_blank_line_still_ends_the_stream() -> None:
     # MiniMax-AI/cli src/client/stream.ts flushes an event left open at the end.
     text = sse_text(STREAM).rstrip("\n")
@@ -345,7 +325,6 @@ async def test_a_last_event_without_its_blank_line_still_ends_the_stream() -> No
     expect_end(end, AUDIO)
 
 
-@pytest.mark.xfail(strict=True, reason=STREAM_RULES)
 async def test_a_json_reply_to_a_stream_request_is_one_chunk() -> None:
     # MiniMax-AI/cli src/utils/audio-stream.ts plays a plain JSON body's data.audio.
     exchange = answering(t2a_v2=reply(SUCCESS["reply"]))
@@ -414,7 +393,7 @@ async def test_a_clone_sends_the_documented_request() -> None:
                                                           voice_id=request["voice_id"]))
     expect_json_post(exchange.requests[0], "/v1/voice_clone")
     assert exchange.json() == request and integer_problems(request, ["file_id"]) == []
-    assert result["demo_audio"] == ""
+    assert result.demo_audio is None and result.sensitive_type is None  # "" is no preview
 
 
 async def test_a_clone_with_a_preview_sends_text_and_model() -> None:
@@ -441,19 +420,17 @@ async def test_a_clean_sample_in_either_documented_form_is_a_clone(body: dict[st
                                                                   ) -> None:
     exchange = answering(voice_clone=reply(body))
     result = await call(exchange, lambda c: c.clone_voice(file_id=1, voice_id="OdeaContract01"))
-    assert result["demo_audio"] == ""
+    assert result.sensitive_type is None
 
 
-CLONE_SAFETY = "issue 9: voice_clone safety (flagged samples, no blind retry), in progress "\
-               "on another branch"
-
-
-@pytest.mark.xfail(strict=True, reason=CLONE_SAFETY)
 @pytest.mark.parametrize("body", flagged_forms(True), ids=["example", "schema"])
-async def test_a_flagged_sample_is_not_a_clone(body: dict[str, Any]) -> None:
+async def test_a_flagged_sample_is_reported_in_either_documented_form(body: dict[str, Any]
+                                                                      ) -> None:
+    """The client reports the flag; the catalogue refuses to register such a clone
+    (tests/test_admin_voices.py)."""
     exchange = answering(voice_clone=reply(body))
-    with pytest.raises(OdeaError):
-        await call(exchange, lambda c: c.clone_voice(file_id=1, voice_id="OdeaContract02"))
+    result = await call(exchange, lambda c: c.clone_voice(file_id=1, voice_id="OdeaContract02"))
+    assert result.sensitive_type == load("voice_clone.sensitive")["reply"]["input_sensitive_type"]
 
 
 async def test_a_duplicate_voice_id_fails_at_once() -> None:
@@ -464,7 +441,6 @@ async def test_a_duplicate_voice_id_fails_at_once() -> None:
     assert exchange.paths() == ["/v1/voice_clone"]
 
 
-@pytest.mark.xfail(strict=True, reason=CLONE_SAFETY)
 async def test_a_clone_whose_reply_was_lost_is_not_sent_again_blindly() -> None:
     # voice_clone is not idempotent: a second one for the same id meets 2039.
     clone, duplicate = load("voice_clone.success"), load("voice_clone.duplicate")
@@ -472,11 +448,9 @@ async def test_a_clone_whose_reply_was_lost_is_not_sent_again_blindly() -> None:
         voice_clone=[reply("<html>502</html>", status=502, content_type="text/html"),
                      reply(duplicate["reply"])],
         get_voice=reply(load("get_voice")["reply"]))
-    with contextlib.suppress(OdeaError):
+    with pytest.raises(CloneUnconfirmed):  # the catalogue then asks get_voice
         await call(exchange, lambda c: c.clone_voice(**clone["request"]))
-    paths = exchange.paths()
-    resent = [i for i, p in enumerate(paths) if p == "/v1/voice_clone"][1:]
-    assert all("/v1/get_voice" in paths[:i] for i in resent), paths
+    assert exchange.paths() == ["/v1/voice_clone"]
 
 
 async def test_delete_voice_sends_the_documented_request() -> None:
