@@ -126,6 +126,8 @@ class Pipeline:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
         if self._drainer is not None:
             self._drainer.cancel()
+        for dependency in (self.deps.db, self.deps.redis, self.deps.minimax, self.deps.storage):
+            await dependency.aclose()
         await self.limiter.aclose()
         await self.minimax.aclose()
         await self.sessions.kw["bind"].dispose()

@@ -112,6 +112,7 @@ class Dependency:
     error: Callable[[], OdeaError]
     is_failure: Callable[[BaseException], bool]
     breaker: Breaker
+    _abandoned: set[asyncio.Future[Any]] = field(default_factory=set, repr=False)
 
     async def call(self, work: Callable[[], Awaitable[T]], *, budget: Budget | None = None,
                    timeout: float | None = None) -> T:
@@ -126,10 +127,10 @@ class Dependency:
         try:
             done, _ = await asyncio.wait({task}, timeout=limit)
         except asyncio.CancelledError:
-            _abandon(task)
+            self._abandon(task)
             raise
         if not done:
-            _abandon(task)
+            self._abandon(task)
             self.breaker.failure(f"no answer within {limit:.1f} s")
             raise self.error()
         return self._outcome(task)
@@ -147,6 +148,21 @@ class Dependency:
         else:
             self.breaker.success()  # it answered, even if the answer is a refusal
 
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        """Cancel without waiting; whatever the task ends with is consumed, not reported.
+        It is kept until it ends, so that closing can wait for it."""
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def aclose(self, grace: float = 12.0) -> None:
+        """Wait (at most ``grace`` seconds) for abandoned calls to end, so their
+        connections close in this event loop rather than leak when it closes. 12 s
+        covers psycopg's cancel-then-wait on a silent server."""
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=grace)
+
     def _outcome(self, task: asyncio.Future[T]) -> T:
         exc = task.exception()
         self.observe(exc)
@@ -157,7 +173,3 @@ class Dependency:
         raise exc
 
 
-def _abandon(task: asyncio.Future[Any]) -> None:
-    """Cancel without waiting; whatever the task ends with is consumed, not reported."""
-    task.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
