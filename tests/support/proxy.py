@@ -99,6 +99,11 @@ class TcpProxy:
         await self._reset_all()
         if self._server is not None:
             self._server.close()
+        # A transport closes its socket in a callback of the next loop turn: let those
+        # run before the loop stops, or the sockets leak (a ResourceWarning in whichever
+        # later test the garbage collector happens to run in).
+        for _ in range(3):
+            await asyncio.sleep(0.01)
 
     async def _set(self, mode: Mode) -> None:
         self._mode = mode
