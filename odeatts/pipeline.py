@@ -33,7 +33,7 @@ from sqlalchemy import select
 from odeatts import quota
 from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
-from odeatts.db import Sessions
+from odeatts.db import Sessions, database_errors
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -467,7 +467,7 @@ class Pipeline:
     async def _usage_rows(self, caller: quota.Caller, request: UsageRequest
                           ) -> tuple[User, Plan, int, Sequence[Usage]]:
         stale = self.clock() - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
-        with quota.database_errors():
+        with database_errors():
             async with self.sessions() as session:
                 user, plan = (await session.execute(
                     select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()

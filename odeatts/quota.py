@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts.cycles import roll_ended_cycle
-from odeatts.db import Sessions, insert_for
-from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
+from odeatts.db import Sessions, database_errors, insert_for
+from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 from odeatts.outbox import Charge, Outbox
 
@@ -42,7 +39,6 @@ __all__ = [
     "Reservation",
     "abandon_stale",
     "authenticate",
-    "database_errors",
     "drain_outbox",
     "live_reserved_ms",
     "release",
@@ -95,18 +91,6 @@ class QuotaView:
     @property
     def remaining_ms(self) -> int:
         return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
-
-
-@contextmanager
-def database_errors() -> Iterator[None]:
-    """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as exc:
-        # No traceback here: an outage would write one per job. The job path's breaker
-        # (odeatts.resilience) logs the outage once; the CLI prints one line.
-        log.debug("database unavailable: %s", type(exc).__name__, exc_info=exc)
-        raise ServiceUnavailable() from exc
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: ignore[no-untyped-def]

@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from odeatts.db import Sessions
+from odeatts.db import Sessions, database_errors
 from odeatts.models import Voice
-from odeatts.quota import database_errors
 
 __all__ = ["VoiceCatalogue", "voice_dict"]
 
