@@ -4,7 +4,7 @@ Small keyword-only functions; each opens its own short transaction so it is safe
 to run while traffic flows. ``AdminError`` carries a message for the operator.
 
 Nothing here touches the job path: a change is seen by a user's next job because
-every job authenticates and loads its limits afresh (quota.reserve). Writes change
+every job authenticates and loads its limits afresh (metering.reserve). Writes change
 only the columns they own (never ``used_ms``), so they cannot race the metering.
 Keys: only the HMAC hash is stored; the plain key exists once, in the result of
 ``issue_key``/``rotate_key``/``create_user``. "Last used" is read from the usage
@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from odeatts import quota
+from odeatts import metering
 from odeatts.cycles import next_month
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
@@ -118,7 +118,7 @@ class UserView:
 
     @property
     def quota_ms(self) -> int:
-        """Seconds for this cycle, as quota.reserve counts them: limit plus credit."""
+        """Seconds for this cycle, as metering.reserve counts them: limit plus credit."""
         return self.limits["monthly_seconds"].value * 1000 + self.user.credit_ms
 
     @property
@@ -173,7 +173,7 @@ class Rotation:
 # --- pure helpers --------------------------------------------------------------------------
 
 def effective_limits(user: User, plan: Plan) -> dict[str, Limit]:
-    """The user's override where there is one, else the plan's (as quota._caller does)."""
+    """The user's override where there is one, else the plan's (as metering._caller does)."""
     limits = {}
     for name in LIMIT_NAMES:
         override = getattr(user, _OVERRIDES[name])
@@ -382,7 +382,7 @@ async def show_user(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
     async with sessions() as session:
         found = await find_user(session, user)
         plan = await _user_plan(session, found)
-        reserved = await quota.live_reserved_ms(session, user_id=found.id, since=now - lease_ttl)
+        reserved = await metering.live_reserved_ms(session, user_id=found.id, since=now - lease_ttl)
         keys = await _key_views(session, found.id, now)
     return UserView(user=found, plan=plan, limits=effective_limits(found, plan),
                     reserved_ms=reserved, keys=keys)

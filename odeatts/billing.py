@@ -45,6 +45,7 @@ from odeatts.cycles import (
 )
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
+from odeatts.metering import abandon_stale, drain_outbox, live_reserved_ms
 from odeatts.models import (
     FAILED,
     REFUSED,
@@ -57,7 +58,6 @@ from odeatts.models import (
     utcnow,
 )
 from odeatts.outbox import Outbox
-from odeatts.quota import abandon_stale, drain_outbox, live_reserved_ms
 
 __all__ = [
     "MAX_ADJUST_SECONDS",

@@ -1,7 +1,7 @@
 """Billing cycles: one month from each user's own start day, archived when they end.
 
 Two callers roll a cycle that has ended, both holding the user's row lock:
-``billing.reset_due`` (the scheduled job) and ``quota.reserve`` (the next speech job
+``billing.reset_due`` (the scheduled job) and ``metering.reserve`` (the next speech job
 of a user whose cycle ended before the scheduled job reached them). So a late or
 missed cron never charges a new month's jobs to last month's quota, and a cycle is
 archived once whoever gets there first (``billing_cycles`` is unique on user and

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
-from odeatts import quota
+from odeatts import metering
 from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors
@@ -92,7 +92,7 @@ class _Job:
     request: SpeechRequest
     voice: Voice
     parts: list[SpeechParams]
-    reservation: quota.Reservation
+    reservation: metering.Reservation
     budget: Budget
 
     @property
@@ -197,10 +197,10 @@ class Pipeline:
         estimate = estimate_ms(request.text, request.speed)
         self._check_delivery(request, estimate)
         parts = self._parts(request, voice)
-        meta = quota.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
+        meta = metering.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
                              text_chars=len(request.text), estimated_ms=estimate)
         reservation = await self._db(partial(
-            quota.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
+            metering.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
             stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds)), budget)
         bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
@@ -209,8 +209,8 @@ class Pipeline:
         return await self.deps.db.call(work, budget=budget)
 
     async def _authenticate(self, key_hash: str, budget: Budget | None = None
-                            ) -> quota.Caller:
-        caller = await self._db(partial(quota.authenticate, self.sessions, key_hash=key_hash,
+                            ) -> metering.Caller:
+        caller = await self._db(partial(metering.authenticate, self.sessions, key_hash=key_hash,
                                         now=self.clock()), budget)
         bind(user_id=caller.user_id)
         return caller
@@ -322,7 +322,7 @@ class Pipeline:
         return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
 
     async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
-                      error_code: str | None = None) -> quota.QuotaView:
+                      error_code: str | None = None) -> metering.QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
         and deliver; only if that fails too is the job an error, charged nothing."""
@@ -331,7 +331,7 @@ class Pipeline:
             user_id=job.reservation.caller.user_id, duration_ms=duration_ms,
             billed_characters=billed or None, trace_id=trace_id,
             settled_at=self.clock().isoformat(), error_code=error_code)
-        settle = partial(quota.settle, self.sessions, charge, caller=job.reservation.caller)
+        settle = partial(metering.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
             view = await self._retrying_db(settle, job.budget)
         except ServiceUnavailable:
@@ -354,21 +354,21 @@ class Pipeline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def _defer(self, job: _Job, item: Charge) -> quota.QuotaView:
+    async def _defer(self, job: _Job, item: Charge) -> metering.QuotaView:
         await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
         log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
                     job.id, item.duration_ms)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain_outbox())
         caller = job.reservation.caller
-        return quota.QuotaView(caller.used_ms + item.duration_ms, 0, caller.quota_ms)
+        return metering.QuotaView(caller.used_ms + item.duration_ms, 0, caller.quota_ms)
 
     async def _drain_outbox(self) -> None:
         """Apply kept charges as soon as Postgres answers; ends when none are left."""
         while True:
             await asyncio.sleep(self.settings.breaker_cooldown_seconds)
             try:
-                await self._db(partial(quota.drain_outbox, self.sessions, self.outbox))
+                await self._db(partial(metering.drain_outbox, self.sessions, self.outbox))
                 if not await self.deps.redis.call(self.outbox.pending):
                     return
             except OdeaError:
@@ -385,7 +385,7 @@ class Pipeline:
             log.exception("could not charge the delivered part of job %s", job.id)
 
     def _metadata(self, job: _Job, duration_ms: int, sample_rate: int,
-                  view: quota.QuotaView) -> dict[str, Any]:
+                  view: metering.QuotaView) -> dict[str, Any]:
         return {
             "format": job.request.format,
             "duration_seconds": round(duration_ms / 1000, 3),
@@ -398,7 +398,7 @@ class Pipeline:
         }
 
     # --------------------------------------------------------------- admission
-    async def _admit(self, job: _Job, caller: quota.Caller, chars: int) -> Decision:
+    async def _admit(self, job: _Job, caller: metering.Caller, chars: int) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
@@ -422,12 +422,12 @@ class Pipeline:
                 raise UpstreamBusy(retry_after=decision.retry_after)
             waited += await _pause(decision)
 
-    async def _release(self, reservation: quota.Reservation, status: str,
+    async def _release(self, reservation: metering.Reservation, status: str,
                        exc: BaseException) -> None:
         code = exc.code if isinstance(exc, OdeaError) else (
             "cancelled" if not isinstance(exc, Exception) else "internal")
         try:
-            await self._db(partial(quota.release, self.sessions, reservation=reservation,
+            await self._db(partial(metering.release, self.sessions, reservation=reservation,
                                    status=status, error_code=code, now=self.clock()))
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
@@ -452,7 +452,7 @@ class Pipeline:
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
         caller = await self._authenticate(self._key_hash(request))
         user, plan, reserved, rows = await self._db(partial(self._usage_rows, caller, request))
-        view = quota.QuotaView(caller.used_ms, reserved, caller.quota_ms)
+        view = metering.QuotaView(caller.used_ms, reserved, caller.quota_ms)
         return {
             "plan": plan.id,
             "limits": {"monthly_seconds": caller.quota_ms / 1000, "rpm": caller.rpm,
@@ -464,14 +464,14 @@ class Pipeline:
         }
 
 
-    async def _usage_rows(self, caller: quota.Caller, request: UsageRequest
+    async def _usage_rows(self, caller: metering.Caller, request: UsageRequest
                           ) -> tuple[User, Plan, int, Sequence[Usage]]:
         stale = self.clock() - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
             async with self.sessions() as session:
                 user, plan = (await session.execute(
                     select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                reserved = await quota.live_reserved_ms(session, user_id=user.id, since=stale)
+                reserved = await metering.live_reserved_ms(session, user_id=user.id, since=stale)
                 rows = (await session.execute(
                     select(Usage).where(Usage.user_id == user.id)
                     .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
@@ -512,7 +512,7 @@ async def _pause(decision: Decision) -> float:
     return pause
 
 
-def _refusal(decision: Decision, caller: quota.Caller) -> OdeaError:
+def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:
     if decision.reason == "rate":
         return RateLimited(retry_after=decision.retry_after, details={"limit": caller.rpm})
     if decision.reason == "concurrency":

@@ -1,6 +1,7 @@
-"""Postgres metering: authenticate a key and reserve seconds, then settle or release.
+"""Job-path metering: authenticate a key and reserve seconds, then settle or release.
 
-One speech job costs two short transactions here (design.md, round trips 1 and 4):
+One speech job costs two short transactions here (README, "Plans and metering", steps
+1 and 4). The operators' side of the quota (credits, resets, reports) is billing.py.
 
 ``reserve``  locks the caller's user row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on
              SQLite), sums the caller's live reservations, and inserts the job's usage
