@@ -61,7 +61,7 @@ from odeatts.schemas import (
 )
 from odeatts.storage import Storage
 from odeatts.text import split_text
-from odeatts.voices import VoiceCatalogue, voice_dict
+from odeatts.voice_cache import VoiceCache, voice_dict
 
 __all__ = ["Dependencies", "Pipeline"]
 
@@ -107,7 +107,7 @@ class Pipeline:
     sessions: Sessions
     limiter: Limiter
     minimax: MiniMaxClient
-    voices: VoiceCatalogue
+    voices: VoiceCache
     deps: Dependencies
     outbox: Outbox
     storage: Storage | None = None
@@ -119,7 +119,7 @@ class Pipeline:
         if isinstance(request, SpeechRequest):
             return await self.speech(job.id, request)
         if isinstance(request, VoicesRequest):
-            return await self.list_voices(request)
+            return await self.available_voices(request)
         return await self.usage(request)
 
     async def aclose(self) -> None:
@@ -440,7 +440,8 @@ class Pipeline:
         return hash_key(plain, self.settings.pepper) if looks_like_key(plain) else _NO_KEY
 
     # ------------------------------------------------------------ other actions
-    async def list_voices(self, request: VoicesRequest) -> dict[str, Any]:
+    async def available_voices(self, request: VoicesRequest) -> dict[str, Any]:
+        """The ``voices`` action: the active voices a caller may ask for, filtered."""
         await self._authenticate(self._key_hash(request))
         voices = [
             voice_dict(v) for v in await self._db(self.voices.active)

@@ -40,7 +40,7 @@ from odeatts.pipeline import Dependencies, Pipeline
 from odeatts.resilience import Breaker, Dependency
 from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
 from odeatts.storage import build_storage
-from odeatts.voices import VoiceCatalogue
+from odeatts.voice_cache import VoiceCache
 
 __all__ = ["Worker", "build_dependencies", "build_limiter", "build_pipeline", "build_redis"]
 
@@ -112,7 +112,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     outbox = (RedisOutbox(redis, prefix=settings.redis_prefix) if redis is not None
               else MemoryOutbox())
     return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings, redis),
-                    minimax=build_minimax(settings), voices=VoiceCatalogue(sessions),
+                    minimax=build_minimax(settings), voices=VoiceCache(sessions),
                     deps=build_dependencies(settings), outbox=outbox,
                     storage=build_storage(settings))
 
