@@ -29,11 +29,12 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from odeatts import metering
 from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
-from odeatts.db import Sessions, database_errors
+from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -104,7 +105,7 @@ class _Job:
 @dataclass
 class Pipeline:
     settings: Settings
-    sessions: Sessions
+    engine: AsyncEngine
     limiter: Limiter
     minimax: MiniMaxClient
     voices: VoiceCache
@@ -112,7 +113,11 @@ class Pipeline:
     outbox: Outbox
     storage: Storage | None = None
     clock: Callable[[], dt.datetime] = utcnow
+    sessions: Sessions = field(init=False, repr=False)
     _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = make_sessionmaker(self.engine)
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
         request = job.request
@@ -130,7 +135,7 @@ class Pipeline:
             await dependency.aclose()
         await self.limiter.aclose()
         await self.minimax.aclose()
-        await self.sessions.kw["bind"].dispose()
+        await self.engine.dispose()
 
     # ------------------------------------------------------------------ speech
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
