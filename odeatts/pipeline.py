@@ -1,4 +1,4 @@
-"""The one place that orders the steps of a job (design.md, "one straight path").
+"""The one place that orders the steps of a job, from parsed input to the reply.
 
 speech:  parse -> voice (cached) -> Postgres: authenticate + reserve -> Redis: admit
          -> MiniMax (one call, or several parts for a long text) -> object storage when
@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from odeatts import metering
+from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors, make_sessionmaker
@@ -327,7 +328,7 @@ class Pipeline:
         return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
 
     async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
-                      error_code: str | None = None) -> metering.QuotaView:
+                      error_code: str | None = None) -> QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
         and deliver; only if that fails too is the job an error, charged nothing."""
@@ -359,14 +360,14 @@ class Pipeline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def _defer(self, job: _Job, item: Charge) -> metering.QuotaView:
+    async def _defer(self, job: _Job, item: Charge) -> QuotaView:
         await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
         log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
                     job.id, item.duration_ms)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain_outbox())
         caller = job.reservation.caller
-        return metering.QuotaView(caller.used_ms + item.duration_ms, 0, caller.quota_ms)
+        return caller.allowance.quota(used_ms=caller.used_ms + item.duration_ms)
 
     async def _drain_outbox(self) -> None:
         """Apply kept charges as soon as Postgres answers; ends when none are left."""
@@ -390,7 +391,7 @@ class Pipeline:
             log.exception("could not charge the delivered part of job %s", job.id)
 
     def _metadata(self, job: _Job, duration_ms: int, sample_rate: int,
-                  view: metering.QuotaView) -> dict[str, Any]:
+                  view: QuotaView) -> dict[str, Any]:
         return {
             "format": job.request.format,
             "duration_seconds": round(duration_ms / 1000, 3),
@@ -409,7 +410,8 @@ class Pipeline:
         while True:
             decision = await self.deps.redis.call(partial(
                 self.limiter.admit, user_id=caller.user_id, lease_id=job.lease_id,
-                rpm=caller.rpm, streams=caller.max_streams, chars=chars), budget=job.budget)
+                rpm=caller.allowance.rpm.value,
+                streams=caller.allowance.concurrent_streams.value, chars=chars), budget=job.budget)
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
             waited += await _pause(decision)
@@ -457,32 +459,35 @@ class Pipeline:
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
         caller = await self._authenticate(self._key_hash(request))
-        user, plan, reserved, rows = await self._db(partial(self._usage_rows, caller, request))
-        view = metering.QuotaView(caller.used_ms, reserved, caller.quota_ms)
+        state, rows = await self._db(partial(self._usage_rows, caller, request))
+        allowance, quota = state.allowance, state.quota
         return {
-            "plan": plan.id,
-            "limits": {"monthly_seconds": caller.quota_ms / 1000, "rpm": caller.rpm,
-                       "concurrent_streams": caller.max_streams},
-            "quota": {"used_seconds": view.used_ms / 1000, "reserved_seconds": reserved / 1000,
-                      "remaining_seconds": view.remaining_ms / 1000},
-            "cycle": {"start": user.cycle_start.isoformat(), "end": user.cycle_end.isoformat()},
+            "plan": allowance.plan_id,
+            # The caller's monthly seconds include the credit an operator granted them.
+            "limits": {"monthly_seconds": quota.quota_ms / 1000, "rpm": allowance.rpm.value,
+                       "concurrent_streams": allowance.concurrent_streams.value},
+            "quota": {"used_seconds": quota.used_ms / 1000,
+                      "reserved_seconds": quota.reserved_ms / 1000,
+                      "remaining_seconds": quota.remaining_ms / 1000},
+            "cycle": state.cycle_dict(),
             "recent": [_usage_row(r) for r in rows],
         }
 
 
     async def _usage_rows(self, caller: metering.Caller, request: UsageRequest
-                          ) -> tuple[User, Plan, int, Sequence[Usage]]:
-        stale = self.clock() - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
+                          ) -> tuple[QuotaState, Sequence[Usage]]:
+        lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
             async with self.sessions() as session:
                 user, plan = (await session.execute(
                     select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                reserved = await metering.live_reserved_ms(session, user_id=user.id, since=stale)
+                state = await read_quota_state(session, user, plan, now=self.clock(),
+                                               lease_ttl=lease_ttl)
                 rows = (await session.execute(
                     select(Usage).where(Usage.user_id == user.id)
                     .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
                 )).scalars().all()
-        return user, plan, reserved, rows
+        return state, rows
 
 
 def _joined(parts: list[bytes], fmt: str) -> bytes:
@@ -520,10 +525,11 @@ async def _pause(decision: Decision) -> float:
 
 def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:
     if decision.reason == "rate":
-        return RateLimited(retry_after=decision.retry_after, details={"limit": caller.rpm})
+        return RateLimited(retry_after=decision.retry_after,
+                           details={"limit": caller.allowance.rpm.value})
     if decision.reason == "concurrency":
         return ConcurrencyLimited(retry_after=decision.retry_after,
-                                  details={"limit": caller.max_streams})
+                                  details={"limit": caller.allowance.concurrent_streams.value})
     if decision.reason == "void":  # this attempt's admission was already given up
         return ServiceUnavailable()
     return UpstreamBusy(retry_after=decision.retry_after)
