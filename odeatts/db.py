@@ -2,6 +2,8 @@
 
 Engines are created inside the running event loop (RunPod calls ``asyncio.run``
 more than once per process; a pool made in one loop is useless in the next).
+``database_errors`` is the one boundary where SQLAlchemy's and the drivers' failures
+become ``ServiceUnavailable``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ speech:  parse -> voice (cached) -> Postgres: authenticate + reserve -> Redis: a
          the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
 stream:  the same, but audio chunks are yielded as MiniMax streams them, then a final
          item with the metadata and quota
-voices:  authenticate -> the active catalogue, filtered
-usage:   authenticate -> plan, limits, cycle and recent usage rows
+voices:  authenticate -> the active voices (cached), filtered
+usage:   authenticate -> the caller's quota (allowance.py) and recent usage rows
 
 Every exit after the reservation gives back what it took: a refusal or a failure
 releases the reservation (nothing charged), and the lease is released on success,
