@@ -1,10 +1,11 @@
-"""Operators' data access: users, keys and voices. Used by scripts/admin.py.
+"""Operators' data access: users and their API keys. Used by scripts/admin.py.
 
 Small keyword-only functions; each opens its own short transaction so it is safe
 to run while traffic flows. ``AdminError`` carries a message for the operator.
 
 Nothing here touches the job path: a change is seen by a user's next job because
-every job authenticates and loads its limits afresh (quota.reserve). Writes change
+every job authenticates and loads its limits afresh (metering.reserve). What a plan
+and its overrides allow is computed in allowance.py, for both. Writes change
 only the columns they own (never ``used_ms``), so they cannot race the metering.
 Keys: only the HMAC hash is stored; the plain key exists once, in the result of
 ``issue_key``/``rotate_key``/``create_user``. "Last used" is read from the usage
@@ -21,7 +22,15 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from odeatts import quota
+# LIMIT_NAMES and Limit are in __all__ too: operators' code names them through accounts.
+from odeatts.allowance import (
+    LIMIT_NAMES,
+    OVERRIDE_COLUMNS,
+    Limit,
+    QuotaState,
+    allowance_of,
+    read_quota_state,
+)
 from odeatts.cycles import next_month
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
@@ -42,7 +51,6 @@ __all__ = [
     "UserRow",
     "UserView",
     "create_user",
-    "effective_limits",
     "find_user",
     "issue_key",
     "key_dict",
@@ -71,26 +79,12 @@ _ROTATED = " (rotated)"
 # leaked key alive: longer than a month is almost certainly a typo (seconds vs minutes).
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
-# Limit name -> the user's override column; the order is the order operators see.
-LIMIT_NAMES = ("monthly_seconds", "rpm", "concurrent_streams")
-_OVERRIDES = {"monthly_seconds": "monthly_seconds_override", "rpm": "rpm_override",
-              "concurrent_streams": "streams_override"}
-_PLAN_FIELDS = {"monthly_seconds": "monthly_seconds", "rpm": "rpm",
-                "concurrent_streams": "max_streams"}
 
 
 @dataclass(frozen=True)
 class CreatedUser:
     user: User
     key: NewKey
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One effective limit and where it comes from: ``plan`` or ``override``."""
-
-    value: int
-    source: str
 
 
 @dataclass(frozen=True)
@@ -112,18 +106,12 @@ class KeyView:
 class UserView:
     user: User
     plan: Plan
-    limits: dict[str, Limit]
-    reserved_ms: int
+    quota: QuotaState
     keys: list[KeyView]
 
     @property
-    def quota_ms(self) -> int:
-        """Seconds for this cycle, as quota.reserve counts them: limit plus credit."""
-        return self.limits["monthly_seconds"].value * 1000 + self.user.credit_ms
-
-    @property
-    def remaining_ms(self) -> int:
-        return max(self.quota_ms - self.user.used_ms - self.reserved_ms, 0)
+    def limits(self) -> dict[str, Limit]:
+        return self.quota.allowance.limits
 
 
 @dataclass(frozen=True)
@@ -172,16 +160,6 @@ class Rotation:
 
 # --- pure helpers --------------------------------------------------------------------------
 
-def effective_limits(user: User, plan: Plan) -> dict[str, Limit]:
-    """The user's override where there is one, else the plan's (as quota._caller does)."""
-    limits = {}
-    for name in LIMIT_NAMES:
-        override = getattr(user, _OVERRIDES[name])
-        limits[name] = (Limit(override, "override") if override is not None
-                        else Limit(getattr(plan, _PLAN_FIELDS[name]), "plan"))
-    return limits
-
-
 def key_state(*, revoked_at: dt.datetime | None, expires_at: dt.datetime | None,
               now: dt.datetime) -> str:
     """active, revoked, expiring (works until ``expires_at``) or expired."""
@@ -219,15 +197,16 @@ def key_dict(key: KeyView) -> dict[str, object]:
 
 
 def user_view_dict(view: UserView) -> dict[str, object]:
-    user = view.user
+    user, allowance, quota = view.user, view.quota.allowance, view.quota.quota
     return {
         "id": user.id, "name": user.name, "email": user.email, "plan": user.plan_id,
         "active": user.active, "created_at": _iso(user.created_at),
-        "limits": limits_dict(view.limits),
-        "quota": {"limit_seconds": view.limits["monthly_seconds"].value,
-                  "credit_seconds": user.credit_ms / 1000, "total_seconds": view.quota_ms / 1000,
-                  "used_seconds": user.used_ms / 1000, "reserved_seconds": view.reserved_ms / 1000,
-                  "remaining_seconds": view.remaining_ms / 1000},
+        "limits": limits_dict(allowance.limits),
+        "quota": {"limit_seconds": allowance.monthly_seconds.value,
+                  "credit_seconds": allowance.credit_ms / 1000,
+                  "total_seconds": quota.quota_ms / 1000, "used_seconds": quota.used_ms / 1000,
+                  "reserved_seconds": quota.reserved_ms / 1000,
+                  "remaining_seconds": quota.remaining_ms / 1000},
         "cycle": {"start": _iso(user.cycle_start), "end": _iso(user.cycle_end)},
         "keys": [key_dict(key) for key in view.keys],
     }
@@ -382,10 +361,9 @@ async def show_user(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
     async with sessions() as session:
         found = await find_user(session, user)
         plan = await _user_plan(session, found)
-        reserved = await quota.live_reserved_ms(session, user_id=found.id, since=now - lease_ttl)
+        quota = await read_quota_state(session, found, plan, now=now, lease_ttl=lease_ttl)
         keys = await _key_views(session, found.id, now)
-    return UserView(user=found, plan=plan, limits=effective_limits(found, plan),
-                    reserved_ms=reserved, keys=keys)
+    return UserView(user=found, plan=plan, quota=quota, keys=keys)
 
 
 async def list_users(sessions: Sessions, *, plan: str | None = None,
@@ -405,7 +383,8 @@ async def list_users(sessions: Sessions, *, plan: str | None = None,
             await _plan(session, plan)
             stmt = stmt.where(User.plan_id == plan)
         rows = (await session.execute(stmt)).all()
-    return [UserRow(user=u, limits=effective_limits(u, p), active_keys=int(n)) for u, p, n in rows]
+    return [UserRow(user=u, limits=allowance_of(u, p).limits, active_keys=int(n))
+            for u, p, n in rows]
 
 
 async def set_plan(sessions: Sessions, *, user: str, plan: str) -> PlanChange:
@@ -414,7 +393,7 @@ async def set_plan(sessions: Sessions, *, user: str, plan: str) -> PlanChange:
         found = await find_user(session, user, lock=True)
         new = await _plan(session, plan)
         previous, found.plan_id = found.plan_id, new.id
-    return PlanChange(user=found, previous=previous, limits=effective_limits(found, new))
+    return PlanChange(user=found, previous=previous, limits=allowance_of(found, new).limits)
 
 
 async def set_limits(
@@ -430,10 +409,10 @@ async def set_limits(
     async with sessions() as session, session.begin():
         found = await find_user(session, user, lock=True)
         plan = await _user_plan(session, found)
-        previous = effective_limits(found, plan)
+        previous = allowance_of(found, plan).limits
         for name in LIMIT_NAMES if clear else given:
-            setattr(found, _OVERRIDES[name], given.get(name))
-    return LimitsChange(user=found, previous=previous, limits=effective_limits(found, plan))
+            setattr(found, OVERRIDE_COLUMNS[name], given.get(name))
+    return LimitsChange(user=found, previous=previous, limits=allowance_of(found, plan).limits)
 
 
 async def set_active(sessions: Sessions, *, user: str, active: bool) -> tuple[User, bool]:
@@ -525,5 +504,3 @@ def _refuse_rotation(key: ApiKey, now: dt.datetime) -> None:
         raise AdminError(f"key {key.prefix} was already rotated and works until "
                          f"{key.expires_at.isoformat()}; revoke it to end that now")
 
-
-# --- voices --------------------------------------------------------------------------------

@@ -35,16 +35,11 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts.accounts import find_user
-from odeatts.cycles import (
-    CycleArchive,
-    archive_cycle,
-    base_seconds,
-    next_month,
-    roll_ended_cycle,
-    start_cycle,
-)
+from odeatts.allowance import QuotaState, allowance_of, read_quota_state
+from odeatts.cycles import CycleArchive, archive_cycle, next_month, roll_ended_cycle, start_cycle
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
+from odeatts.metering import abandon_stale, drain_outbox
 from odeatts.models import (
     FAILED,
     REFUSED,
@@ -57,7 +52,6 @@ from odeatts.models import (
     utcnow,
 )
 from odeatts.outbox import Outbox
-from odeatts.quota import abandon_stale, drain_outbox, live_reserved_ms
 
 __all__ = [
     "MAX_ADJUST_SECONDS",
@@ -86,41 +80,6 @@ MAX_ADJUST_SECONDS = 10_000_000
 
 
 # --- what the functions return -------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class QuotaState:
-    """A user's quota as a speech job would see it now."""
-
-    user_id: int
-    email: str
-    plan_id: str
-    plan_seconds: int
-    override_seconds: int | None
-    credit_ms: int
-    used_ms: int
-    reserved_ms: int
-    cycle_start: dt.datetime
-    cycle_end: dt.datetime
-
-    @property
-    def quota_ms(self) -> int:
-        base = self.plan_seconds if self.override_seconds is None else self.override_seconds
-        return 1000 * base + self.credit_ms
-
-    @property
-    def remaining_ms(self) -> int:
-        return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
-            "plan_seconds": self.plan_seconds, "override_seconds": self.override_seconds,
-            "credit_seconds": self.credit_ms / 1000, "quota_seconds": self.quota_ms / 1000,
-            "used_seconds": self.used_ms / 1000, "reserved_seconds": self.reserved_ms / 1000,
-            "remaining_seconds": self.remaining_ms / 1000,
-            "cycle": {"start": self.cycle_start.isoformat(), "end": self.cycle_end.isoformat()},
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class ResetSummary:
@@ -264,17 +223,6 @@ async def _find(session: AsyncSession, user: str, *, lock: bool) -> tuple[User, 
     return found, plan
 
 
-async def _state(session: AsyncSession, user: User, plan: Plan, *,
-                 since: dt.datetime) -> QuotaState:
-    reserved = await live_reserved_ms(session, user_id=user.id, since=since)
-    return QuotaState(
-        user_id=user.id, email=user.email, plan_id=plan.id, plan_seconds=plan.monthly_seconds,
-        override_seconds=user.monthly_seconds_override, credit_ms=user.credit_ms,
-        used_ms=user.used_ms, reserved_ms=reserved, cycle_start=user.cycle_start,
-        cycle_end=user.cycle_end,
-    )
-
-
 # --- show and adjust ---------------------------------------------------------------------
 
 async def quota_state(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
@@ -283,7 +231,7 @@ async def quota_state(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
     now = now or utcnow()
     async with sessions() as session, session.begin():
         found, plan = await _find(session, user, lock=False)
-        return await _state(session, found, plan, since=now - lease_ttl)
+        return await read_quota_state(session, found, plan, now=now, lease_ttl=lease_ttl)
 
 
 async def adjust_quota(
@@ -301,16 +249,17 @@ async def adjust_quota(
     now = now or utcnow()
     async with sessions() as session, session.begin():
         found, plan = await _find(session, user, lock=True)
-        if 1000 * base_seconds(found, plan) + found.credit_ms + delta_ms < 0:
+        quota_ms = allowance_of(found, plan).quota_ms
+        if quota_ms + delta_ms < 0:
             raise AdminError(
                 f"cannot take back {-delta_ms / 1000:g} s: this cycle's quota is "
-                f"{(1000 * base_seconds(found, plan) + found.credit_ms) / 1000:g} s")
+                f"{quota_ms / 1000:g} s")
         found.credit_ms += delta_ms
         row = QuotaAdjustment(user_id=found.id, delta_ms=delta_ms, reason=reason, actor=actor,
                               created_at=now)
         session.add(row)
         await session.flush()
-        state = await _state(session, found, plan, since=now - lease_ttl)
+        state = await read_quota_state(session, found, plan, now=now, lease_ttl=lease_ttl)
     log.info("quota of user %s adjusted by %d ms by %s", found.id, delta_ms, actor)
     return row, state
 

@@ -3,7 +3,7 @@
 Every MiniMax voice id we store is one that MiniMax lists (``get_voice``), so a typo
 cannot reach callers as a voice that fails every job. Clones need more care: MiniMax
 lists a clone only after its first real synthesis and deletes one that is not used
-within 7 days (the preview does not count), so ``list_voices`` derives from our own
+within 7 days (the preview does not count), so ``voice_statuses`` derives from our own
 usage rows whether each clone was ever used and, if not, when MiniMax deletes it.
 
 Each function opens its own short transaction, so all of them are safe while traffic
@@ -51,13 +51,13 @@ __all__ = [
     "clone_voice",
     "derive_voice_id",
     "fetch_minimax_voices",
-    "list_voices",
     "parse_import",
     "read_sample",
     "set_active",
     "sync_system_voices",
     "update_voice",
     "voice_details",
+    "voice_statuses",
 ]
 
 
@@ -411,12 +411,13 @@ def _statuses(voices: Sequence[Voice], used: set[str], now: dt.datetime) -> list
     return statuses
 
 
-async def list_voices(
+async def voice_statuses(
     sessions: Sessions, *, language: str | None = None, gender: str | None = None,
     kind: str | None = None, include_inactive: bool = False, expiring: bool = False,
     now: dt.datetime | None = None,
 ) -> list[VoiceStatus]:
-    """The catalogue by name; ``expiring``: only unused clones MiniMax deletes within 2 days."""
+    """Our catalogue by name, each clone with whether MiniMax keeps it or when it deletes
+    it; ``expiring``: only unused clones MiniMax deletes within 2 days."""
     if kind is not None and kind not in KINDS:
         raise AdminError(f"kind {kind!r} must be one of {', '.join(KINDS)}")
     async with sessions() as session:

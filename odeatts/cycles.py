@@ -1,7 +1,7 @@
 """Billing cycles: one month from each user's own start day, archived when they end.
 
 Two callers roll a cycle that has ended, both holding the user's row lock:
-``billing.reset_due`` (the scheduled job) and ``quota.reserve`` (the next speech job
+``billing.reset_due`` (the scheduled job) and ``metering.reserve`` (the next speech job
 of a user whose cycle ended before the scheduled job reached them). So a late or
 missed cron never charges a new month's jobs to last month's quota, and a cycle is
 archived once whoever gets there first (``billing_cycles`` is unique on user and
@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from odeatts.allowance import allowance_of
 from odeatts.db import insert_for
 from odeatts.models import BillingCycle, Plan, User
 
-__all__ = ["CycleArchive", "archive_cycle", "base_seconds", "current_start", "next_month",
-           "roll_ended_cycle", "start_cycle"]
+__all__ = ["CycleArchive", "archive_cycle", "current_start", "next_month", "roll_ended_cycle",
+           "start_cycle"]
 
 
 def next_month(start: dt.datetime) -> dt.datetime:
@@ -40,11 +41,6 @@ def current_start(cycle_end: dt.datetime, now: dt.datetime) -> dt.datetime:
     while next_month(start) <= now:
         start = next_month(start)
     return start
-
-
-def base_seconds(user: User, plan: Plan) -> int:
-    override = user.monthly_seconds_override
-    return plan.monthly_seconds if override is None else override
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +76,7 @@ async def archive_cycle(session: AsyncSession, user: User, plan: Plan, *, end: d
     """Insert the cycle's totals; None if (user, cycle_start) was archived already."""
     archive = CycleArchive(
         user_id=user.id, email=user.email, plan_id=plan.id, cycle_start=user.cycle_start,
-        cycle_end=end, quota_ms=1000 * base_seconds(user, plan) + user.credit_ms,
+        cycle_end=end, quota_ms=allowance_of(user, plan).quota_ms,
         used_ms=user.used_ms, credit_ms=user.credit_ms, closed_at=now,
         new_start=end, new_end=next_month(end),
     )

@@ -2,10 +2,15 @@
 
 Engines are created inside the running event loop (RunPod calls ``asyncio.run``
 more than once per process; a pool made in one loop is useless in the next).
+``database_errors`` is the one boundary where SQLAlchemy's and the drivers' failures
+become ``ServiceUnavailable``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,9 +26,26 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["Sessions", "insert_for", "is_sqlite", "make_engine", "make_sessionmaker"]
+from odeatts.errors import ServiceUnavailable
+
+__all__ = ["Sessions", "database_errors", "insert_for", "is_sqlite", "make_engine",
+           "make_sessionmaker"]
+
+log = logging.getLogger(__name__)
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        # No traceback here: an outage would write one per job. The job path's breaker
+        # (odeatts.resilience) logs the outage once; the CLI prints one line.
+        log.debug("database unavailable: %s", type(exc).__name__, exc_info=exc)
+        raise ServiceUnavailable() from exc
 
 
 def insert_for(session: AsyncSession) -> Any:

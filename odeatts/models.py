@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Usage row states. A 'reserved' row older than the lease TTL belongs to a dead worker
-# and no longer counts against the quota (see quota.py).
+# and no longer counts against the quota (see metering.py).
 RESERVED, SUCCEEDED, FAILED, REFUSED = "reserved", "succeeded", "failed", "refused"
 
 

@@ -6,7 +6,7 @@ within the job's budget), throwing the audio away would lose it for everyone. In
 the charge is written here, durably, the audio is delivered, and the charge is applied
 later by whoever reaches Postgres first: the worker that wrote it (a background task),
 or the scheduled job (``quota reset-due``). Applying is idempotent on the usage row
-(``quota.settle_deferred`` charges only a row of that attempt still open), so a charge
+(``metering.settle_deferred`` charges only a row of that attempt still open), so a charge
 applied twice is charged once.
 
 ``RedisOutbox``   production: one hash, ``{prefix}:outbox``, field = job id and attempt.
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Charge:
     """What one job owes for the audio it delivered: enough to settle its usage row
-    without the job, now (``quota.settle``) or later, from the outbox."""
+    without the job, now (``metering.settle``) or later, from the outbox."""
 
     job_id: str
     usage_id: int

@@ -1,12 +1,12 @@
-"""The one place that orders the steps of a job (design.md, "one straight path").
+"""The one place that orders the steps of a job, from parsed input to the reply.
 
 speech:  parse -> voice (cached) -> Postgres: authenticate + reserve -> Redis: admit
          -> MiniMax (one call, or several parts for a long text) -> object storage when
          the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
 stream:  the same, but audio chunks are yielded as MiniMax streams them, then a final
          item with the metadata and quota
-voices:  authenticate -> the active catalogue, filtered
-usage:   authenticate -> plan, limits, cycle and recent usage rows
+voices:  authenticate -> the active voices (cached), filtered
+usage:   authenticate -> the caller's quota (allowance.py) and recent usage rows
 
 Every exit after the reservation gives back what it took: a refusal or a failure
 releases the reservation (nothing charged), and the lease is released on success,
@@ -29,11 +29,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from odeatts import quota
+from odeatts import metering
+from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
 from odeatts.config import Settings
-from odeatts.db import Sessions
+from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -61,7 +63,7 @@ from odeatts.schemas import (
 )
 from odeatts.storage import Storage
 from odeatts.text import split_text
-from odeatts.voices import VoiceCatalogue, voice_dict
+from odeatts.voice_cache import VoiceCache, voice_dict
 
 __all__ = ["Dependencies", "Pipeline"]
 
@@ -92,7 +94,7 @@ class _Job:
     request: SpeechRequest
     voice: Voice
     parts: list[SpeechParams]
-    reservation: quota.Reservation
+    reservation: metering.Reservation
     budget: Budget
 
     @property
@@ -104,22 +106,26 @@ class _Job:
 @dataclass
 class Pipeline:
     settings: Settings
-    sessions: Sessions
+    engine: AsyncEngine
     limiter: Limiter
     minimax: MiniMaxClient
-    voices: VoiceCatalogue
+    voices: VoiceCache
     deps: Dependencies
     outbox: Outbox
     storage: Storage | None = None
     clock: Callable[[], dt.datetime] = utcnow
+    sessions: Sessions = field(init=False, repr=False)
     _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = make_sessionmaker(self.engine)
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
         request = job.request
         if isinstance(request, SpeechRequest):
             return await self.speech(job.id, request)
         if isinstance(request, VoicesRequest):
-            return await self.list_voices(request)
+            return await self.available_voices(request)
         return await self.usage(request)
 
     async def aclose(self) -> None:
@@ -130,7 +136,7 @@ class Pipeline:
             await dependency.aclose()
         await self.limiter.aclose()
         await self.minimax.aclose()
-        await self.sessions.kw["bind"].dispose()
+        await self.engine.dispose()
 
     # ------------------------------------------------------------------ speech
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
@@ -197,10 +203,10 @@ class Pipeline:
         estimate = estimate_ms(request.text, request.speed)
         self._check_delivery(request, estimate)
         parts = self._parts(request, voice)
-        meta = quota.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
+        meta = metering.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
                              text_chars=len(request.text), estimated_ms=estimate)
         reservation = await self._db(partial(
-            quota.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
+            metering.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
             stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds)), budget)
         bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
@@ -209,8 +215,8 @@ class Pipeline:
         return await self.deps.db.call(work, budget=budget)
 
     async def _authenticate(self, key_hash: str, budget: Budget | None = None
-                            ) -> quota.Caller:
-        caller = await self._db(partial(quota.authenticate, self.sessions, key_hash=key_hash,
+                            ) -> metering.Caller:
+        caller = await self._db(partial(metering.authenticate, self.sessions, key_hash=key_hash,
                                         now=self.clock()), budget)
         bind(user_id=caller.user_id)
         return caller
@@ -322,7 +328,7 @@ class Pipeline:
         return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
 
     async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
-                      error_code: str | None = None) -> quota.QuotaView:
+                      error_code: str | None = None) -> QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
         and deliver; only if that fails too is the job an error, charged nothing."""
@@ -331,7 +337,7 @@ class Pipeline:
             user_id=job.reservation.caller.user_id, duration_ms=duration_ms,
             billed_characters=billed or None, trace_id=trace_id,
             settled_at=self.clock().isoformat(), error_code=error_code)
-        settle = partial(quota.settle, self.sessions, charge, caller=job.reservation.caller)
+        settle = partial(metering.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
             view = await self._retrying_db(settle, job.budget)
         except ServiceUnavailable:
@@ -354,21 +360,21 @@ class Pipeline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def _defer(self, job: _Job, item: Charge) -> quota.QuotaView:
+    async def _defer(self, job: _Job, item: Charge) -> QuotaView:
         await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
         log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
                     job.id, item.duration_ms)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain_outbox())
         caller = job.reservation.caller
-        return quota.QuotaView(caller.used_ms + item.duration_ms, 0, caller.quota_ms)
+        return caller.allowance.quota(used_ms=caller.used_ms + item.duration_ms)
 
     async def _drain_outbox(self) -> None:
         """Apply kept charges as soon as Postgres answers; ends when none are left."""
         while True:
             await asyncio.sleep(self.settings.breaker_cooldown_seconds)
             try:
-                await self._db(partial(quota.drain_outbox, self.sessions, self.outbox))
+                await self._db(partial(metering.drain_outbox, self.sessions, self.outbox))
                 if not await self.deps.redis.call(self.outbox.pending):
                     return
             except OdeaError:
@@ -385,7 +391,7 @@ class Pipeline:
             log.exception("could not charge the delivered part of job %s", job.id)
 
     def _metadata(self, job: _Job, duration_ms: int, sample_rate: int,
-                  view: quota.QuotaView) -> dict[str, Any]:
+                  view: QuotaView) -> dict[str, Any]:
         return {
             "format": job.request.format,
             "duration_seconds": round(duration_ms / 1000, 3),
@@ -398,13 +404,14 @@ class Pipeline:
         }
 
     # --------------------------------------------------------------- admission
-    async def _admit(self, job: _Job, caller: quota.Caller, chars: int) -> Decision:
+    async def _admit(self, job: _Job, caller: metering.Caller, chars: int) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
             decision = await self.deps.redis.call(partial(
                 self.limiter.admit, user_id=caller.user_id, lease_id=job.lease_id,
-                rpm=caller.rpm, streams=caller.max_streams, chars=chars), budget=job.budget)
+                rpm=caller.allowance.rpm.value,
+                streams=caller.allowance.concurrent_streams.value, chars=chars), budget=job.budget)
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
             waited += await _pause(decision)
@@ -422,12 +429,12 @@ class Pipeline:
                 raise UpstreamBusy(retry_after=decision.retry_after)
             waited += await _pause(decision)
 
-    async def _release(self, reservation: quota.Reservation, status: str,
+    async def _release(self, reservation: metering.Reservation, status: str,
                        exc: BaseException) -> None:
         code = exc.code if isinstance(exc, OdeaError) else (
             "cancelled" if not isinstance(exc, Exception) else "internal")
         try:
-            await self._db(partial(quota.release, self.sessions, reservation=reservation,
+            await self._db(partial(metering.release, self.sessions, reservation=reservation,
                                    status=status, error_code=code, now=self.clock()))
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
@@ -440,7 +447,8 @@ class Pipeline:
         return hash_key(plain, self.settings.pepper) if looks_like_key(plain) else _NO_KEY
 
     # ------------------------------------------------------------ other actions
-    async def list_voices(self, request: VoicesRequest) -> dict[str, Any]:
+    async def available_voices(self, request: VoicesRequest) -> dict[str, Any]:
+        """The ``voices`` action: the active voices a caller may ask for, filtered."""
         await self._authenticate(self._key_hash(request))
         voices = [
             voice_dict(v) for v in await self._db(self.voices.active)
@@ -451,32 +459,35 @@ class Pipeline:
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
         caller = await self._authenticate(self._key_hash(request))
-        user, plan, reserved, rows = await self._db(partial(self._usage_rows, caller, request))
-        view = quota.QuotaView(caller.used_ms, reserved, caller.quota_ms)
+        state, rows = await self._db(partial(self._usage_rows, caller, request))
+        allowance, quota = state.allowance, state.quota
         return {
-            "plan": plan.id,
-            "limits": {"monthly_seconds": caller.quota_ms / 1000, "rpm": caller.rpm,
-                       "concurrent_streams": caller.max_streams},
-            "quota": {"used_seconds": view.used_ms / 1000, "reserved_seconds": reserved / 1000,
-                      "remaining_seconds": view.remaining_ms / 1000},
-            "cycle": {"start": user.cycle_start.isoformat(), "end": user.cycle_end.isoformat()},
+            "plan": allowance.plan_id,
+            # The caller's monthly seconds include the credit an operator granted them.
+            "limits": {"monthly_seconds": quota.quota_ms / 1000, "rpm": allowance.rpm.value,
+                       "concurrent_streams": allowance.concurrent_streams.value},
+            "quota": {"used_seconds": quota.used_ms / 1000,
+                      "reserved_seconds": quota.reserved_ms / 1000,
+                      "remaining_seconds": quota.remaining_ms / 1000},
+            "cycle": state.cycle_dict(),
             "recent": [_usage_row(r) for r in rows],
         }
 
 
-    async def _usage_rows(self, caller: quota.Caller, request: UsageRequest
-                          ) -> tuple[User, Plan, int, Sequence[Usage]]:
-        stale = self.clock() - dt.timedelta(seconds=self.settings.lease_ttl_seconds)
-        with quota.database_errors():
+    async def _usage_rows(self, caller: metering.Caller, request: UsageRequest
+                          ) -> tuple[QuotaState, Sequence[Usage]]:
+        lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
+        with database_errors():
             async with self.sessions() as session:
                 user, plan = (await session.execute(
                     select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                reserved = await quota.live_reserved_ms(session, user_id=user.id, since=stale)
+                state = await read_quota_state(session, user, plan, now=self.clock(),
+                                               lease_ttl=lease_ttl)
                 rows = (await session.execute(
                     select(Usage).where(Usage.user_id == user.id)
                     .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
                 )).scalars().all()
-        return user, plan, reserved, rows
+        return state, rows
 
 
 def _joined(parts: list[bytes], fmt: str) -> bytes:
@@ -512,12 +523,13 @@ async def _pause(decision: Decision) -> float:
     return pause
 
 
-def _refusal(decision: Decision, caller: quota.Caller) -> OdeaError:
+def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:
     if decision.reason == "rate":
-        return RateLimited(retry_after=decision.retry_after, details={"limit": caller.rpm})
+        return RateLimited(retry_after=decision.retry_after,
+                           details={"limit": caller.allowance.rpm.value})
     if decision.reason == "concurrency":
         return ConcurrencyLimited(retry_after=decision.retry_after,
-                                  details={"limit": caller.max_streams})
+                                  details={"limit": caller.allowance.concurrent_streams.value})
     if decision.reason == "void":  # this attempt's admission was already given up
         return ServiceUnavailable()
     return UpstreamBusy(retry_after=decision.retry_after)

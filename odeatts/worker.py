@@ -18,12 +18,11 @@ from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from odeatts.config import Settings
+from odeatts.connections import build_limiter, build_minimax, build_redis
 from odeatts.db import make_engine, make_sessionmaker
 from odeatts.errors import (
     InternalError,
@@ -32,39 +31,17 @@ from odeatts.errors import (
     ServiceUnavailable,
     UpstreamUnavailable,
 )
-from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
 from odeatts.logs import job_context
-from odeatts.minimax import MiniMaxClient
 from odeatts.outbox import MemoryOutbox, RedisOutbox
 from odeatts.pipeline import Dependencies, Pipeline
 from odeatts.resilience import Breaker, Dependency
 from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
 from odeatts.storage import build_storage
-from odeatts.voices import VoiceCatalogue
+from odeatts.voice_cache import VoiceCache
 
-__all__ = ["Worker", "build_dependencies", "build_limiter", "build_pipeline", "build_redis"]
+__all__ = ["Worker", "build_dependencies", "build_pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-def build_redis(settings: Settings) -> Redis | None:
-    url = settings.plain_redis_url
-    if not url:
-        return None
-    timeout = settings.redis_timeout_seconds
-    return Redis.from_url(url, socket_timeout=timeout,
-                          socket_connect_timeout=timeout, health_check_interval=30,
-                          socket_keepalive=True)
-
-
-def build_limiter(settings: Settings, redis: Redis | None) -> Limiter:
-    upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
-    if redis is not None:
-        return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
-                            upstream=upstream, prefix=settings.redis_prefix,
-                            timeout_seconds=settings.redis_timeout_seconds)
-    log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
-    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
@@ -90,29 +67,15 @@ def build_dependencies(settings: Settings) -> Dependencies:
     )
 
 
-def build_minimax(settings: Settings) -> MiniMaxClient:
-    http = httpx.AsyncClient(
-        base_url=settings.minimax_base_url,
-        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0),
-        limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
-    )
-    api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
-    return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
-                         max_retries=settings.minimax_max_retries,
-                         retry_base_seconds=settings.minimax_retry_base_seconds,
-                         read_timeout_seconds=settings.minimax_timeout_seconds)
-
-
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
     engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
                          timeout_seconds=settings.db_timeout_seconds)
-    sessions = make_sessionmaker(engine)
     redis = build_redis(settings)
     outbox = (RedisOutbox(redis, prefix=settings.redis_prefix) if redis is not None
               else MemoryOutbox())
-    return Pipeline(settings=settings, sessions=sessions, limiter=build_limiter(settings, redis),
-                    minimax=build_minimax(settings), voices=VoiceCatalogue(sessions),
+    return Pipeline(settings=settings, engine=engine, limiter=build_limiter(settings, redis),
+                    minimax=build_minimax(settings), voices=VoiceCache(make_sessionmaker(engine)),
                     deps=build_dependencies(settings), outbox=outbox,
                     storage=build_storage(settings))
 

@@ -127,7 +127,7 @@ class Report:
 
 
 def build_client(settings: Settings, recorder: Recorder) -> MiniMaxClient:
-    """Our client as odeatts.worker.build_minimax builds it, with the recording
+    """Our client as odeatts.connections.build_minimax builds it, with the recording
     transport and without retries."""
     http = httpx.AsyncClient(base_url=settings.minimax_base_url, transport=recorder,
                              timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0))

@@ -23,7 +23,7 @@ from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import select
 
 from minimax_emulator import Emulator
-from odeatts import quota
+from odeatts import metering
 from odeatts.config import Settings
 from odeatts.keys import hash_key
 from odeatts.limits import RedisLimiter, UpstreamBudget
@@ -234,10 +234,10 @@ async def test_the_hourly_job_applies_kept_charges_exactly_once(
 ) -> None:
     user_id, key = await make_user("pro")
     now = dt.datetime.now(dt.UTC)
-    reservation = await quota.reserve(
+    reservation = await metering.reserve(
         worker.pipeline().sessions, key_hash=hash_key(key, settings.pepper), now=now,
         stale_after=dt.timedelta(seconds=330),
-        job=quota.JobMeta(job_id="kept", voice="british-male", model="speech-02-turbo",
+        job=metering.JobMeta(job_id="kept", voice="british-male", model="speech-02-turbo",
                           text_chars=20, estimated_ms=2000))
     owed = Charge(job_id="kept", usage_id=reservation.usage_id,
                     attempt=reservation.attempt, user_id=user_id, duration_ms=1234,

@@ -27,7 +27,7 @@ class Counter:
 async def counted(worker: Worker) -> AsyncIterator[Counter]:
     counter = Counter()
     pipeline = worker.pipeline()
-    engine = pipeline.sessions.kw["bind"].sync_engine
+    engine = pipeline.engine.sync_engine
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         counter.statements.append(statement.split()[0].upper())

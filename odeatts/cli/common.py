@@ -24,10 +24,10 @@ from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from odeatts.config import Settings
+from odeatts.connections import build_minimax
 from odeatts.db import Sessions, make_engine, make_sessionmaker
 from odeatts.errors import AdminError, OdeaError
 from odeatts.minimax import MiniMaxClient
-from odeatts.worker import build_minimax
 
 __all__ = [
     "OneLineErrors",

@@ -100,7 +100,7 @@ def list_(
     as_json: bool = JSON,
 ) -> None:
     """The catalogue; for clones, whether MiniMax keeps them or when it deletes them."""
-    statuses = run(lambda s: catalogue.list_voices(
+    statuses = run(lambda s: catalogue.voice_statuses(
         s, language=language, gender=gender, kind=kind, include_inactive=include_inactive,
         expiring=expiring))
     emit({"voices": [s.to_dict() for s in statuses]}, as_json, _list_table(statuses))

@@ -1,9 +1,10 @@
-"""The voice catalogue: friendly names (``nigerian-male``) -> MiniMax voice ids.
+"""The worker's voice cache: friendly names (``nigerian-male``) -> active voices.
 
-A worker keeps the active catalogue in memory and reloads it every ``ttl`` seconds,
+A worker keeps the active voices in memory and reloads it every ``ttl`` seconds,
 so a speech job pays no database round trip for its voice. An unknown name forces
 one early reload (at most once a second) so a voice an operator just added works
-at once; a deactivated voice disappears within ``ttl``.
+at once; a deactivated voice disappears within ``ttl``. Operators change the
+catalogue itself with catalogue.py.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from odeatts.db import Sessions
+from odeatts.db import Sessions, database_errors
 from odeatts.models import Voice
-from odeatts.quota import database_errors
 
-__all__ = ["VoiceCatalogue", "voice_dict"]
-
+__all__ = ["VoiceCache", "voice_dict"]
 
 
 def voice_dict(voice: Voice) -> dict[str, object]:
@@ -27,7 +26,7 @@ def voice_dict(voice: Voice) -> dict[str, object]:
             "kind": voice.kind, "description": voice.description}
 
 
-class VoiceCatalogue:
+class VoiceCache:
     def __init__(self, sessions: Sessions, *, ttl: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._sessions = sessions

@@ -1,6 +1,7 @@
-"""Postgres metering: authenticate a key and reserve seconds, then settle or release.
+"""Job-path metering: authenticate a key and reserve seconds, then settle or release.
 
-One speech job costs two short transactions here (design.md, round trips 1 and 4):
+One speech job costs two short transactions here (README, "Plans and metering", steps
+1 and 4). The operators' side of the quota (credits, resets, reports) is billing.py.
 
 ``reserve``  locks the caller's user row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on
              SQLite), sums the caller's live reservations, and inserts the job's usage
@@ -11,40 +12,36 @@ One speech job costs two short transactions here (design.md, round trips 1 and 4
 ``release``  marks the row ``failed``/``refused``; nothing was charged.
 
 Reserved seconds are not a counter that a crashed worker could leave behind: they
-are the sum of ``reserved`` rows younger than the lease TTL, so a dead worker's
-reservation lapses by itself when its lease does. A re-delivered job whose earlier
-attempt died, failed or was refused takes its row over (``attempts`` + 1).
+are the user's live reservations (allowance.py), so a dead worker's reservation
+lapses by itself when its lease does. A re-delivered job whose earlier attempt died,
+failed or was refused takes its row over (``attempts`` + 1). The caller's limits and
+quota arithmetic come from allowance.py, as they do for the operators' commands.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from odeatts.allowance import Allowance, QuotaView, allowance_of, live_after, live_reserved_ms
 from odeatts.cycles import roll_ended_cycle
-from odeatts.db import Sessions, insert_for
-from odeatts.errors import DuplicateJob, QuotaExceeded, ServiceUnavailable, Unauthorized
+from odeatts.db import Sessions, database_errors, insert_for
+from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 from odeatts.outbox import Charge, Outbox
 
 __all__ = [
     "Caller",
     "JobMeta",
-    "QuotaView",
     "Reservation",
     "abandon_stale",
     "authenticate",
-    "database_errors",
     "drain_outbox",
-    "live_reserved_ms",
     "release",
     "reserve",
     "settle",
@@ -56,14 +53,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated caller and the limits that apply to them now."""
+    """An authenticated caller, the limits that apply to them now and what they used."""
 
     user_id: int
     api_key_id: int
-    plan_id: str
-    rpm: int
-    max_streams: int
-    quota_ms: int
+    allowance: Allowance
     used_ms: int
 
 
@@ -86,29 +80,6 @@ class Reservation:
     estimated_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaView:
-    used_ms: int
-    reserved_ms: int
-    quota_ms: int
-
-    @property
-    def remaining_ms(self) -> int:
-        return max(self.quota_ms - self.used_ms - self.reserved_ms, 0)
-
-
-@contextmanager
-def database_errors() -> Iterator[None]:
-    """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as exc:
-        # No traceback here: an outage would write one per job. The job path's breaker
-        # (odeatts.resilience) logs the outage once; the CLI prints one line.
-        log.debug("database unavailable: %s", type(exc).__name__, exc_info=exc)
-        raise ServiceUnavailable() from exc
-
-
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: ignore[no-untyped-def]
     stmt = (
         select(ApiKey.id, User, Plan)
@@ -118,24 +89,6 @@ def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: igno
                or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
     )
     return stmt.with_for_update(of=User) if lock else stmt
-
-
-def _caller(api_key_id: int, user: User, plan: Plan) -> Caller:
-    return Caller(
-        user_id=user.id,
-        api_key_id=api_key_id,
-        plan_id=plan.id,
-        rpm=user.rpm_override if user.rpm_override is not None else plan.rpm,
-        max_streams=(
-            user.streams_override if user.streams_override is not None else plan.max_streams
-        ),
-        quota_ms=user.credit_ms + 1000 * (
-            user.monthly_seconds_override
-            if user.monthly_seconds_override is not None
-            else plan.monthly_seconds
-        ),
-        used_ms=user.used_ms,
-    )
 
 
 async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime,
@@ -148,7 +101,8 @@ async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime
         # The scheduled reset has not reached this user yet: their new month starts
         # with this job, not an hour late (two statements, once a month per user).
         log.info("user %s: ended cycle rolled over by a job", user.id)
-    return _caller(api_key_id, user, plan)
+    return Caller(user_id=user.id, api_key_id=api_key_id, allowance=allowance_of(user, plan),
+                  used_ms=user.used_ms)
 
 
 async def authenticate(sessions: Sessions, *, key_hash: str,
@@ -157,17 +111,6 @@ async def authenticate(sessions: Sessions, *, key_hash: str,
     with database_errors():
         async with sessions() as session:
             return await _load_caller(session, key_hash, now=now, lock=False)
-
-
-async def live_reserved_ms(
-    session: AsyncSession, *, user_id: int, since: dt.datetime, exclude_job: str | None = None
-) -> int:
-    stmt = select(func.coalesce(func.sum(Usage.estimated_ms), 0)).where(
-        Usage.user_id == user_id, Usage.status == RESERVED, Usage.reserved_at > since
-    )
-    if exclude_job is not None:
-        stmt = stmt.where(Usage.job_id != exclude_job)
-    return int((await session.execute(stmt)).scalar_one())
 
 
 async def reserve(
@@ -186,20 +129,19 @@ async def reserve(
     with database_errors():
         async with sessions() as session, session.begin():
             caller = await _load_caller(session, key_hash, now=now, lock=True)
-            reserved = await live_reserved_ms(
-                session, user_id=caller.user_id, since=now - stale_after, exclude_job=job.job_id
-            )
-            fits = caller.used_ms + reserved + job.estimated_ms <= caller.quota_ms
+            reserved = await live_reserved_ms(session, user_id=caller.user_id, now=now,
+                                              lease_ttl=stale_after, exclude_job=job.job_id)
+            view = caller.allowance.quota(used_ms=caller.used_ms, reserved_ms=reserved)
+            fits = view.fits(job.estimated_ms)
             values = _row_values(caller, job, now, RESERVED if fits else REFUSED)
             row_id = await _insert_new(session, values)
             if row_id is None:  # this job id was seen before: a re-delivery
                 usage_id, attempt = await _take_over(
-                    session, job.job_id, values, caller, now - stale_after
+                    session, job.job_id, values, caller, live_after(now, stale_after)
                 )
             else:
                 usage_id, attempt = row_id, 1
     if not fits:
-        view = QuotaView(caller.used_ms, reserved, caller.quota_ms)
         raise QuotaExceeded(
             f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
             f"{view.remaining_ms / 1000:.1f} s are left this cycle.",
@@ -237,7 +179,7 @@ async def _insert_new(session: AsyncSession, values: dict[str, Any]) -> int | No
 
 async def _take_over(
     session: AsyncSession, job_id: str, values: dict[str, Any], caller: Caller,
-    stale_before: dt.datetime,
+    live_since: dt.datetime,
 ) -> tuple[int, int]:
     """A re-delivered job: refuse it if done or still running, else take its row over."""
     row = (
@@ -245,7 +187,7 @@ async def _take_over(
     ).scalar_one()
     if row.user_id != caller.user_id or row.status == SUCCEEDED:
         raise DuplicateJob(details={"job_status": "completed"})
-    if row.status == RESERVED and row.reserved_at > stale_before:
+    if row.status == RESERVED and row.reserved_at > live_since:
         raise DuplicateJob(
             "This job id is already being processed.", details={"job_status": "in_progress"}
         )
@@ -263,7 +205,7 @@ async def settle(sessions: Sessions, charge: Charge, *, caller: Caller) -> Quota
     midway): charged for what was delivered, and recorded as such.
     """
     used = await _apply(sessions, charge, open_statuses=_OPEN)
-    return QuotaView(caller.used_ms if used is None else used, 0, caller.quota_ms)
+    return caller.allowance.quota(used_ms=caller.used_ms if used is None else used)
 
 
 async def settle_deferred(sessions: Sessions, charge: Charge) -> bool:
@@ -321,14 +263,15 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime,
     """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
 
     They stopped counting against the quota when their lease TTL passed (they are not
-    counted by ``live_reserved_ms``); this only tidies the record for reports. A
+    live, see allowance.py); this only tidies the record for reports. A
     re-delivery of such a job still takes its row over.
     """
     with database_errors():
         async with sessions() as session, session.begin():
             result = await session.execute(
                 update(Usage)
-                .where(Usage.status == RESERVED, Usage.reserved_at <= now - stale_after)
+                .where(Usage.status == RESERVED,
+                       Usage.reserved_at <= live_after(now, stale_after))
                 .values(status=FAILED, error_code="abandoned", settled_at=now)
             )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,55 @@
+"""Clients built from the settings: Redis, the limiter and MiniMax.
+
+The worker and the operators' CLI build their connections here, so neither imports
+the other to reach a client (README, "Layout"). Building a client opens nothing:
+pools connect lazily, inside whichever event loop first uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from redis.asyncio import Redis
+
+from odeatts.config import Settings
+from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
+from odeatts.minimax import MiniMaxClient
+
+__all__ = ["build_limiter", "build_minimax", "build_redis"]
+
+log = logging.getLogger(__name__)
+
+
+def build_redis(settings: Settings) -> Redis | None:
+    """The job path's Redis (bounded by ``redis_timeout_seconds``); None without REDIS_URL."""
+    url = settings.plain_redis_url
+    if not url:
+        return None
+    timeout = settings.redis_timeout_seconds
+    return Redis.from_url(url, socket_timeout=timeout,
+                          socket_connect_timeout=timeout, health_check_interval=30,
+                          socket_keepalive=True)
+
+
+def build_limiter(settings: Settings, redis: Redis | None) -> Limiter:
+    upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
+    if redis is not None:
+        return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
+                            upstream=upstream, prefix=settings.redis_prefix,
+                            timeout_seconds=settings.redis_timeout_seconds)
+    log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
+    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
+
+
+def build_minimax(settings: Settings) -> MiniMaxClient:
+    http = httpx.AsyncClient(
+        base_url=settings.minimax_base_url,
+        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0),
+        limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
+    )
+    api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
+    return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
+                         max_retries=settings.minimax_max_retries,
+                         retry_base_seconds=settings.minimax_retry_base_seconds,
+                         read_timeout_seconds=settings.minimax_timeout_seconds)
