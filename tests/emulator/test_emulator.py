@@ -26,7 +26,8 @@ import lameenc
 import mutagen.mp3
 import pytest
 
-from minimax_emulator import Emulator, mp3, probe, speech, voices
+from minimax_emulator import Emulator, probe, speech, voices
+from odeatts import mp3
 
 KEY = "emulator-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -767,19 +768,7 @@ async def test_in_flight_max_and_latency(mm: Emulator) -> None:
     assert mm.stats()["in_flight_max"] == 4
 
 
-# --- mp3 parser -----------------------------------------------------------------------
-
-
-def test_mp3_parser_rejects_garbage_and_skips_id3() -> None:
-    audio = mp3_file(1)
-    tag = b"ID3\x04\x00\x00\x00\x00\x00\x05" + b"\x00" * 5
-    assert len(mp3.frames(tag + audio)) == len(mp3.frames(audio))
-    with pytest.raises(mp3.Mp3Error):
-        mp3.frames(audio + b"junk")
-    with pytest.raises(mp3.Mp3Error):
-        mp3.frames(b"not audio at all")
-    assert mp3.duration_ms(audio) == pytest.approx(1000, abs=150)
-    assert b"".join(mp3.split(audio, 0.2)) == audio
+# --- catalogue and probe --------------------------------------------------------------
 
 
 def test_every_catalogue_voice_exists_in_espeak() -> None:
