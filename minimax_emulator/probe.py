@@ -11,7 +11,7 @@ import io
 import struct
 import wave
 
-from minimax_emulator import mp3
+from odeatts import mp3
 
 __all__ = ["EXTENSIONS", "duration_seconds"]
 
@@ -35,7 +35,7 @@ def _m4a(data: bytes) -> float:
 
 
 def _mp3(data: bytes) -> float:
-    return mp3.duration_ms(data, strict=False) / 1000.0
+    return mp3.duration_ms(data, "tolerant") / 1000.0
 
 
 def duration_seconds(data: bytes, extension: str) -> float:

@@ -2,21 +2,18 @@
 
 Why: tests (sync or pytest-asyncio) and demo scripts need a real HTTP server
 on a free loopback port that does not depend on, or block, the caller's
-event loop. Emulator owns a background thread with its own loop; start()
-returns once the port is listening. The helper methods act on the same
+event loop. Emulator serves from a BackgroundServer (its own thread and loop);
+start() returns once the port is listening. The helper methods act on the same
 state as the /_emulator control endpoints (the state is thread-safe).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from types import TracebackType
 from typing import Any
 
-from aiohttp import web
-
 from minimax_emulator.app import make_app
+from minimax_emulator.background import BackgroundServer
 from minimax_emulator.faults import parse_rule
 from minimax_emulator.state import EmulatorState, Settings
 
@@ -40,15 +37,23 @@ class Emulator:
             api_key, group_id, latency_seconds, per_char_latency_seconds, chunk_delay_seconds
         )
         self.state = EmulatorState(settings)
-        self.host, self.port = host, port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundServer(
+            lambda: make_app(self.state), name="minimax-emulator", host=host, port=port
+        )
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port served (chosen at start() when 0 was asked; kept for a restart)."""
+        return self._server.port
 
     @property
     def url(self) -> str:
         """Base URL, e.g. "http://127.0.0.1:40123" (valid after start())."""
-        if self._runner is None:
+        if not self._server.serving:
             raise RuntimeError("emulator not started")
         return f"http://{self.host}:{self.port}"
 
@@ -57,55 +62,14 @@ class Emulator:
         """The key clients must send as `Authorization: Bearer <key>`."""
         return self.state.settings.api_key
 
-    async def _listen(self) -> None:
-        self._runner = web.AppRunner(make_app(self.state), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._listen())
-        except BaseException as exc:  # report to start(), then give up
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        if self._runner is not None:
-            loop.run_until_complete(self._runner.cleanup())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
-
     def start(self) -> Emulator:
         """Start serving; returns once the socket is listening."""
-        if self._thread is not None:
-            raise RuntimeError("emulator already started")
-        ready, failure = threading.Event(), list[BaseException]()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="minimax-emulator", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = self._runner = None
-            raise failure[0]
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and join the thread (safe to call twice)."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._runner = None
+        self._server.stop()
 
     def __enter__(self) -> Emulator:
         return self.start()

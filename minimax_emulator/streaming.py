@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from minimax_emulator import mp3
 from minimax_emulator.faults import FaultRule
 from minimax_emulator.protocol import base_resp, message_for
 from minimax_emulator.speech import Synthesis
+from odeatts import mp3
 
 __all__ = ["Pacing", "pieces", "stream_events"]
 

@@ -668,9 +668,7 @@ class MiniMaxClient:
                     yield item
                 return
             except MiniMaxError as failure:
-                if delivered or not failure.retry or attempt >= self._max_retries:
-                    raise failure.error from failure
-                await self._backoff(attempt, failure, retry_gate)
+                await self._retry_or_raise(failure, attempt, retry_gate, broken=delivered)
                 attempt += 1
 
     async def _stream_once(self, params: SpeechParams, request_id: str
@@ -747,13 +745,23 @@ class MiniMaxClient:
             try:
                 return await self._attempt(call, payload, reply, **options)
             except MiniMaxError as failure:
-                if not failure.retry or attempt >= self._max_retries:
-                    raise failure.error from failure
-                await self._backoff(attempt, failure, retry_gate)
+                await self._retry_or_raise(failure, attempt, retry_gate)
                 attempt += 1
 
-    async def _backoff(self, attempt: int, failure: MiniMaxError,
-                       retry_gate: RetryGate | None) -> None:
+    async def _retry_or_raise(self, failure: MiniMaxError, attempt: int,
+                              retry_gate: RetryGate | None, *, broken: bool = False) -> None:
+        """After failed attempt number ``attempt`` (from 0): raise the caller's error unless
+        another attempt may help, else wait out the backoff and pass the gate.
+
+        The one retry rule of every retried call. ``broken``: part of the answer was
+        already delivered (a stream past its first chunk), so a new attempt cannot mend
+        it. The backoff doubles per attempt, is four times longer after a busy refusal
+        (MiniMax asked us to slow down), and is jittered by +-50% so that workers retrying
+        together spread out. The gate waits for (or refuses) a slot under our account's
+        limits: a retry is a new call to MiniMax.
+        """
+        if broken or not failure.retry or attempt >= self._max_retries:
+            raise failure.error from failure
         delay = self._retry_base * (4 if failure.busy else 1) * 2**attempt
         await self._sleep(delay * (0.5 + random.random()))
         if retry_gate is not None:

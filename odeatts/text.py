@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["split_text"]
+__all__ = ["PAUSE", "split_text"]
 
 _SENTENCE = re.compile(r"(?<=[.!?…。！？])[\"')\]]*\s+|\n\s*\n")
 _CLAUSE = re.compile(r"(?<=[,;:—])\s+")
 _SPACE = re.compile(r"\s+")
-_PAUSE = re.compile(r"<#\d{1,2}(?:\.\d{1,2})?#>")
+# A pause marker, ``<#x.xx#>``: up to 99.99 seconds of silence (group 1: the seconds).
+PAUSE = re.compile(r"<#(\d{1,2}(?:\.\d{1,2})?)#>")
 
 
 def _cut_points(text: str, pattern: re.Pattern[str]) -> list[int]:
-    pauses = [m.span() for m in _PAUSE.finditer(text)]
+    pauses = [m.span() for m in PAUSE.finditer(text)]
     return [m.end() for m in pattern.finditer(text)
             if not any(a < m.end() < b for a, b in pauses)]
 
@@ -29,7 +30,7 @@ def _best_cut(text: str, limit: int) -> int:
         points = [p for p in _cut_points(text, pattern) if 0 < p <= limit]
         if points:
             return points[-1]
-    for marker in _PAUSE.finditer(text):  # never inside a marker
+    for marker in PAUSE.finditer(text):  # never inside a marker
         if marker.start() < limit < marker.end():
             return marker.start() or marker.end()
     return limit

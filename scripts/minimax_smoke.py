@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from odeatts.audio import AudioError, mp3_frames
+from odeatts import mp3
 from odeatts.config import Settings
 from odeatts.errors import OdeaError
 from odeatts.minimax import MiniMaxClient, SpeechParams, StreamEnd
@@ -290,10 +290,10 @@ def note_stream(report: Report, events: list[Any]) -> None:
 def _whole_frames(chunk: bytes) -> bool:
     """Whether ``chunk`` starts on an MP3 frame and ends where a frame ends."""
     try:
-        frames = mp3_frames(chunk)
-    except AudioError:
+        mp3.frames(chunk)  # a whole file: nothing but whole frames
+    except mp3.Mp3Error:
         return False
-    return frames[-1].offset + frames[-1].length == len(chunk)
+    return True
 
 
 def compare(report: Report, raws: dict[str, list[Raw]]) -> None:

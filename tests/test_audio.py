@@ -11,12 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odeatts.audio import AudioError, duration_ms
+from odeatts.audio import AudioError, delivered_ms, duration_ms
 from tests.support.sounds import MP3_FRAME_MS, flac, mp3, wav
 
 
 def test_mp3_is_its_frames() -> None:
     assert duration_ms(mp3(100), "mp3", 32000) == round(100 * MP3_FRAME_MS)
+
+
+def test_a_stream_delivered_its_whole_frames() -> None:
+    assert delivered_ms(mp3(3)[:-1], "mp3", 32000) == round(2 * MP3_FRAME_MS)
+    assert delivered_ms(mp3(3) + b"\xff", "mp3", 32000) == round(3 * MP3_FRAME_MS)
+    assert delivered_ms(b"", "mp3", 32000) == 0
 
 
 def test_a_real_encoder_s_mp3_measures_its_length_plus_padding() -> None:
@@ -50,6 +56,7 @@ def test_flac_is_streaminfo_samples_over_its_rate() -> None:
     (b"", "mp3"),
     (b"<html>502 Bad Gateway</html>", "mp3"),
     (mp3(3) + b"garbage", "mp3"),
+    (mp3(3)[:-1], "mp3"),  # its last frame cut off
     (b"ID3\x03\x00\x00\x00\x00\x00\x7f", "mp3"),  # a tag and no frames
     (mp3(3), "wav"),
     (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -292,6 +293,40 @@ async def test_an_invalid_stream_is_upstream_unavailable(
     with pytest.raises(UpstreamUnavailable):
         await stream(replies)
     assert replies.calls == attempts
+
+
+@pytest.mark.parametrize("call", ["synthesize", "stream"])
+async def test_retries_back_off_doubling_slower_when_busy_each_through_the_gate(
+    call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One retry rule for a call and a stream (before its first chunk): the backoff
+    doubles per attempt, is four times longer after a busy refusal, then the gate."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)  # the jitter's midpoint: none
+    busy = {"base_resp": {"status_code": 1002, "status_msg": "rate limit"}}
+    unknown = {"base_resp": {"status_code": 1000, "status_msg": "unknown error"}}
+    success = (Replies(valid()) if call == "synthesize" else
+               Replies(content=sse(chunk(mp3(2)), final(50)), content_type="text/event-stream"))
+    replies = [Replies(busy), Replies(unknown), success]
+    waits: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(f"sleep {seconds}")
+
+    async def gate() -> None:
+        waits.append("gate")
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: replies.pop(0)(r)),
+                             base_url="http://minimax.test")
+    client = MiniMaxClient(http, api_key="k", max_retries=2, retry_base_seconds=0.5,
+                           sleep=sleep)
+    try:
+        if call == "synthesize":
+            await client.synthesize(PARAMS, request_id="req-1", retry_gate=gate)
+        else:
+            [_ async for _ in client.stream(PARAMS, request_id="req-1", retry_gate=gate)]
+    finally:
+        await client.aclose()
+    assert waits == ["sleep 2.0", "gate", "sleep 1.0", "gate"] and replies == []
 
 
 async def test_a_stream_error_event_s_message_stays_in_the_log() -> None:

@@ -23,7 +23,8 @@ import lameenc  # type: ignore[import-not-found]
 import pytest
 
 from minimax_emulator import Emulator
-from odeatts.audio import duration_ms, mp3_frames
+from odeatts import mp3
+from odeatts.audio import duration_ms
 from scripts.contract import (
     FIXTURES,
     event_kind,
@@ -112,7 +113,7 @@ def test_a_stream_has_the_documented_events(http: httpx.Client) -> None:
     events = stream_events(http, STREAM)
     expect_stream_shape(STREAM, events)
     audio = b"".join(bytes.fromhex(e["data"]["audio"]) for e in events[:-1])
-    assert mp3_frames(audio)
+    assert mp3.frames(audio)
     expect_units(events[-1]["extra_info"], STREAM["request"], audio)
     # exclude_aggregated_audio: the final event does not repeat the audio.
     assert events[-1]["data"]["audio"] != audio.hex()

@@ -25,8 +25,11 @@ import httpx
 import lameenc
 import mutagen.mp3
 import pytest
+from aiohttp import web
 
-from minimax_emulator import Emulator, mp3, probe, speech, voices
+from minimax_emulator import Emulator, probe, speech, voices
+from minimax_emulator.background import BackgroundServer
+from odeatts import mp3
 
 KEY = "emulator-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -767,19 +770,7 @@ async def test_in_flight_max_and_latency(mm: Emulator) -> None:
     assert mm.stats()["in_flight_max"] == 4
 
 
-# --- mp3 parser -----------------------------------------------------------------------
-
-
-def test_mp3_parser_rejects_garbage_and_skips_id3() -> None:
-    audio = mp3_file(1)
-    tag = b"ID3\x04\x00\x00\x00\x00\x00\x05" + b"\x00" * 5
-    assert len(mp3.frames(tag + audio)) == len(mp3.frames(audio))
-    with pytest.raises(mp3.Mp3Error):
-        mp3.frames(audio + b"junk")
-    with pytest.raises(mp3.Mp3Error):
-        mp3.frames(b"not audio at all")
-    assert mp3.duration_ms(audio) == pytest.approx(1000, abs=150)
-    assert b"".join(mp3.split(audio, 0.2)) == audio
+# --- catalogue and probe --------------------------------------------------------------
 
 
 def test_every_catalogue_voice_exists_in_espeak() -> None:
@@ -792,6 +783,46 @@ def test_probe_reads_m4a_duration() -> None:
     assert probe.duration_seconds(b"\x00\x00\x00\x6cftypM4A " + mvhd, "m4a") == 12.5
     with pytest.raises(ValueError):
         probe.duration_seconds(b"no boxes here", "m4a")
+
+
+# --- background server ---------------------------------------------------------------
+
+
+def test_a_background_server_serves_stops_and_restarts_on_its_port() -> None:
+    stopped: list[str] = []
+
+    async def on_stop() -> None:
+        stopped.append("on_stop")
+
+    async def hello(_: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    def app() -> web.Application:
+        asyncio.get_running_loop()  # made on the server's own loop
+        made = web.Application()
+        made.router.add_get("/", hello)
+        return made
+
+    server = BackgroundServer(app, name="test-server", on_stop=on_stop)
+    server.start()
+    port = server.port
+    assert server.serving and port and httpx.get(f"http://127.0.0.1:{port}/").text == "hi"
+    with pytest.raises(RuntimeError, match="already started"):
+        server.start()
+    clash = BackgroundServer(app, name="clash", port=port)
+    with pytest.raises(OSError):
+        clash.start()
+    assert not clash.serving and clash.loop is None
+    server.stop()
+    server.stop()  # twice is fine
+    assert stopped == ["on_stop"] and not server.serving and server.loop is None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/")
+    server.start()  # the same port again
+    try:
+        assert server.port == port and httpx.get(f"http://127.0.0.1:{port}/").text == "hi"
+    finally:
+        server.stop()
 
 
 # --- command line -------------------------------------------------------------------

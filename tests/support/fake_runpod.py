@@ -27,8 +27,8 @@ rp_scale.py) reads four URLs from the environment:
 
 Every request carries ``Authorization: <RUNPOD_AI_API_KEY>``. Pings start only when
 RUNPOD_AI_API_KEY and RUNPOD_POD_ID are both set. A full worker sleeps 1 s before it
-asks again (rp_scale.py). The fake serves from its own thread and loop (like the
-MiniMax emulator), so sync and async tests can use it; it never deduplicates, so
+asks again (rp_scale.py). The fake serves from its own thread and loop (the MiniMax
+emulator's BackgroundServer), so sync and async tests can use it; it never deduplicates, so
 queuing an id twice is RunPod re-delivering it.
 """
 
@@ -52,6 +52,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
+from minimax_emulator.background import BackgroundServer
 from odeatts.config import Settings
 
 __all__ = [
@@ -132,49 +133,33 @@ class FakeRunPod:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server = BackgroundServer(self._app, name="fake-runpod", shutdown_timeout=0.5,
+                                        on_stop=self._answer_pollers)
         self._wake: asyncio.Event | None = None
         self._closing = False
-        self.port = 0
 
     # ---------------------------------------------------------------- lifecycle
     @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
     def url(self) -> str:
-        if self._runner is None:
+        if not self._server.serving:
             raise RuntimeError("fake RunPod not started")
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeRunPod:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(ready, failure),
-                                        name="fake-runpod", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-        with contextlib.suppress(Exception):
-            future.result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
+        self._server.stop()
 
-    async def _shutdown(self) -> None:
+    async def _answer_pollers(self) -> None:
         """Answer every held long-poll (204) before the server goes away."""
         self._closing = True
         self._wake_pollers()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def __enter__(self) -> FakeRunPod:
         return self.start()
@@ -182,21 +167,7 @@ class FakeRunPod:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._listen())
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.close()
-
-    async def _listen(self) -> None:
+    def _app(self) -> web.Application:
         self._wake = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         base = f"/v2/{ENDPOINT}"
@@ -208,11 +179,7 @@ class FakeRunPod:
             web.post(base + "/job-stream/{worker}/{job}", self._done),
             web.get(base + "/ping/{worker}", self._ping),
         ])
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     def env(self, worker_id: str) -> dict[str, str]:
         """The RUNPOD_* environment of a worker process served by this fake."""
@@ -316,8 +283,9 @@ class FakeRunPod:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._wake_pollers)
+        loop = self._server.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._wake_pollers)
 
     def _wake_pollers(self) -> None:
         assert self._wake is not None
