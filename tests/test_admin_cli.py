@@ -7,6 +7,7 @@ The CLI calls ``asyncio.run``; async tests therefore run it in a thread.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
@@ -238,3 +239,23 @@ def test_admin_script_help_runs(tmp_path: Path) -> None:
     for command in ("db", "users", "voices"):
         assert command in proc.stdout
 
+
+def test_no_cli_module_imports_another_but_common() -> None:
+    """Command groups share code only through odeatts/cli/common.py."""
+    package = ROOT / "odeatts" / "cli"
+    found: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        if path.name == "__init__.py":  # assembles the app from the groups
+            continue
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "odeatts.cli":
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "odeatts.cli."):
+                names.add(str(node.module).removeprefix("odeatts.cli."))
+            elif isinstance(node, ast.Import):
+                names |= {a.name.removeprefix("odeatts.cli.") for a in node.names
+                          if a.name.startswith("odeatts.cli.")}
+        found[path.stem] = names - {"common"}
+    assert {name: names for name, names in found.items() if names} == {}

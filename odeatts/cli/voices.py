@@ -19,18 +19,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
 from odeatts import catalogue
 from odeatts.catalogue import NewClone, SyncReport, VoiceStatus
-from odeatts.cli.common import Sessions, emit, minimax, out, run, settings, table
+from odeatts.cli.common import (
+    JSON,
+    Sessions,
+    display,
+    emit,
+    minimax,
+    run,
+    say,
+    settings,
+    table,
+)
 from odeatts.models import Voice
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="The voice catalogue.")
 
-JSON = typer.Option(False, "--json", help="Print JSON for machines.")
 IMPORTS = typer.Option([], "--import", help="ID=NAME:LANGUAGE:GENDER (repeatable).")
 SAMPLE = typer.Option(..., "--file", help="mp3, m4a or wav; 10 s to 5 min; at most 20 MB.")
 SEVEN_DAYS = ("Run one real speech job with it within 7 days of cloning, or MiniMax deletes it "
@@ -81,11 +90,12 @@ def _status(status: VoiceStatus) -> str:
 
 
 def _list_table(statuses: list[VoiceStatus]) -> Table:
-    human = Table(Column("name", no_wrap=True), Column("MiniMax id", overflow="fold"),
-                  "language", "gender", "kind", "status", title=f"{len(statuses)} voices")
-    for s in statuses:
-        human.add_row(s.voice.name, s.voice.minimax_voice_id, s.voice.language, s.voice.gender,
-                      s.voice.kind, _status(s))
+    human = table(f"{len(statuses)} voices",
+                  ["name", "MiniMax id", "language", "gender", "kind", "status"],
+                  [[s.voice.name, s.voice.minimax_voice_id, s.voice.language, s.voice.gender,
+                    s.voice.kind, _status(s)] for s in statuses])
+    human.columns[0].no_wrap = True  # on a terminal: the name is what callers send
+    human.columns[1].overflow = "fold"  # and an id folds rather than losing its end
     return human
 
 
@@ -152,17 +162,17 @@ def activate(name: str = typer.Option(..., help="The voice to show again."),
 
 
 def _print_sync(report: SyncReport) -> None:
-    out.print(table(f"{len(report.new)} MiniMax system voices not in our catalogue",
-                    ["MiniMax id", "MiniMax name"], [list(pair) for pair in report.new]))
+    display(table(f"{len(report.new)} MiniMax system voices not in our catalogue",
+                  ["MiniMax id", "MiniMax name"], [list(pair) for pair in report.new]))
     for label, names in (("imported", report.imported), ("already there", report.unchanged),
                          ("deactivated", report.deactivated)):
         if names:
-            out.print(f"{label}: {', '.join(names)}", markup=False, highlight=False)
+            say(f"{label}: {', '.join(names)}", markup=False)
     for voice in report.missing:
         action = "deactivated" if voice.name in report.deactivated else \
             "still active (use --deactivate-missing)"
-        out.print(f"gone from MiniMax: {voice.name} ({voice.minimax_voice_id}), {action}",
-                  markup=False, highlight=False)
+        say(f"gone from MiniMax: {voice.name} ({voice.minimax_voice_id}), {action}",
+            markup=False)
 
 
 @app.command("sync")
@@ -224,5 +234,5 @@ def clone(
                                                                             "note")]))
     if not as_json:
         if made.note:
-            out.print(f"Note: {made.note}.", markup=False, highlight=False)
-        out.print(f"Reminder: {SEVEN_DAYS}", markup=False, highlight=False)
+            say(f"Note: {made.note}.", markup=False)
+        say(f"Reminder: {SEVEN_DAYS}", markup=False)
