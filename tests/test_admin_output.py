@@ -1,5 +1,8 @@
 """What every admin command promises about its output and its options.
 
+- ``--help`` marks each required option ``[required]``, and leaving one out is one
+  ``error: --X is required`` line (exit 2);
+- a fixed choice (gender, kind, language shape, format, model) refuses anything else;
 - piped (CliRunner's stdout is no terminal, like a cron log), a table never cuts or
   wraps a value: a long email or MiniMax id comes out whole, each record on one line;
 - users, keys, quota and usage views print seconds and times the same way.
@@ -18,11 +21,13 @@ from typing import Any
 import pytest
 from click.testing import Result
 from sqlalchemy import Engine, insert, select, update
+from typer.testing import CliRunner
 
+from odeatts.cli import app
 from odeatts.config import Settings
 from odeatts.models import ApiKey, Usage, User, Voice
-from tests.support.cli import Invoke, cli_env
-from tests.test_admin_cli import create_user
+from tests.support.cli import Invoke, cli_env, commands
+from tests.test_admin_cli import assert_operator_error, create_user
 
 EMBEDDED = pytest.mark.parametrize("backend", ["embedded"])
 
@@ -46,6 +51,52 @@ def whole_on_one_line(output: str, value: str, *also: str) -> None:
     assert touched, output
     assert all(value in line for line in touched), output
     assert any(all(cell in line for cell in also) for line in touched), output
+
+
+def test_help_marks_required_options_and_leaving_one_out_is_one_line() -> None:
+    runner = CliRunner()
+    for path, command in commands():
+        required = [param.opts[0] for param in command.params if param.required]
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+        assert shown.exit_code == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        marked = [line for line in lines if "[required]" in line]
+        assert len(marked) == len(required), (path, shown.stdout)
+        for option in required:
+            assert any(re.search(rf"{option}\b", line) for line in marked), (path, option)
+        if required:  # nothing given: the first required option is named, in one line
+            result = runner.invoke(app, path, env={})
+            flat = assert_operator_error(result, 2, f"{required[0]} is required")
+            assert len(result.stderr.splitlines()) == 1, flat
+
+
+def test_a_mistyped_top_level_option_is_one_line_too() -> None:
+    result = CliRunner().invoke(app, ["--bogus", "users", "list"], env={})
+    assert_operator_error(result, 2, "--bogus")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["voices", "list", "--gender", "alien"], ["--gender", "alien", "male, female, neutral"]),
+    (["voices", "list", "--kind", "designed"], ["--kind", "system, cloned"]),
+    (["voices", "list", "--language", "klingon please"], ["--language", "BCP-47"]),
+    (["voices", "update", "--name", "british-male", "--gender", "robot"], ["--gender"]),
+    (["voices", "clone", "--name", "x-voice", "--file", "x.wav", "--language", "en-NG",
+      "--gender", "female", "--model", "speech-9"], ["--model", "speech-02-hd"]),
+    (["usage", "report", "--format", "xml"], ["--format", "table, csv, json"]),
+])
+def test_a_value_outside_a_fixed_choice_is_an_error(args: list[str], words: list[str]) -> None:
+    """Refused while reading the options: no database or MiniMax is asked anything."""
+    result = CliRunner().invoke(app, args, env={"DATABASE_URL": "postgresql://nowhere:1/x"})
+    assert_operator_error(result, 2, *words)
+    assert len(result.stderr.splitlines()) == 1
+
+
+@EMBEDDED
+def test_a_valid_filter_still_lists(invoke: Invoke) -> None:
+    listed = json.loads(ok(invoke("voices", "list", "--gender", "female", "--language",
+                                  "EN-ng", "--json")))
+    assert [v["name"] for v in listed["voices"]] == ["nigerian-female"]
 
 
 # --- piped output -------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -37,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 # typer (pinned) vendors click; its usage errors are these classes, not click's.
 from typer._click.core import Context
-from typer._click.exceptions import UsageError
+from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from odeatts import accounts
@@ -51,11 +52,13 @@ __all__ = [
     "JSON",
     "OneLineErrors",
     "Sessions",
+    "choice",
     "display",
     "emit",
     "err",
     "fail",
     "key_table",
+    "language_option",
     "minimax",
     "out",
     "piped",
@@ -75,14 +78,35 @@ err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the w
 
 JSON = typer.Option(False, "--json", help="Print JSON for machines (stdout holds only JSON).")
 
+# BCP-47 in the shape the catalogue stores (odeatts.catalogue checks it the same way).
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}")
+
 
 class OneLineErrors(TyperGroup):
     """A mistyped option is an operator mistake too: one ``error:`` line and exit 2,
-    not click's usage panel (which the top-level app would otherwise print)."""
+    not click's usage panel (which the top-level app would otherwise print).
+
+    Required options are declared required (``...``), so ``--help`` marks them
+    ``[required]``; leaving one out reads ``error: --user is required``."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: Context | None = None, **extra: Any) -> Context:
+        """The top level's own options (``admin.py --bogus``) are parsed here, outside
+        ``invoke``; a group's are parsed inside its parent's ``invoke``."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            fail(f"{exc.format_message()} (see: {info_name or 'admin.py'} --help)")
 
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
+        except MissingParameter as exc:
+            path = (exc.ctx or ctx).command_path
+            name = exc.param.opts[0] if exc.param is not None and exc.param.opts else "an option"
+            fail(f"{name} is required (see: {path} --help)")
         except UsageError as exc:
             path = (exc.ctx or ctx).command_path
             fail(f"{exc.format_message()} (see: {path} --help)")
@@ -98,6 +122,36 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
+
+
+# --- options whose values are a fixed choice ------------------------------------------------
+
+def choice(names: str, values: Sequence[str], help: str, default: Any = None,
+           metavar: str | None = None) -> Any:
+    """An option that takes one of ``values`` (``default=...``: a required one).
+
+    ``--help`` lists the values; anything else is one ``error:`` line naming them, where a
+    filter would otherwise match nothing and look like "no such voices"."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
+        return value
+
+    return typer.Option(default, names, metavar=metavar or "|".join(values), help=help,
+                        callback=check)
+
+
+def language_option(help: str, default: Any = None) -> Any:
+    """``--language``: a BCP-47 tag such as en-NG (``default=...``: required), checked
+    before anything is read or asked of MiniMax."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and (len(value) > 16 or not _LANGUAGE.fullmatch(value)):
+            raise typer.BadParameter(f"{value!r} is not a BCP-47 tag such as en-NG")
+        return value
+
+    return typer.Option(default, "--language", metavar="TAG", help=help, callback=check)
 
 
 # --- running one operation against the database --------------------------------------------

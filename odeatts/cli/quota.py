@@ -5,8 +5,8 @@
     quota reset     --user U [--json]
     quota reset-due [--json]          (also scripts/reset_quotas.py, for cron)
 
-``--user`` is a user id or an email (any case). Options are checked here rather than
-by Click so that every mistake is one ``error:`` line and exit 2.
+``--user`` is a user id or an email (any case). Required options are declared so
+(``--help`` marks them); leaving one out is one ``error:`` line and exit 2.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rich.table import Table
 from odeatts import billing
 from odeatts.cli.common import (
     JSON,
+    OneLineErrors,
     emit,
     fail,
     print_whole,
@@ -39,15 +40,10 @@ from odeatts.outbox import RedisOutbox
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="A user's seconds, credits and billing cycles.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
+                  help="A user's seconds, credits and billing cycles.")
 
-USER = typer.Option(None, "--user", help="A user id or email.")
-
-
-def _need(value: str | None, option: str) -> str:
-    if value is None or not value.strip():
-        fail(f"{option} is required")
-    return value
+USER = typer.Option(..., "--user", help="A user id or email.")
 
 
 def _os_user() -> str:
@@ -79,29 +75,28 @@ def _state_table(title: str, state: billing.QuotaState) -> Table:
 @app.command("show")
 def show(user: str = USER, as_json: bool = JSON) -> None:
     """Plan seconds, override, credit, used, live reserved and remaining; the cycle."""
-    ref, ttl = _need(user, "--user"), _lease_ttl()
-    state = run(lambda s: billing.quota_state(s, user=ref, lease_ttl=ttl))
+    ttl = _lease_ttl()
+    state = run(lambda s: billing.quota_state(s, user=user, lease_ttl=ttl))
     emit(state.to_dict(), as_json, _state_table("quota", state))
 
 
 @app.command("adjust")
 def adjust(
     user: str = USER,
-    delta: str = typer.Option(None, "--seconds", metavar="±SECONDS",
+    delta: str = typer.Option(..., "--seconds", metavar="±SECONDS",
                               help="Seconds to grant (+) or take back (-) for this cycle."),
-    reason: str = typer.Option(None, "--reason", help="Why; kept in the audit trail."),
+    reason: str = typer.Option(..., "--reason", help="Why; kept in the audit trail."),
     actor: str = typer.Option(None, "--actor", help="Who; default: the OS user."),
     as_json: bool = JSON,
 ) -> None:
     """Grant or take back seconds for this cycle (audited; seen by the next job)."""
-    ref, ttl = _need(user, "--user"), _lease_ttl()
-    text = _need(delta, "--seconds")
+    ttl = _lease_ttl()
     try:
-        delta_ms = billing.parse_seconds(text)
+        delta_ms = billing.parse_seconds(delta)
     except AdminError as exc:
         fail(str(exc))
     row, state = run(lambda s: billing.adjust_quota(
-        s, user=ref, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(),
+        s, user=user, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(),
         lease_ttl=ttl))
     data = {"adjustment": {"id": row.id, "user_id": row.user_id, "seconds": row.delta_ms / 1000,
                            "reason": row.reason, "actor": row.actor,
@@ -124,8 +119,7 @@ def _archive_table(title: str, archives: list[billing.CycleArchive]) -> Table:
 @app.command("reset")
 def reset(user: str = USER, as_json: bool = JSON) -> None:
     """Archive the user's current cycle and start a new one now (used and credit to 0)."""
-    ref = _need(user, "--user")
-    archive = run(lambda s: billing.reset_user(s, user=ref))
+    archive = run(lambda s: billing.reset_user(s, user=user))
     if as_json:
         emit(archive.to_dict(), True)
     else:

@@ -26,6 +26,8 @@ from rich.table import Table
 
 from odeatts import billing
 from odeatts.cli.common import (
+    OneLineErrors,
+    choice,
     err,
     fail,
     print_whole,
@@ -40,7 +42,7 @@ from odeatts.models import utcnow
 
 __all__ = ["BATCH_USERS", "CSV_COLUMNS", "app"]
 
-app = typer.Typer(no_args_is_help=True, help="Usage reports.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Usage reports.")
 
 T = TypeVar("T")
 
@@ -158,13 +160,12 @@ def report(
     end: str = typer.Option(None, "--to", metavar="DATE",
                             help="End, excluded (UTC); default: next month's first."),
     user: str = typer.Option(None, "--user", help="Only this user (id or email)."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    fmt: str | None = choice("--format", FORMATS, "table (the default), csv or json."),
     output: str = typer.Option(None, "--output", metavar="FILE",
                                help="Write to FILE instead of stdout."),
 ) -> None:
     """Per user: requests, outcomes, seconds, billed characters and upstream cost."""
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}: {fmt!r}")
+    fmt = fmt or "table"
     start_at, end_at = _checked(lambda: billing.parse_period(start, end, now=utcnow()))
     config = settings()
     prices = billing.Prices(turbo_per_million=config.price_turbo_per_million_chars,

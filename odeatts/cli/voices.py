@@ -25,9 +25,12 @@ from odeatts import catalogue
 from odeatts.catalogue import NewClone, SyncReport, VoiceStatus
 from odeatts.cli.common import (
     JSON,
+    OneLineErrors,
     Sessions,
+    choice,
     display,
     emit,
+    language_option,
     minimax,
     run,
     say,
@@ -35,11 +38,13 @@ from odeatts.cli.common import (
     table,
 )
 from odeatts.models import Voice
+from odeatts.schemas import MODELS
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="The voice catalogue.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="The voice catalogue.")
 
+GENDERS = catalogue.GENDERS
 IMPORTS = typer.Option([], "--import", help="ID=NAME:LANGUAGE:GENDER (repeatable).")
 SAMPLE = typer.Option(..., "--file", help="mp3, m4a or wav; 10 s to 5 min; at most 20 MB.")
 SEVEN_DAYS = ("Run one real speech job with it within 7 days of cloning, or MiniMax deletes it "
@@ -56,8 +61,8 @@ def add(
     name: str = typer.Option(..., help="Friendly name callers use, e.g. nigerian-female."),
     minimax_id: str = typer.Option(..., "--minimax-id", help="MiniMax voice_id (must be listed "
                                    "by MiniMax)."),
-    language: str = typer.Option(..., help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(..., help="male, female or neutral."),
+    language: str = language_option("BCP-47 tag, e.g. en-NG.", ...),
+    gender: str = choice("--gender", GENDERS, "The voice's gender.", ...),
     description: str = typer.Option(None, help="Shown to callers."),
     language_boost: str = typer.Option(None, "--language-boost", help="MiniMax language_boost."),
     as_json: bool = JSON,
@@ -101,9 +106,10 @@ def _list_table(statuses: list[VoiceStatus]) -> Table:
 
 @app.command("list")
 def list_(
-    language: str = typer.Option(None, help="Only this language, e.g. en-NG."),
-    gender: str = typer.Option(None, help="Only male, female or neutral."),
-    kind: str = typer.Option(None, help="Only system or cloned."),
+    language: str | None = language_option("Only this language, e.g. en-NG."),
+    gender: str | None = choice("--gender", GENDERS, "Only voices of this gender."),
+    kind: str | None = choice("--kind", catalogue.KINDS, "Only MiniMax's system voices or "
+                              "our clones."),
     include_inactive: bool = typer.Option(False, "--all", help="Include inactive voices."),
     expiring: bool = typer.Option(False, "--expiring", help="Only never-used clones MiniMax "
                                   "deletes within 2 days (or already did)."),
@@ -122,8 +128,8 @@ def update(
     minimax_id: str = typer.Option(None, "--minimax-id", help="A MiniMax voice_id MiniMax "
                                    "lists (a clone is listed after its first real use)."),
     description: str = typer.Option(None, help="Shown to callers; \"\" clears it."),
-    language: str = typer.Option(None, help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(None, help="male, female or neutral."),
+    language: str | None = language_option("BCP-47 tag, e.g. en-NG."),
+    gender: str | None = choice("--gender", GENDERS, "The voice's gender."),
     language_boost: str = typer.Option(None, "--language-boost",
                                        help="MiniMax language_boost; \"\" clears it."),
     as_json: bool = JSON,
@@ -203,8 +209,8 @@ def sync(
 def clone(
     name: str = typer.Option(..., help="Friendly name for the clone, e.g. nigerian-female-ada."),
     sample: Path = SAMPLE,
-    language: str = typer.Option(..., help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(..., help="male, female or neutral."),
+    language: str = language_option("BCP-47 tag, e.g. en-NG.", ...),
+    gender: str = choice("--gender", GENDERS, "The speaker's gender.", ...),
     voice_id: str = typer.Option(None, "--voice-id", help="MiniMax voice_id to create "
                                  "(default: derived from the name, with a random suffix)."),
     description: str = typer.Option(None, help="Shown to callers."),
@@ -212,7 +218,8 @@ def clone(
                                        help="MiniMax language_boost for this voice."),
     preview_text: str = typer.Option(None, "--preview-text", help="Ask MiniMax for a demo "
                                      "clip of this text (billed; does not count as use)."),
-    model: str = typer.Option(None, help="Model for the preview (default MINIMAX_MODEL)."),
+    model: str | None = choice("--model", MODELS, "Model for the preview (default "
+                               f"MINIMAX_MODEL): {', '.join(MODELS)}.", metavar="MODEL"),
     as_json: bool = JSON,
 ) -> None:
     """Clone a voice at MiniMax from a recording and register it."""
