@@ -64,17 +64,39 @@ def test_db_upgrade_migrates_an_empty_database(backend: str, tmp_path: Path) -> 
     with empty_database(backend, tmp_path) as url:
         result = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
         assert result.exit_code == 0, result.stderr
-        assert "head" in result.stderr
+        assert "head" in result.stderr and result.stdout == ""
         eng = create_engine(sync_url(url), poolclass=NullPool)
         try:
             assert {"plans", "users", "api_keys", "voices", "usage"} <= set(
                 inspect(eng).get_table_names())
             with eng.connect() as conn:
                 assert len(conn.execute(select(Plan.__table__.c.id)).all()) == 4
-            again = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
+            again = CliRunner().invoke(app, ["db", "upgrade", "--json"],
+                                       env={"DATABASE_URL": url})
             assert again.exit_code == 0, again.stderr
+            data = json.loads(again.stdout)
+            with eng.connect() as conn:
+                head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            assert data["from"] == data["to"] == head and data["changed"] is False
+            assert data["target"] == "head"
         finally:
             eng.dispose()
+
+
+def test_db_upgrade_json_says_what_it_did(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'fresh.db').as_posix()}"
+    result = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": url})
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["from"] is None and data["to"] and data["changed"] is True
+    assert data["database"] == url
+    secret = "postgresql://odea:s3cret-pw@127.0.0.1:1/x"
+    refused = CliRunner().invoke(app, ["db", "upgrade", "no-such-revision", "--json"],
+                                 env={"DATABASE_URL": url})
+    assert_operator_error(refused, 2, "no-such-revision")
+    down = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": secret})
+    assert_operator_error(down, 3, "migration failed")
+    assert "s3cret-pw" not in down.stderr and len(down.stderr.splitlines()) == 1
 
 
 # --- users create --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What every admin command promises about its output and its options.
 
+- every command takes ``--json``;
 - ``--help`` marks each required option ``[required]``, and leaving one out is one
   ``error: --X is required`` line (exit 2);
 - a fixed choice (gender, kind, language shape, format, model) refuses anything else;
@@ -53,6 +54,14 @@ def whole_on_one_line(output: str, value: str, *also: str) -> None:
     assert any(all(cell in line for cell in also) for line in touched), output
 
 
+# --- every command ------------------------------------------------------------------------
+
+def test_every_command_takes_json() -> None:
+    missing = [" ".join(path) for path, command in commands()
+               if not any("--json" in param.opts for param in command.params)]
+    assert missing == []
+
+
 def test_help_marks_required_options_and_leaving_one_out_is_one_line() -> None:
     runner = CliRunner()
     for path, command in commands():
@@ -84,6 +93,7 @@ def test_a_mistyped_top_level_option_is_one_line_too() -> None:
     (["voices", "clone", "--name", "x-voice", "--file", "x.wav", "--language", "en-NG",
       "--gender", "female", "--model", "speech-9"], ["--model", "speech-02-hd"]),
     (["usage", "report", "--format", "xml"], ["--format", "table, csv, json"]),
+    (["usage", "report", "--json", "--format", "csv"], ["--json", "--format csv"]),
 ])
 def test_a_value_outside_a_fixed_choice_is_an_error(args: list[str], words: list[str]) -> None:
     """Refused while reading the options: no database or MiniMax is asked anything."""
@@ -97,6 +107,13 @@ def test_a_valid_filter_still_lists(invoke: Invoke) -> None:
     listed = json.loads(ok(invoke("voices", "list", "--gender", "female", "--language",
                                   "EN-ng", "--json")))
     assert [v["name"] for v in listed["voices"]] == ["nigerian-female"]
+
+
+@EMBEDDED
+def test_usage_report_json_is_format_json(invoke: Invoke) -> None:
+    ok(create_user(invoke))
+    assert (json.loads(ok(invoke("usage", "report", "--json")))
+            == json.loads(ok(invoke("usage", "report", "--format", "json", "--json"))))
 
 
 # --- piped output -------------------------------------------------------------------------

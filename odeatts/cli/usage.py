@@ -1,6 +1,7 @@
 """``admin.py usage``: who used how much, and what it cost us upstream.
 
-    usage report [--from DATE] [--to DATE] [--user U] [--format table|csv|json] [--output FILE]
+    usage report [--from DATE] [--to DATE] [--user U] [--format table|csv|json] [--json]
+                 [--output FILE]
 
 The period is [from, to) in UTC by ``usage.created_at``; the default is this calendar
 month. Clone previews made in the period (``voices.created_at``) are MiniMax's bill too:
@@ -161,11 +162,14 @@ def report(
                             help="End, excluded (UTC); default: next month's first."),
     user: str = typer.Option(None, "--user", help="Only this user (id or email)."),
     fmt: str | None = choice("--format", FORMATS, "table (the default), csv or json."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
     output: str = typer.Option(None, "--output", metavar="FILE",
                                help="Write to FILE instead of stdout."),
 ) -> None:
     """Per user: requests, outcomes, seconds, billed characters and upstream cost."""
-    fmt = fmt or "table"
+    if as_json and fmt not in (None, "json"):
+        fail(f"--json and --format {fmt} disagree; give one of them")
+    fmt = "json" if as_json else fmt or "table"
     start_at, end_at = _checked(lambda: billing.parse_period(start, end, now=utcnow()))
     config = settings()
     prices = billing.Prices(turbo_per_million=config.price_turbo_per_million_chars,
