@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -260,6 +262,33 @@ def test_admin_script_help_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for command in ("db", "users", "voices"):
         assert command in proc.stdout
+
+
+def test_scripts_admin_bootstraps_then_runs_admin_py_where_you_are(tmp_path: Path) -> None:
+    """``scripts/admin`` against a stand-in project: the real bootstrap would install
+    into the shared .venv, so a stub records that it was asked, and a stub admin.py says
+    where it ran and with which arguments."""
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    (project / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "admin", project / "scripts" / "admin")
+    bootstrap = project / "scripts" / "bootstrap"
+    bootstrap.write_text('#!/usr/bin/env bash\necho "bootstrap $*" >&2\n'
+                         'echo "$*" > "$(dirname "$0")/../bootstrapped"\n')
+    bootstrap.chmod(0o755)
+    (project / "scripts" / "admin.py").write_text(
+        "import json, os, sys\nprint(json.dumps({'cwd': os.getcwd(), 'args': sys.argv[1:]}))\n")
+    (project / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ["voices", "clone", "--name", "ada voice", "--file", "ada.wav", "--json"]
+    proc = subprocess.run([str(project / "scripts" / "admin"), *args], cwd=elsewhere,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"cwd": str(elsewhere), "args": args}
+    assert (project / "bootstrapped").read_text().split() == ["requirements-dev.txt"]
+    assert os.access(ROOT / "scripts" / "admin", os.X_OK)
 
 
 def test_no_cli_module_imports_another_but_common() -> None:
