@@ -188,10 +188,12 @@ def test_unreachable_database_exits_3(invoke: Invoke, settings: Settings) -> Non
 
 
 def test_unmigrated_database_exits_3_and_says_so(invoke: Invoke, settings: Settings,
-                                                 tmp_path: Path) -> None:
-    env = {**cli_env(settings),
-           "DATABASE_URL": f"sqlite+aiosqlite:///{(tmp_path / 'blank.db').as_posix()}"}
-    assert_operator_error(create_user(invoke, env=env), 3, "db upgrade")
+                                                 backend: str, tmp_path: Path) -> None:
+    with empty_database(backend, tmp_path) as url:
+        env = {**cli_env(settings), "DATABASE_URL": url}
+        for result in (create_user(invoke, env=env), invoke("users", "list", env=env),
+                       invoke("quota", "reset-due", env=env)):
+            assert_operator_error(result, 3, "DATABASE_URL", "run scripts/admin db upgrade")
 
 
 # --- voices add ----------------------------------------------------------------------------
@@ -262,6 +264,42 @@ def test_admin_script_help_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for command in ("db", "users", "voices"):
         assert command in proc.stdout
+
+
+
+def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) -> None:
+    """A copy of the project, driven from other directories with no DATABASE_URL or
+    ODEATTS_DATA_DIR: every command finds the one SQLite file under the project's var/."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "odeatts", project / "odeatts",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "scripts").mkdir()
+    for name in ("__init__.py", "admin.py"):
+        shutil.copy(ROOT / "scripts" / name, project / "scripts" / name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def admin(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(project / "scripts" / "admin.py"), *args],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    database = project / "var" / "odeatts.db"
+    blank = admin(elsewhere, "users", "list")
+    assert blank.returncode == 3 and blank.stdout == ""
+    assert blank.stderr.startswith("error: ") and "run scripts/admin db upgrade" in blank.stderr
+    assert str(database) in blank.stderr
+    upgraded = admin(elsewhere, "db", "upgrade", "--json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["database"].endswith(database.as_posix())
+    made = admin(project / "odeatts", "users", "create", "--name", "Ada Obi", "--email",
+                 "ada@example.com", "--json")
+    assert made.returncode == 0, made.stderr
+    listed = admin(tmp_path, "users", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [u["email"] for u in json.loads(listed.stdout)["users"]] == ["ada@example.com"]
+    assert not (elsewhere / "var").exists() and not (tmp_path / "var").exists()
 
 
 def test_scripts_admin_bootstraps_then_runs_admin_py_where_you_are(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from odeatts.worker import build_minimax
 
 __all__ = [
     "JSON",
+    "UPGRADE_HINT",
     "OneLineErrors",
     "Sessions",
     "choice",
@@ -77,6 +78,7 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
 
 JSON = typer.Option(False, "--json", help="Print JSON for machines (stdout holds only JSON).")
+UPGRADE_HINT = "run scripts/admin db upgrade"
 
 # BCP-47 in the shape the catalogue stores (odeatts.catalogue checks it the same way).
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}")
@@ -156,15 +158,31 @@ def language_option(help: str, default: Any = None) -> Any:
 
 # --- running one operation against the database --------------------------------------------
 
+def _where(config: Settings) -> str:
+    if config.database_url is not None:
+        return "DATABASE_URL"
+    return f"the embedded SQLite file {config.data_dir / 'odeatts.db'}"
+
+
+def _unmigrated(exc: SQLAlchemyError) -> bool:
+    """A missing table or column: a database nobody ran the migrations on (or an old one)."""
+    cause = getattr(exc, "orig", None)
+    if getattr(cause, "sqlstate", None) in ("42P01", "42703"):  # undefined table / column
+        return True
+    text = str(cause if cause is not None else exc)
+    return "no such table" in text or "no such column" in text
+
+
 def run(work: Callable[[Sessions], Awaitable[T]]) -> T:
     """Run one async operation against the configured database, mapping failures.
 
     AdminError is the operator's mistake (exit 2); an OdeaError from MiniMax is shown
     by its code and message (exit 2 for the caller-ish kinds, 3 for unavailability).
     """
+    config = settings()
 
     async def main() -> T:
-        engine = make_engine(settings().effective_database_url, pool_size=2)
+        engine = make_engine(config.effective_database_url, pool_size=2)
         try:
             return await work(make_sessionmaker(engine))
         finally:
@@ -176,9 +194,15 @@ def run(work: Callable[[Sessions], Awaitable[T]]) -> T:
         fail(str(exc))
     except OdeaError as exc:
         fail(f"{exc.code}: {exc.message}", code=3 if exc.retryable else 2)
-    except (SQLAlchemyError, ConnectionError) as exc:
-        fail(f"database unavailable ({type(exc).__name__}); is DATABASE_URL right and "
-             "migrated (admin.py db upgrade)?", code=3)
+    except SQLAlchemyError as exc:
+        if _unmigrated(exc):
+            fail(f"{_where(config)} has no OdeaTTS schema, or an old one: {UPGRADE_HINT}",
+                 code=3)
+        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?",
+             code=3)
+    except ConnectionError as exc:
+        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?",
+             code=3)
 
 
 @asynccontextmanager
