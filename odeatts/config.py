@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_PEPPER", "LogFormat", "Settings", "normalise_database_url"]
+__all__ = ["DEFAULT_DATA_DIR", "DEV_PEPPER", "LogFormat", "Settings", "normalise_database_url"]
 
 # Only ever used outside production; production refuses to start with it.
 DEV_PEPPER = "odeatts-development-pepper-not-for-production"
@@ -25,6 +25,11 @@ DEV_PEPPER = "odeatts-development-pepper-not-for-production"
 MINIMAX_GLOBAL_URL = "https://api.minimax.io"
 
 LogFormat = Literal["json", "text"]
+
+# The embedded SQLite file's folder: the project's own var/, found from this package, so
+# every command finds the same database whatever the current directory (a relative
+# default gave each directory an operator stood in a fresh, unmigrated one).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "var"
 
 
 def normalise_database_url(url: str) -> str:
@@ -65,7 +70,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
     # Several deployments (or test runs) can share one Redis under different prefixes.
     redis_prefix: str = Field("odeatts", min_length=1, validation_alias="ODEATTS_REDIS_PREFIX")
-    data_dir: Path = Field(Path("var"), validation_alias="ODEATTS_DATA_DIR")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias="ODEATTS_DATA_DIR")
     key_pepper: SecretStr | None = Field(None, validation_alias="ODEATTS_KEY_PEPPER")
 
     minimax_api_key: SecretStr | None = Field(None, validation_alias="MINIMAX_API_KEY")
@@ -183,6 +188,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_log_format_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         return _default_log_format(info.data) if value in ("", None) else value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_data_dir_is_default(cls, value: Any) -> Any:
+        return DEFAULT_DATA_DIR if value in ("", None) else value
 
     @field_validator("minimax_base_url")
     @classmethod

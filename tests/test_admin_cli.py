@@ -7,9 +7,12 @@ The CLI calls ``asyncio.run``; async tests therefore run it in a thread.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,17 +66,39 @@ def test_db_upgrade_migrates_an_empty_database(backend: str, tmp_path: Path) -> 
     with empty_database(backend, tmp_path) as url:
         result = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
         assert result.exit_code == 0, result.stderr
-        assert "head" in result.stderr
+        assert "head" in result.stderr and result.stdout == ""
         eng = create_engine(sync_url(url), poolclass=NullPool)
         try:
             assert {"plans", "users", "api_keys", "voices", "usage"} <= set(
                 inspect(eng).get_table_names())
             with eng.connect() as conn:
                 assert len(conn.execute(select(Plan.__table__.c.id)).all()) == 4
-            again = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
+            again = CliRunner().invoke(app, ["db", "upgrade", "--json"],
+                                       env={"DATABASE_URL": url})
             assert again.exit_code == 0, again.stderr
+            data = json.loads(again.stdout)
+            with eng.connect() as conn:
+                head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            assert data["from"] == data["to"] == head and data["changed"] is False
+            assert data["target"] == "head"
         finally:
             eng.dispose()
+
+
+def test_db_upgrade_json_says_what_it_did(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'fresh.db').as_posix()}"
+    result = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": url})
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["from"] is None and data["to"] and data["changed"] is True
+    assert data["database"] == url
+    secret = "postgresql://odea:s3cret-pw@127.0.0.1:1/x"
+    refused = CliRunner().invoke(app, ["db", "upgrade", "no-such-revision", "--json"],
+                                 env={"DATABASE_URL": url})
+    assert_operator_error(refused, 2, "no-such-revision")
+    down = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": secret})
+    assert_operator_error(down, 3, "migration failed")
+    assert "s3cret-pw" not in down.stderr and len(down.stderr.splitlines()) == 1
 
 
 # --- users create --------------------------------------------------------------------------
@@ -163,10 +188,12 @@ def test_unreachable_database_exits_3(invoke: Invoke, settings: Settings) -> Non
 
 
 def test_unmigrated_database_exits_3_and_says_so(invoke: Invoke, settings: Settings,
-                                                 tmp_path: Path) -> None:
-    env = {**cli_env(settings),
-           "DATABASE_URL": f"sqlite+aiosqlite:///{(tmp_path / 'blank.db').as_posix()}"}
-    assert_operator_error(create_user(invoke, env=env), 3, "db upgrade")
+                                                 backend: str, tmp_path: Path) -> None:
+    with empty_database(backend, tmp_path) as url:
+        env = {**cli_env(settings), "DATABASE_URL": url}
+        for result in (create_user(invoke, env=env), invoke("users", "list", env=env),
+                       invoke("quota", "reset-due", env=env)):
+            assert_operator_error(result, 3, "DATABASE_URL", "run scripts/admin db upgrade")
 
 
 # --- voices add ----------------------------------------------------------------------------
@@ -238,3 +265,86 @@ def test_admin_script_help_runs(tmp_path: Path) -> None:
     for command in ("db", "users", "voices"):
         assert command in proc.stdout
 
+
+
+def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) -> None:
+    """A copy of the project, driven from other directories with no DATABASE_URL or
+    ODEATTS_DATA_DIR: every command finds the one SQLite file under the project's var/."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "odeatts", project / "odeatts",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "scripts").mkdir()
+    for name in ("__init__.py", "admin.py"):
+        shutil.copy(ROOT / "scripts" / name, project / "scripts" / name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def admin(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(project / "scripts" / "admin.py"), *args],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    database = project / "var" / "odeatts.db"
+    blank = admin(elsewhere, "users", "list")
+    assert blank.returncode == 3 and blank.stdout == ""
+    assert blank.stderr.startswith("error: ") and "run scripts/admin db upgrade" in blank.stderr
+    assert str(database) in blank.stderr
+    upgraded = admin(elsewhere, "db", "upgrade", "--json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["database"].endswith(database.as_posix())
+    made = admin(project / "odeatts", "users", "create", "--name", "Ada Obi", "--email",
+                 "ada@example.com", "--json")
+    assert made.returncode == 0, made.stderr
+    listed = admin(tmp_path, "users", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [u["email"] for u in json.loads(listed.stdout)["users"]] == ["ada@example.com"]
+    assert not (elsewhere / "var").exists() and not (tmp_path / "var").exists()
+
+
+def test_scripts_admin_bootstraps_then_runs_admin_py_where_you_are(tmp_path: Path) -> None:
+    """``scripts/admin`` against a stand-in project: the real bootstrap would install
+    into the shared .venv, so a stub records that it was asked, and a stub admin.py says
+    where it ran and with which arguments."""
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    (project / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "admin", project / "scripts" / "admin")
+    bootstrap = project / "scripts" / "bootstrap"
+    bootstrap.write_text('#!/usr/bin/env bash\necho "bootstrap $*" >&2\n'
+                         'echo "$*" > "$(dirname "$0")/../bootstrapped"\n')
+    bootstrap.chmod(0o755)
+    (project / "scripts" / "admin.py").write_text(
+        "import json, os, sys\nprint(json.dumps({'cwd': os.getcwd(), 'args': sys.argv[1:]}))\n")
+    (project / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ["voices", "clone", "--name", "ada voice", "--file", "ada.wav", "--json"]
+    proc = subprocess.run([str(project / "scripts" / "admin"), *args], cwd=elsewhere,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"cwd": str(elsewhere), "args": args}
+    assert (project / "bootstrapped").read_text().split() == ["requirements-dev.txt"]
+    assert os.access(ROOT / "scripts" / "admin", os.X_OK)
+
+
+def test_no_cli_module_imports_another_but_common() -> None:
+    """Command groups share code only through odeatts/cli/common.py."""
+    package = ROOT / "odeatts" / "cli"
+    found: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        if path.name == "__init__.py":  # assembles the app from the groups
+            continue
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "odeatts.cli":
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "odeatts.cli."):
+                names.add(str(node.module).removeprefix("odeatts.cli."))
+            elif isinstance(node, ast.Import):
+                names |= {a.name.removeprefix("odeatts.cli.") for a in node.names
+                          if a.name.startswith("odeatts.cli.")}
+        found[path.stem] = names - {"common"}
+    assert {name: names for name, names in found.items() if names} == {}

@@ -48,8 +48,15 @@ def test_defaults_are_embedded_sqlite_under_the_data_dir_and_no_redis(
     assert settings.key_pepper is None and settings.pepper == DEV_PEPPER.encode()
 
 
-def test_default_data_dir_is_var() -> None:
-    assert Settings().effective_database_url == "sqlite+aiosqlite:///var/odeatts.db"
+def test_default_data_dir_is_the_projects_var_whatever_the_cwd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A relative default put a new, empty database wherever an operator stood."""
+    monkeypatch.chdir(tmp_path)
+    expected = f"sqlite+aiosqlite:///{(ROOT / 'var').as_posix()}/odeatts.db"
+    assert Settings().effective_database_url == expected
+    monkeypatch.setenv("ODEATTS_DATA_DIR", "")  # as `.env.example` leaves it
+    assert Settings().data_dir == ROOT / "var"
 
 
 @pytest.mark.parametrize(

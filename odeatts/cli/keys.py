@@ -11,45 +11,36 @@ once (grace 0, the default) or expires after ``--grace`` seconds (at most 30 day
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-# typer (pinned) vendors click; its usage errors are these classes, not click's.
 from odeatts import accounts
-from odeatts.cli.common import OneLineErrors, emit, out, run, settings, table
+from odeatts.cli.common import (
+    JSON,
+    OneLineErrors,
+    display,
+    emit,
+    key_table,
+    run,
+    settings,
+    table,
+    utc,
+)
 
-__all__ = ["app", "key_table", "when"]
+__all__ = ["app"]
 
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
                   help="API keys: issue, list, revoke, rotate.")
 
 USER = typer.Option(..., "--user", help="User id or email.")
-PREFIX = typer.Option(None, "--prefix", help="The key's public prefix, odea_XXXXXXXX.")
-KEY_ID = typer.Option(None, "--id", help="The key's id (from keys list).")
-JSON = typer.Option(False, "--json", help="Print JSON for machines.")
-
-
-def when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def _state(key: accounts.KeyView) -> str:
-    if key.state in ("expiring", "expired") and key.expires_at is not None:
-        return ("expires " if key.state == "expiring" else "expired ") + when(key.expires_at)
-    return key.state
-
-
-def key_table(title: str, keys: list[accounts.KeyView]) -> Table:
-    rows = [[k.id, k.prefix, k.label or "", when(k.created_at),
-             when(k.last_used_at) or "never", _state(k)] for k in keys]
-    result = table(title, ["id", "prefix", "label", "created (UTC)", "last used", "state"], rows)
-    result.columns[1].no_wrap = True  # a prefix cut short names no key
-    return result
+# One of the two names the key; neither alone is required, so each says so.
+PREFIX = typer.Option(None, "--prefix",
+                      help="The key's public prefix, odea_XXXXXXXX (this or --id is required).")
+KEY_ID = typer.Option(None, "--id", help="The key's id, from keys list (this or --prefix).")
 
 
 def _issued(issued: accounts.IssuedKey) -> dict[str, Any]:
@@ -93,8 +84,8 @@ def revoke(prefix: str | None = PREFIX, key_id: int | None = KEY_ID, as_json: bo
     key = done.key
     data = {**accounts.key_dict(key), "already_revoked": done.already}
     verb = "was already revoked at" if done.already else "revoked at"
-    emit(data, as_json, f"key {key.prefix} (id {key.id}, user {key.user_id}) {verb} "
-                        f"{when(key.revoked_at)} UTC")
+    emit(data, as_json, f"key {escape(key.prefix)} (id {key.id}, user {key.user_id}) {verb} "
+                        f"{utc(key.revoked_at)}")
 
 
 @app.command("rotate")
@@ -108,10 +99,10 @@ def rotate(prefix: str | None = PREFIX, key_id: int | None = KEY_ID,
     old = done.old
     new = _issued(done.new)
     data = {"old": accounts.key_dict(old), "new": new, "grace_seconds": grace}
-    until = (f"works until {when(old.expires_at)} UTC" if old.state == "expiring"
+    until = (f"works until {utc(old.expires_at)}" if old.state == "expiring"
              else "revoked now")
     if as_json:
         emit(data, True)
         return
-    out.print(_issued_table("key rotated — the new key is shown only once", new,
-                            [["old key", f"{old.prefix} (id {old.id}): {until}"]]))
+    display(_issued_table("key rotated — the new key is shown only once", new,
+                          [["old key", f"{old.prefix} (id {old.id}): {until}"]]))

@@ -5,8 +5,8 @@
     quota reset     --user U [--json]
     quota reset-due [--json]          (also scripts/reset_quotas.py, for cron)
 
-``--user`` is a user id or an email (any case). Options are checked here rather than
-by Click so that every mistake is one ``error:`` line and exit 2.
+``--user`` is a user id or an email (any case). Required options are declared so
+(``--help`` marks them); leaving one out is one ``error:`` line and exit 2.
 """
 
 from __future__ import annotations
@@ -17,27 +17,33 @@ import getpass
 import typer
 from redis.asyncio import Redis
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from odeatts import billing
-from odeatts.cli.common import emit, fail, out, run, settings, table
-from odeatts.cli.usage import print_whole
+from odeatts.cli.common import (
+    JSON,
+    OneLineErrors,
+    emit,
+    fail,
+    print_whole,
+    run,
+    say,
+    seconds,
+    settings,
+    table,
+    utc,
+)
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
 from odeatts.outbox import RedisOutbox
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="A user's seconds, credits and billing cycles.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
+                  help="A user's seconds, credits and billing cycles.")
 
-USER_HELP = "A user id or email."
-JSON_HELP = "Print JSON for machines."
-
-
-def _need(value: str | None, option: str) -> str:
-    if value is None or not value.strip():
-        fail(f"{option} is required")
-    return value
+USER = typer.Option(..., "--user", help="A user id or email.")
 
 
 def _os_user() -> str:
@@ -52,73 +58,69 @@ def _lease_ttl() -> dt.timedelta:
 
 
 def _state_table(title: str, state: billing.QuotaState) -> Table:
-    data = state.to_dict()
-    rows = [["user", f"{state.email} (id {state.user_id})"], ["plan", state.plan_id]]
-    rows += [[name, data[name]] for name in (
-        "plan_seconds", "override_seconds", "credit_seconds", "quota_seconds", "used_seconds",
-        "reserved_seconds", "remaining_seconds")]
-    rows += [["cycle_start", data["cycle"]["start"]], ["cycle_end", data["cycle"]["end"]]]
+    """The JSON's fields, in the units every view uses."""
+    monthly, quota = state.allowance.monthly_seconds, state.quota
+    rows: list[list[object]] = [
+        ["user", f"{state.email} (id {state.user_id})"], ["plan", state.plan_id],
+        ["plan_seconds", monthly.plan],
+        ["override_seconds", "none" if monthly.override is None else monthly.override],
+        ["credit_seconds", seconds(state.allowance.credit_ms / 1000)],
+        ["quota_seconds", seconds(quota.quota_ms / 1000)],
+        ["used_seconds", seconds(quota.used_ms / 1000)],
+        ["reserved_seconds", seconds(quota.reserved_ms / 1000)],
+        ["remaining_seconds", seconds(quota.remaining_ms / 1000)],
+        ["cycle_start", utc(state.cycle_start)], ["cycle_end", utc(state.cycle_end)]]
     return table(title, ["field", "value"], rows)
 
 
 @app.command("show")
-def show(
-    user: str = typer.Option(None, "--user", help=USER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
+def show(user: str = USER, as_json: bool = JSON) -> None:
     """Plan seconds, override, credit, used, live reserved and remaining; the cycle."""
-    ref, ttl = _need(user, "--user"), _lease_ttl()
-    state = run(lambda s: billing.quota_state(s, user=ref, lease_ttl=ttl))
+    ttl = _lease_ttl()
+    state = run(lambda s: billing.quota_state(s, user=user, lease_ttl=ttl))
     emit(state.to_dict(), as_json, _state_table("quota", state))
 
 
 @app.command("adjust")
 def adjust(
-    user: str = typer.Option(None, "--user", help=USER_HELP),
-    seconds: str = typer.Option(None, "--seconds", metavar="±SECONDS",
-                                help="Seconds to grant (+) or take back (-) for this cycle."),
-    reason: str = typer.Option(None, "--reason", help="Why; kept in the audit trail."),
+    user: str = USER,
+    delta: str = typer.Option(..., "--seconds", metavar="±SECONDS",
+                              help="Seconds to grant (+) or take back (-) for this cycle."),
+    reason: str = typer.Option(..., "--reason", help="Why; kept in the audit trail."),
     actor: str = typer.Option(None, "--actor", help="Who; default: the OS user."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    as_json: bool = JSON,
 ) -> None:
     """Grant or take back seconds for this cycle (audited; seen by the next job)."""
-    ref, ttl = _need(user, "--user"), _lease_ttl()
-    text = _need(seconds, "--seconds")
+    ttl = _lease_ttl()
     try:
-        delta_ms = billing.parse_seconds(text)
+        delta_ms = billing.parse_seconds(delta)
     except AdminError as exc:
         fail(str(exc))
     row, state = run(lambda s: billing.adjust_quota(
-        s, user=ref, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(),
+        s, user=user, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(),
         lease_ttl=ttl))
     data = {"adjustment": {"id": row.id, "user_id": row.user_id, "seconds": row.delta_ms / 1000,
                            "reason": row.reason, "actor": row.actor,
                            "created_at": row.created_at.isoformat()},
             "quota": state.to_dict()}
-    emit(data, as_json, _state_table(f"quota adjusted by {row.delta_ms / 1000:+g} s", state))
-
-
-def _when(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M")
+    sign = "+" if row.delta_ms > 0 else ""
+    emit(data, as_json, _state_table(
+        f"quota adjusted by {sign}{seconds(row.delta_ms / 1000)} s", state))
 
 
 def _archive_table(title: str, archives: list[billing.CycleArchive]) -> Table:
     result = Table("id", "email", "archived from", "to", "used s", "credit s", "next reset",
                    title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for a in archives:
-        result.add_row(str(a.user_id), a.email, _when(a.cycle_start), _when(a.cycle_end),
-                       f"{a.used_ms / 1000:g}", f"{a.credit_ms / 1000:g}", _when(a.new_end))
+        result.add_row(str(a.user_id), escape(a.email), utc(a.cycle_start), utc(a.cycle_end),
+                       seconds(a.used_ms / 1000), seconds(a.credit_ms / 1000), utc(a.new_end))
     return result
 
 
 @app.command("reset")
-def reset(
-    user: str = typer.Option(None, "--user", help=USER_HELP),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
+def reset(user: str = USER, as_json: bool = JSON) -> None:
     """Archive the user's current cycle and start a new one now (used and credit to 0)."""
-    ref = _need(user, "--user")
-    archive = run(lambda s: billing.reset_user(s, user=ref))
+    archive = run(lambda s: billing.reset_user(s, user=user))
     if as_json:
         emit(archive.to_dict(), True)
     else:
@@ -126,7 +128,7 @@ def reset(
 
 
 @app.command("reset-due")
-def reset_due(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def reset_due(as_json: bool = JSON) -> None:
     """Start the next cycle of every user whose cycle has ended, and close dead workers'
     reservations (idempotent; for cron)."""
     config = settings()
@@ -147,8 +149,8 @@ def reset_due(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> 
     if as_json:
         emit(summary.to_dict(), True)
         return
-    out.print(f"{len(summary.archives)} user(s) reset at {summary.now.isoformat()}; "
-              f"{summary.abandoned} abandoned reservation(s) closed; "
-              f"{summary.outbox_settled} outbox charge(s) applied")
+    say(f"{len(summary.archives)} user(s) reset at {utc(summary.now)}; "
+        f"{summary.abandoned} abandoned reservation(s) closed; "
+        f"{summary.outbox_settled} outbox charge(s) applied", markup=False)
     if summary.archives:
         print_whole(_archive_table("cycles archived", summary.archives))

@@ -1,6 +1,7 @@
 """``admin.py usage``: who used how much, and what it cost us upstream.
 
-    usage report [--from DATE] [--to DATE] [--user U] [--format table|csv|json] [--output FILE]
+    usage report [--from DATE] [--to DATE] [--user U] [--format table|csv|json] [--json]
+                 [--output FILE]
 
 The period is [from, to) in UTC by ``usage.created_at``; the default is this calendar
 month. Clone previews made in the period (``voices.created_at``) are MiniMax's bill too:
@@ -12,28 +13,37 @@ users than one batch shows a progress bar on stderr, never on stdout.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import typer
 from rich import box
-from rich.console import Console
-from rich.measure import Measurement
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from odeatts import billing
-from odeatts.cli.common import err, fail, out, run, settings
+from odeatts.cli.common import (
+    OneLineErrors,
+    choice,
+    err,
+    fail,
+    print_whole,
+    run,
+    say,
+    seconds,
+    settings,
+    utc,
+)
 from odeatts.errors import AdminError
 from odeatts.models import utcnow
 
-__all__ = ["BATCH_USERS", "CSV_COLUMNS", "app", "print_whole"]
+__all__ = ["BATCH_USERS", "CSV_COLUMNS", "app"]
 
-app = typer.Typer(no_args_is_help=True, help="Usage reports.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Usage reports.")
 
 T = TypeVar("T")
 
@@ -93,13 +103,8 @@ def _csv(report: billing.UsageReport) -> str:
     return buffer.getvalue()
 
 
-def _day(moment: dt.datetime) -> str:
-    midnight = moment == moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    return moment.date().isoformat() if midnight else moment.isoformat(timespec="seconds")
-
-
 def _table(report: billing.UsageReport) -> Table:
-    title = f"usage from {_day(report.start)} to {_day(report.end)} (UTC, end excluded)"
+    title = f"usage from {utc(report.start)} to {utc(report.end)} (end excluded)"
     result = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     result.add_column("id", justify="right")
     result.add_column("email", no_wrap=True)
@@ -107,21 +112,16 @@ def _table(report: billing.UsageReport) -> Table:
     for name in ("req", "ok", "fail", "refused", "seconds", "chars", "cost $"):
         result.add_column(name, justify="right", no_wrap=True)
     for x in report.lines:
-        result.add_row(str(x.user_id), x.email, x.plan_id, str(x.requests), str(x.succeeded),
-                       str(x.failed), str(x.refused), f"{x.duration_ms / 1000:.1f}",
+        result.add_row(str(x.user_id), escape(x.email), x.plan_id, str(x.requests),
+                       str(x.succeeded), str(x.failed), str(x.refused),
+                       seconds(x.duration_ms / 1000),
                        str(x.billed_characters), f"{x.cost_usd:.4f}")
     t = report.totals()
     result.add_section()
     result.add_row("", f"{t['users']} user(s)", "", str(t["requests"]), str(t["succeeded"]),
-                   str(t["failed"]), str(t["refused"]), f"{t['seconds']:.1f}",
+                   str(t["failed"]), str(t["refused"]), seconds(t["seconds"]),
                    str(t["billed_characters"]), f"{t['cost_usd']:.4f}")
     return result
-
-
-def print_whole(table: Table, file: IO[str] | None = None) -> None:
-    """Print at the table's natural width: a report never loses digits to a narrow terminal."""
-    natural = Measurement.get(out, out.options.update(max_width=10_000), table).maximum
-    Console(file=file, width=max(natural, 80 if file else out.width)).print(table)
 
 
 def _clone_line(report: billing.UsageReport) -> str:
@@ -135,7 +135,8 @@ def _clone_line(report: billing.UsageReport) -> str:
 def _write(report: billing.UsageReport, fmt: str, output: Path | None) -> None:
     if fmt == "table" and output is None:
         print_whole(_table(report))
-        out.print(_clone_line(report), end="", markup=False, highlight=False)
+        if report.clones is not None:
+            say(_clone_line(report).rstrip("\n"), markup=False)
         return
     if fmt == "table":
         buffer = io.StringIO()
@@ -160,13 +161,15 @@ def report(
     end: str = typer.Option(None, "--to", metavar="DATE",
                             help="End, excluded (UTC); default: next month's first."),
     user: str = typer.Option(None, "--user", help="Only this user (id or email)."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    fmt: str | None = choice("--format", FORMATS, "table (the default), csv or json."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
     output: str = typer.Option(None, "--output", metavar="FILE",
                                help="Write to FILE instead of stdout."),
 ) -> None:
     """Per user: requests, outcomes, seconds, billed characters and upstream cost."""
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}: {fmt!r}")
+    if as_json and fmt not in (None, "json"):
+        fail(f"--json and --format {fmt} disagree; give one of them")
+    fmt = "json" if as_json else fmt or "table"
     start_at, end_at = _checked(lambda: billing.parse_period(start, end, now=utcnow()))
     config = settings()
     prices = billing.Prices(turbo_per_million=config.price_turbo_per_million_chars,

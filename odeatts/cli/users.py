@@ -20,8 +20,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from odeatts import accounts
-from odeatts.cli.common import OneLineErrors, emit, out, run, settings, table
-from odeatts.cli.keys import key_table, when
+from odeatts.cli.common import (
+    JSON,
+    OneLineErrors,
+    display,
+    emit,
+    key_table,
+    run,
+    say,
+    seconds,
+    settings,
+    table,
+    utc,
+)
 
 __all__ = ["app"]
 
@@ -29,7 +40,6 @@ app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
                   help="Customers: plans, limits, activation.")
 
 USER = typer.Option(..., "--user", help="User id or email.")
-JSON = typer.Option(False, "--json", help="Print JSON for machines.")
 
 
 def _who(user: Any) -> str:
@@ -51,7 +61,7 @@ def create(
     name: str = typer.Option(..., help="Customer's name."),
     email: str = typer.Option(..., help="Unique contact email."),
     plan: str = typer.Option("free", help="free, basic, pro or enterprise."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    as_json: bool = JSON,
 ) -> None:
     """Create a customer and their first API key. The key is shown ONCE; only its hash is kept."""
     pepper = settings().pepper
@@ -73,11 +83,12 @@ def _user_table(view: accounts.UserView) -> Table:
         ["plan", f"{view.plan.id} ({view.plan.name})"],
         ["active", "yes" if user.active else "NO — jobs are refused"],
         *[[name.replace("_", " "), _limit(view.limits[name])] for name in accounts.LIMIT_NAMES],
-        ["seconds", f"{q['total_seconds']:g} = {q['limit_seconds']} + credit "
-                    f"{q['credit_seconds']:g}"],
-        ["used", f"{q['used_seconds']:g} s (+ {q['reserved_seconds']:g} s reserved now)"],
-        ["remaining", f"{q['remaining_seconds']:g} s"],
-        ["cycle", f"{when(user.cycle_start)} → {when(user.cycle_end)} UTC"],
+        ["seconds", f"{seconds(q['total_seconds'])} = {q['limit_seconds']} + credit "
+                    f"{seconds(q['credit_seconds'])}"],
+        ["used", f"{seconds(q['used_seconds'])} s "
+                 f"(+ {seconds(q['reserved_seconds'])} s reserved now)"],
+        ["remaining", f"{seconds(q['remaining_seconds'])} s"],
+        ["cycle", f"{utc(user.cycle_start)} → {utc(user.cycle_end)}"],
     ]
     return table(_who(user), ["field", "value"], rows)
 
@@ -90,8 +101,8 @@ def show(user: str = USER, as_json: bool = JSON) -> None:
     if as_json:
         emit(accounts.user_view_dict(view), True)
         return
-    out.print(_user_table(view))
-    out.print(key_table("keys", view.keys))
+    display(_user_table(view))
+    display(key_table("keys", view.keys))
 
 
 @app.command("list")
@@ -111,8 +122,9 @@ def list_(
     human = table(f"{len(rows)} users", ["id", "email", "name", "plan", "active", "used s",
                                          "limit s", "keys"],
                   [[u["id"], str(u["email"]), str(u["name"]), u["plan"],
-                    "yes" if u["active"] else "no", f"{u['used_seconds']:g}",
-                    u["monthly_seconds"], u["active_keys"]] for u in data["users"]])
+                    "yes" if u["active"] else "no", seconds(r.user.used_ms / 1000),
+                    u["monthly_seconds"], u["active_keys"]]
+                   for r, u in zip(rows, data["users"], strict=True)])
     human.columns[1].no_wrap = True  # the email is what operators pass to --user
     emit(data, as_json, human)
 
@@ -129,12 +141,12 @@ def set_plan(user: str = USER, plan: str = typer.Option(..., "--plan", help="The
         emit(data, True)
         return
     who = _who(change.user)
-    out.print(f"{who}: plan {change.previous} → {change.user.plan_id}, from the next job"
-              if change.changed else f"{who} is already on plan {change.user.plan_id}")
+    say(f"{who}: plan {change.previous} → {change.user.plan_id}, from the next job"
+        if change.changed else f"{who} is already on plan {change.user.plan_id}")
     kept = [n for n, limit in change.limits.items() if limit.source == "override"]
     if kept:
-        out.print(f"note: overrides still apply ({', '.join(kept)}); "
-                  "`users set-limits --clear` removes them")
+        say(f"note: overrides still apply ({', '.join(kept)}); "
+            "`users set-limits --clear` removes them")
 
 
 @app.command("set-limits")

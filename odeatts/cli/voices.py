@@ -19,18 +19,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
 from odeatts import catalogue
 from odeatts.catalogue import NewClone, SyncReport, VoiceStatus
-from odeatts.cli.common import Sessions, emit, minimax, out, run, settings, table
+from odeatts.cli.common import (
+    JSON,
+    OneLineErrors,
+    Sessions,
+    choice,
+    display,
+    emit,
+    language_option,
+    minimax,
+    run,
+    say,
+    settings,
+    table,
+)
 from odeatts.models import Voice
+from odeatts.schemas import MODELS
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="The voice catalogue.")
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="The voice catalogue.")
 
-JSON = typer.Option(False, "--json", help="Print JSON for machines.")
+GENDERS = catalogue.GENDERS
 IMPORTS = typer.Option([], "--import", help="ID=NAME:LANGUAGE:GENDER (repeatable).")
 SAMPLE = typer.Option(..., "--file", help="mp3, m4a or wav; 10 s to 5 min; at most 20 MB.")
 SEVEN_DAYS = ("Run one real speech job with it within 7 days of cloning, or MiniMax deletes it "
@@ -47,8 +61,8 @@ def add(
     name: str = typer.Option(..., help="Friendly name callers use, e.g. nigerian-female."),
     minimax_id: str = typer.Option(..., "--minimax-id", help="MiniMax voice_id (must be listed "
                                    "by MiniMax)."),
-    language: str = typer.Option(..., help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(..., help="male, female or neutral."),
+    language: str = language_option("BCP-47 tag, e.g. en-NG.", ...),
+    gender: str = choice("--gender", GENDERS, "The voice's gender.", ...),
     description: str = typer.Option(None, help="Shown to callers."),
     language_boost: str = typer.Option(None, "--language-boost", help="MiniMax language_boost."),
     as_json: bool = JSON,
@@ -81,19 +95,21 @@ def _status(status: VoiceStatus) -> str:
 
 
 def _list_table(statuses: list[VoiceStatus]) -> Table:
-    human = Table(Column("name", no_wrap=True), Column("MiniMax id", overflow="fold"),
-                  "language", "gender", "kind", "status", title=f"{len(statuses)} voices")
-    for s in statuses:
-        human.add_row(s.voice.name, s.voice.minimax_voice_id, s.voice.language, s.voice.gender,
-                      s.voice.kind, _status(s))
+    human = table(f"{len(statuses)} voices",
+                  ["name", "MiniMax id", "language", "gender", "kind", "status"],
+                  [[s.voice.name, s.voice.minimax_voice_id, s.voice.language, s.voice.gender,
+                    s.voice.kind, _status(s)] for s in statuses])
+    human.columns[0].no_wrap = True  # on a terminal: the name is what callers send
+    human.columns[1].overflow = "fold"  # and an id folds rather than losing its end
     return human
 
 
 @app.command("list")
 def list_(
-    language: str = typer.Option(None, help="Only this language, e.g. en-NG."),
-    gender: str = typer.Option(None, help="Only male, female or neutral."),
-    kind: str = typer.Option(None, help="Only system or cloned."),
+    language: str | None = language_option("Only this language, e.g. en-NG."),
+    gender: str | None = choice("--gender", GENDERS, "Only voices of this gender."),
+    kind: str | None = choice("--kind", catalogue.KINDS, "Only MiniMax's system voices or "
+                              "our clones."),
     include_inactive: bool = typer.Option(False, "--all", help="Include inactive voices."),
     expiring: bool = typer.Option(False, "--expiring", help="Only never-used clones MiniMax "
                                   "deletes within 2 days (or already did)."),
@@ -112,8 +128,8 @@ def update(
     minimax_id: str = typer.Option(None, "--minimax-id", help="A MiniMax voice_id MiniMax "
                                    "lists (a clone is listed after its first real use)."),
     description: str = typer.Option(None, help="Shown to callers; \"\" clears it."),
-    language: str = typer.Option(None, help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(None, help="male, female or neutral."),
+    language: str | None = language_option("BCP-47 tag, e.g. en-NG."),
+    gender: str | None = choice("--gender", GENDERS, "The voice's gender."),
     language_boost: str = typer.Option(None, "--language-boost",
                                        help="MiniMax language_boost; \"\" clears it."),
     as_json: bool = JSON,
@@ -152,17 +168,17 @@ def activate(name: str = typer.Option(..., help="The voice to show again."),
 
 
 def _print_sync(report: SyncReport) -> None:
-    out.print(table(f"{len(report.new)} MiniMax system voices not in our catalogue",
-                    ["MiniMax id", "MiniMax name"], [list(pair) for pair in report.new]))
+    display(table(f"{len(report.new)} MiniMax system voices not in our catalogue",
+                  ["MiniMax id", "MiniMax name"], [list(pair) for pair in report.new]))
     for label, names in (("imported", report.imported), ("already there", report.unchanged),
                          ("deactivated", report.deactivated)):
         if names:
-            out.print(f"{label}: {', '.join(names)}", markup=False, highlight=False)
+            say(f"{label}: {', '.join(names)}", markup=False)
     for voice in report.missing:
         action = "deactivated" if voice.name in report.deactivated else \
             "still active (use --deactivate-missing)"
-        out.print(f"gone from MiniMax: {voice.name} ({voice.minimax_voice_id}), {action}",
-                  markup=False, highlight=False)
+        say(f"gone from MiniMax: {voice.name} ({voice.minimax_voice_id}), {action}",
+            markup=False)
 
 
 @app.command("sync")
@@ -193,8 +209,8 @@ def sync(
 def clone(
     name: str = typer.Option(..., help="Friendly name for the clone, e.g. nigerian-female-ada."),
     sample: Path = SAMPLE,
-    language: str = typer.Option(..., help="BCP-47 tag, e.g. en-NG."),
-    gender: str = typer.Option(..., help="male, female or neutral."),
+    language: str = language_option("BCP-47 tag, e.g. en-NG.", ...),
+    gender: str = choice("--gender", GENDERS, "The speaker's gender.", ...),
     voice_id: str = typer.Option(None, "--voice-id", help="MiniMax voice_id to create "
                                  "(default: derived from the name, with a random suffix)."),
     description: str = typer.Option(None, help="Shown to callers."),
@@ -202,7 +218,8 @@ def clone(
                                        help="MiniMax language_boost for this voice."),
     preview_text: str = typer.Option(None, "--preview-text", help="Ask MiniMax for a demo "
                                      "clip of this text (billed; does not count as use)."),
-    model: str = typer.Option(None, help="Model for the preview (default MINIMAX_MODEL)."),
+    model: str | None = choice("--model", MODELS, "Model for the preview (default "
+                               f"MINIMAX_MODEL): {', '.join(MODELS)}.", metavar="MODEL"),
     as_json: bool = JSON,
 ) -> None:
     """Clone a voice at MiniMax from a recording and register it."""
@@ -224,5 +241,5 @@ def clone(
                                                                             "note")]))
     if not as_json:
         if made.note:
-            out.print(f"Note: {made.note}.", markup=False, highlight=False)
-        out.print(f"Reminder: {SEVEN_DAYS}", markup=False, highlight=False)
+            say(f"Note: {made.note}.", markup=False)
+        say(f"Reminder: {SEVEN_DAYS}", markup=False)

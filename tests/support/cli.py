@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from click.testing import Result
+from typer._click.core import Command
+from typer.core import TyperGroup
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from odeatts.cli import app
 from odeatts.config import Settings
 
-__all__ = ["Invoke", "cli_env", "make_invoke"]
+__all__ = ["Invoke", "cli_env", "commands", "make_invoke"]
 
 Invoke = Callable[..., Result]
 
@@ -32,3 +35,16 @@ def make_invoke(settings: Settings) -> Invoke:
         return runner.invoke(app, list(args), env=env or cli_env(settings))
 
     return run
+
+
+def commands() -> list[tuple[list[str], Command]]:
+    """Every admin command as ``(["users", "show"], command)``: what a rule for all of them
+    (``--json``, ``[required]`` in ``--help``) walks, so a new command cannot slip past."""
+    root = get_command(app)
+    assert isinstance(root, TyperGroup)
+    found: list[tuple[list[str], Command]] = []
+    for group_name, group in sorted(root.commands.items()):
+        assert isinstance(group, TyperGroup), group_name
+        found += [([group_name, name], command)
+                  for name, command in sorted(group.commands.items())]
+    return found
