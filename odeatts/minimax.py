@@ -181,7 +181,7 @@ class CloneUnconfirmed(Exception):
 # ------------------------------------------------------------- the failure table
 # Where each row comes from:
 #   codes    MiniMax's error-code page, platform.minimax.io/docs/api-reference/errorcode
-#            (and platform.minimaxi.com's), as gathered in docs/minimax-api.md
+#            (and platform.minimaxi.com's), as recorded in docs/minimax.md
 #   cli      MiniMax's own CLI, MiniMax-AI/cli src/errors/api.ts (1028/1030 quota,
 #            2061 plan, HTTP 402 balance, 422 unprocessable_entity_error content filter)
 #   mcp#80   MiniMax-AI/MiniMax-MCP issue 80: 2056 is "5-hour usage limit reached for

@@ -3,7 +3,7 @@ one caller error, is retried or not, and alerts operators or not.
 
 ``EXPECTED`` is the specification, written from MiniMax's published code list
 (platform.minimax.io/docs/api-reference/errorcode), its own CLI (MiniMax-AI/cli
-``src/errors/api.ts``) and docs/minimax-api.md; it is deliberately not imported from
+``src/errors/api.ts``) and docs/minimax.md; it is deliberately not imported from
 ``odeatts.minimax``, whose ``UPSTREAM_FAILURES`` must agree with it row for row.
 Account problems (balance, quota, plan, key) are ``service_unavailable`` for callers,
 never retried, and ONE error line for operators starting "ALERT minimax account:".
