@@ -21,7 +21,7 @@ it with ``check_emotion`` before anything is reserved).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -58,13 +58,21 @@ __all__ = [
 # RunPod job ids: "<uuid>-<region>", "sync-<uuid>-<region>", "test-<uuid>", "local_test".
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-MODELS = (
+# Each set of values is written once, as the type the input models use; the tuples are
+# read from it for messages, the CLI and the tests.
+Model = Literal[
     "speech-2.8-hd", "speech-2.8-turbo", "speech-2.6-hd", "speech-2.6-turbo",
     "speech-02-hd", "speech-02-turbo", "speech-01-hd", "speech-01-turbo",
-)
-EMOTIONS = (
+]
+Emotion = Literal[
     "happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent", "whisper",
-)
+]
+SampleRate = Literal[8000, 16000, 22050, 24000, 32000, 44100]
+Bitrate = Literal[32000, 64000, 128000, 256000]
+MODELS: tuple[str, ...] = get_args(Model)
+EMOTIONS: tuple[str, ...] = get_args(Emotion)
+SAMPLE_RATES: tuple[int, ...] = get_args(SampleRate)
+BITRATES: tuple[int, ...] = get_args(Bitrate)
 # Emotions not every model has. MiniMax's reference says only that fluent and whisper are
 # model-dependent; the clients that check it disagree on the rest (LiveKit's MiniMax
 # plugin: fluent only on speech-2.6-*; a Rust client: fluent and whisper only on
@@ -85,8 +93,6 @@ LANGUAGE_BOOSTS = (
     "Swedish", "Croatian", "Filipino", "Hungarian", "Norwegian", "Slovenian", "Catalan",
     "Nynorsk", "Tamil", "Afrikaans",
 )
-SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
-BITRATES = (32000, 64000, 128000, 256000)
 # What a stream can carry and still be charged fairly if the caller stops it midway:
 # MiniMax streams no wav, and a partial FLAC cannot be measured.
 STREAM_FORMATS = ("mp3", "pcm")
@@ -108,10 +114,10 @@ class SpeechRequest(_Input):
     speed: float = Field(1.0, ge=0.5, le=2.0)
     pitch: int = Field(0, ge=-12, le=12)
     volume: float = Field(1.0, gt=0, le=10)
-    emotion: Literal[EMOTIONS] | None = None  # type: ignore[valid-type]
-    model: Literal[MODELS] | None = None  # type: ignore[valid-type]
-    sample_rate: Literal[SAMPLE_RATES] = 32000  # type: ignore[valid-type]
-    bitrate: Literal[BITRATES] = 128000  # type: ignore[valid-type]
+    emotion: Emotion | None = None
+    model: Model | None = None
+    sample_rate: SampleRate = 32000
+    bitrate: Bitrate = 128000
     format: Literal["mp3", "wav", "pcm", "flac"] = "mp3"
     language_boost: str | None = Field(None, max_length=32)
     stream: bool = False
