@@ -20,9 +20,8 @@ import re
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, insert, select, update
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from odeatts.cli import app
 from odeatts.config import Settings

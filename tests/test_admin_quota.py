@@ -13,9 +13,8 @@ import json
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, Row, insert, select, update
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from odeatts.accounts import next_month
 from odeatts.cli import app

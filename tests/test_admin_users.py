@@ -13,8 +13,8 @@ import datetime as dt
 import json
 from typing import Any
 
-from click.testing import Result
 from sqlalchemy import Engine, func, select, update
+from typer.testing import Result
 
 from odeatts.models import ApiKey, Usage, User
 from tests.conftest import JobRunner, UserFactory

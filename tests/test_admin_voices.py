@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, select, update
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from minimax_emulator import Emulator
 from odeatts import catalogue

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, update
+from typer.testing import Result
 
 from minimax_emulator import Emulator
 from odeatts.billing import parse_period
