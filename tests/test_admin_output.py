@@ -118,8 +118,9 @@ def test_usage_report_json_is_format_json(invoke: Invoke) -> None:
 # --- piped output -------------------------------------------------------------------------
 
 def long_user(invoke: Invoke, engine: Engine) -> dict[str, Any]:
-    created = json.loads(ok(invoke("users", "create", "--name", "Ada Obi", "--email", LONG_EMAIL,
-                                   "--plan", "enterprise", "--json")))
+    created: dict[str, Any] = json.loads(ok(invoke(
+        "users", "create", "--name", "Ada Obi", "--email", LONG_EMAIL, "--plan", "enterprise",
+        "--json")))
     with engine.begin() as conn:
         key_id = conn.execute(select(ApiKey.id)).scalar_one()
         now = dt.datetime.now(dt.UTC)
