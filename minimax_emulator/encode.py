@@ -16,7 +16,7 @@ import sys
 import wave
 from array import array
 
-import lameenc  # type: ignore[import-not-found]
+import lameenc
 
 __all__ = ["SOURCE_RATE", "encode", "output_samples", "resample", "to_stereo"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ def make_user(worker: Worker) -> UserFactory:
     return make
 
 
-JobRunner = Callable[..., Awaitable[dict[str, Any]]]
+JobRunner = Callable[..., Coroutine[Any, Any, dict[str, Any]]]  # create_task() takes it
 
 
 @pytest.fixture

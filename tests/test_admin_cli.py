@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from minimax_emulator import Emulator
 from odeatts.cli import app

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Engine, Table, func, insert, select, text, update
 
 from odeatts.config import Settings
 from odeatts.keys import hash_key
@@ -22,7 +22,7 @@ from tests.support.cli import Invoke
 from tests.test_admin_cli import KEY_SHAPE, assert_operator_error, create_user
 from tests.test_admin_users import cli, error_code, ok_json, speak
 
-KEYS = ApiKey.__table__
+KEYS = cast(Table, ApiKey.__table__)
 TEXT_TOO_LONG = "x" * 6000  # refused before it reaches the database: not a use of the key
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from click.testing import Result
-from sqlalchemy import Engine, insert, select, update
-from typer.testing import CliRunner
+from sqlalchemy import Engine, Table, insert, select, update
+from typer.testing import CliRunner, Result
 
 from odeatts.cli import app
 from odeatts.config import Settings
@@ -119,16 +118,17 @@ def test_usage_report_json_is_format_json(invoke: Invoke) -> None:
 # --- piped output -------------------------------------------------------------------------
 
 def long_user(invoke: Invoke, engine: Engine) -> dict[str, Any]:
-    created = json.loads(ok(invoke("users", "create", "--name", "Ada Obi", "--email", LONG_EMAIL,
-                                   "--plan", "enterprise", "--json")))
+    created: dict[str, Any] = json.loads(ok(invoke(
+        "users", "create", "--name", "Ada Obi", "--email", LONG_EMAIL, "--plan", "enterprise",
+        "--json")))
     with engine.begin() as conn:
         key_id = conn.execute(select(ApiKey.id)).scalar_one()
         now = dt.datetime.now(dt.UTC)
-        conn.execute(insert(Usage.__table__).values(
+        conn.execute(insert(cast(Table, Usage.__table__)).values(
             job_id="job-1", user_id=created["id"], api_key_id=key_id, voice="british-female",
             model="speech-02-turbo", text_chars=20, estimated_ms=2_000, status="succeeded",
             attempts=1, created_at=now, reserved_at=now, duration_ms=100_560))
-        conn.execute(update(User.__table__).values(used_ms=100_560, credit_ms=60_000))
+        conn.execute(update(cast(Table, User.__table__)).values(used_ms=100_560, credit_ms=60_000))
     return created
 
 
@@ -138,7 +138,7 @@ def test_piped_tables_keep_every_value_whole(invoke: Invoke, engine: Engine,
     created = long_user(invoke, engine)
     uid = str(created["id"])
     with engine.begin() as conn:
-        conn.execute(insert(Voice.__table__).values(
+        conn.execute(insert(cast(Table, Voice.__table__)).values(
             name="nigerian-female-ada", minimax_voice_id=LONG_ID, language="en-NG",
             gender="female", kind="cloned", active=True, created_at=dt.datetime.now(dt.UTC)))
     env = {**cli_env(settings), **NARROW}

@@ -10,12 +10,11 @@ import asyncio
 import datetime as dt
 import getpass
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from click.testing import Result
-from sqlalchemy import Engine, Row, insert, select, update
-from typer.testing import CliRunner
+from sqlalchemy import Engine, Row, Table, insert, select, update
+from typer.testing import CliRunner, Result
 
 from odeatts.accounts import next_month
 from odeatts.cli import app
@@ -49,7 +48,7 @@ def add_reservation(engine: Engine, user_id: int, job_id: str, ms: int,
                     reserved_at: dt.datetime) -> None:
     with engine.begin() as conn:
         key_id = conn.execute(select(ApiKey.id).where(ApiKey.user_id == user_id)).scalar_one()
-        conn.execute(insert(Usage.__table__).values(
+        conn.execute(insert(cast(Table, Usage.__table__)).values(
             job_id=job_id, user_id=user_id, api_key_id=key_id, voice="british-female",
             model="speech-02-turbo", text_chars=10, estimated_ms=ms, status="reserved",
             attempts=1, created_at=reserved_at, reserved_at=reserved_at))
@@ -165,7 +164,7 @@ async def test_operator_mistakes_are_one_line_and_change_nothing(
     assert user_row(engine, user_id) == before
 
     with engine.begin() as conn:  # a cycle that has not begun has nothing to close
-        conn.execute(update(User.__table__).where(User.id == user_id).values(
+        conn.execute(update(cast(Table, User.__table__)).where(User.id == user_id).values(
             cycle_start=utcnow() + dt.timedelta(days=1)))
     result = await asyncio.to_thread(invoke, "quota", "reset", "--user", str(user_id))
     assert_operator_error(result, 2, "nothing to close")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, cast
 
-from click.testing import Result
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Table, func, select, update
+from typer.testing import Result
 
 from odeatts.models import ApiKey, Usage, User
 from tests.conftest import JobRunner, UserFactory
@@ -36,7 +36,8 @@ async def cli(invoke: Invoke, *args: str) -> Result:
 
 def set_user(engine: Engine, user_id: int, **values: Any) -> None:
     with engine.begin() as conn:
-        conn.execute(update(User.__table__).where(User.__table__.c.id == user_id).values(**values))
+        conn.execute(update(cast(Table, User.__table__)).where(User.__table__.c.id == user_id)
+                     .values(**values))
 
 
 def user_row(engine: Engine, user_id: int) -> Any:

@@ -18,12 +18,11 @@ import sys
 import wave
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from click.testing import Result
-from sqlalchemy import Engine, select, update
-from typer.testing import CliRunner
+from sqlalchemy import Engine, Table, select, update
+from typer.testing import CliRunner, Result
 
 from minimax_emulator import Emulator
 from odeatts import catalogue
@@ -90,7 +89,7 @@ def cloned_rows(engine: Engine) -> list[Any]:
 def backdate(engine: Engine, name: str, days: float) -> None:
     when = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     with engine.begin() as conn:
-        conn.execute(update(Voice.__table__).where(Voice.__table__.c.name == name)
+        conn.execute(update(cast(Table, Voice.__table__)).where(Voice.__table__.c.name == name)
                      .values(created_at=when))
 
 
@@ -215,7 +214,7 @@ def test_sync_lists_imports_and_deactivates_and_is_safe_twice(
     invoke: Invoke, engine: Engine
 ) -> None:
     with engine.begin() as conn:  # a voice MiniMax has since retired
-        conn.execute(Voice.__table__.insert().values(
+        conn.execute(cast(Table, Voice.__table__).insert().values(
             name="retired-voice", minimax_voice_id="English_Retired_Voice", language="en-US",
             gender="male", kind="system", active=True, created_at=dt.datetime.now(dt.UTC)))
     report = ok_json(invoke("sync", "--match", "english_", "--json"))

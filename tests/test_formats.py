@@ -18,7 +18,7 @@ SENTENCE = "Lagos wakes early, and the ferries leave on time. "
 
 
 def wav_seconds(audio: bytes) -> float:
-    with wave.open(io.BytesIO(audio)) as reader:
+    with wave.open(io.BytesIO(audio), "rb") as reader:
         return reader.getnframes() / reader.getframerate()
 
 

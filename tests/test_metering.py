@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
+from typing import cast
 
 import pytest
 from sqlalchemy import select, update
@@ -117,7 +119,7 @@ async def test_rpm_is_enforced_with_retry_after(
     async with worker.pipeline().sessions() as session:
         total = (await session.execute(select(Usage.duration_ms).where(
             Usage.status == "succeeded"))).scalars().all()
-    assert charged == sum(total)
+    assert charged == sum(cast(Sequence[int], total))  # succeeded: never None
 
 
 async def test_concurrent_streams_are_limited_per_plan(

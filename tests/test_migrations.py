@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Row,
+    Table,
     create_engine,
     inspect,
     select,
@@ -149,7 +150,7 @@ def test_upgrade_twice_is_a_no_op(empty_url: str, engine: Engine) -> None:
     upgrade(empty_url)
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(User.__table__.insert().values(
+        conn.execute(cast(Table, User.__table__).insert().values(
             name="Ada", email="ada@example.com", plan_id="free", active=True, used_ms=1234,
             cycle_start=now, cycle_end=now, created_at=now))
     upgrade(empty_url)

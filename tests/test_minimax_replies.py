@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -77,7 +77,7 @@ def valid(audio: bytes | None = None, length: int = MP3_MS, **extra: Any) -> dic
 
 def with_(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A deep copy of ``body`` with ``path`` (dotted) set to ``value``."""
-    copy = json.loads(json.dumps(body))
+    copy: dict[str, Any] = json.loads(json.dumps(body))
     *parents, last = path.split(".")
     node = copy
     for key in parents:
@@ -375,7 +375,7 @@ def two_data_lines(event: Any) -> bytes:
 
 
 BIG = frames(5000, 4)  # a 4 MB line of hex in one event
-SIZE = {"audio_size": len(ABT)}
+SIZE: dict[str, Any] = {"audio_size": len(ABT)}  # Any: mypy matches **SIZE to audio: bytes
 
 # id: (body, the chunks the client must yield, the duration it must charge)
 STREAMS: dict[str, tuple[bytes, list[bytes], int]] = {
@@ -497,12 +497,13 @@ async def test_voice_list_upload_and_clone_replies_are_validated() -> None:
     client = make_client(Replies({**ok, "system_voice": [{"voice_id": "A", "voice_name": "a",
                                                           "description": []}]}))
     assert (await client.list_voices())["system_voice"][0]["voice_id"] == "A"
-    for body, call in [
+    cases: list[tuple[dict[str, Any], Callable[[MiniMaxClient], Awaitable[Any]]]] = [
         ({**ok, "system_voice": "A"}, lambda c: c.list_voices()),
         ({**ok, "system_voice": [{"voice_id": 7}]}, lambda c: c.list_voices()),
         ({**ok, "file": {"file_id": "123"}}, lambda c: c.upload_file("a.wav", b"RIFF")),
         ({**ok, "file": None}, lambda c: c.upload_file("a.wav", b"RIFF")),
-    ]:
+    ]
+    for body, call in cases:
         replies = Replies(body)
         with pytest.raises(UpstreamUnavailable):
             await call(make_client(replies))
@@ -527,7 +528,9 @@ OK = {"status_code": 0, "status_msg": "success"}
     httpx.Response(200, content=b"{\"demo_audio\": "),
     httpx.ReadTimeout("silent"),
 ], ids=["502", "1000", "1001", "cut body", "timeout"])
-async def test_a_clone_that_may_exist_is_never_retried(reply: Any) -> None:
+async def test_a_clone_that_may_exist_is_never_retried(
+    reply: httpx.Response | httpx.ReadTimeout,
+) -> None:
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -127,8 +127,10 @@ async def test_reset_while_jobs_run_loses_no_usage(
     await until(lambda: emu.stats()["requests"]["t2a_v2"] >= 3, "three jobs at MiniMax")
     assert settings.database_url
     racing = [run_job(api_key=key, text=TEXT, voice="american-male") for _ in range(3)]
-    summary, *raced = await asyncio.gather(
+    # A ResetSummary then job outputs: mypy would call each of them `object`.
+    results: list[Any] = await asyncio.gather(
         asyncio.to_thread(reset_in_own_engine, settings.effective_database_url), *racing)
+    summary, *raced = results
     assert not any(t.done() for t in slow), "the reset should finish inside the delay"
     done = [*raced, *await asyncio.gather(*slow)]
     assert all("error" not in d for d in done), done

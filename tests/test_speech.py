@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import pytest
 from mutagen.mp3 import MP3
@@ -17,7 +18,7 @@ from tests.conftest import JobRunner, UserFactory
 TEXT = "Good morning, Lagos. The market opens at nine."
 
 
-def mp3_seconds(output: dict) -> float:
+def mp3_seconds(output: dict[str, Any]) -> float:
     audio = base64.b64decode(output["audio_base64"])
     return float(MP3(io.BytesIO(audio)).info.length)
 
@@ -103,7 +104,7 @@ async def test_revoked_key_and_inactive_user_are_unauthorized(
     ],
 )
 async def test_invalid_requests_name_the_field(
-    run_job: JobRunner, make_user: UserFactory, worker: Worker, fields: dict, field: str
+    run_job: JobRunner, make_user: UserFactory, worker: Worker, fields: dict[str, Any], field: str
 ) -> None:
     _, key = await make_user()
     job = {"api_key": key, "text": TEXT, "voice": "british-male", **fields}
@@ -120,7 +121,7 @@ async def test_invalid_requests_name_the_field(
 ])
 async def test_what_minimax_would_refuse_is_refused_before_anything_is_reserved(
     run_job: JobRunner, make_user: UserFactory, worker: Worker, emu: Emulator,
-    fields: dict, field: str,
+    fields: dict[str, Any], field: str,
 ) -> None:
     assert worker.settings.minimax_model == "speech-02-turbo"
     _, key = await make_user()

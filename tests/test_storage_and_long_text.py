@@ -9,6 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 import httpx
@@ -36,7 +37,7 @@ def storage_settings(make_settings: Callable[..., Settings], s3_url: str
     return make
 
 
-async def run(worker: Worker, key: str, job_id: str, **job_input: object) -> dict:
+async def run(worker: Worker, key: str, job_id: str, **job_input: object) -> dict[str, Any]:
     result = await worker.handle({"id": job_id, "input": {"api_key": key, **job_input}})
     return {"error": json.loads(result["error"])} if "error" in result else result
 

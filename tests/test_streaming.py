@@ -114,6 +114,7 @@ async def test_a_stream_stopped_by_the_caller_is_charged_what_it_delivered(
     audio = b"".join(base64.b64decode(c["audio_base64"]) for c in received)
     used, row = await charged(streamer)
     assert (row.status, row.error_code) == ("succeeded", "cancelled")
+    assert row.duration_ms is not None
     assert used == row.duration_ms > 0
     # What was delivered, to the frame: no more than the bytes sent hold.
     assert used <= MP3(io.BytesIO(audio)).info.length * 1000 + 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -118,7 +119,7 @@ async def test_a_transient_error_is_retried_and_charged_once(
 )
 async def test_transport_faults(
     emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
-    fault: dict, expected: str, attempts: int,
+    fault: dict[str, Any], expected: str, attempts: int,
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "times": 0, **fault})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ async def guarded(make_settings: Callable[..., Settings]) -> AsyncIterator[Calla
         await w.aclose()
 
 
-async def speak(worker: Worker, key: str, text: str, job_id: str) -> dict:
+async def speak(worker: Worker, key: str, text: str, job_id: str) -> dict[str, Any]:
     result = await worker.handle({"id": job_id, "input": {
         "api_key": key, "text": text, "voice": "american-male"}})
     return json.loads(result["error"]) if "error" in result else result

@@ -108,6 +108,7 @@ async def test_an_audio_length_beyond_the_audio_is_charged_the_audio(
         out = await run_job(api_key=key, text="Hello there.", voice="american-male")
     audio = base64.b64decode(out["audio_base64"])
     used, row = await charged(worker)
+    assert row.duration_ms is not None
     assert 0 < used == row.duration_ms <= MP3(io.BytesIO(audio)).info.length * 1000 + 1
     assert out["duration_seconds"] == used / 1000
     [warning] = [r.getMessage() for r in caplog.records if "audio_length" in r.getMessage()]
@@ -181,6 +182,7 @@ async def test_a_stream_s_audio_length_is_checked_against_what_it_delivered(
     *chunks, final = await collect(streamer, "s-lie", key)
     audio = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
     used, row = await charged(streamer)
+    assert row.duration_ms is not None
     assert 0 < used == row.duration_ms <= MP3(io.BytesIO(audio)).info.length * 1000 + 1
     assert final["duration_seconds"] == used / 1000
 

@@ -12,11 +12,11 @@ import datetime as dt
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from click.testing import Result
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, Table, update
+from typer.testing import Result
 
 from minimax_emulator import Emulator
 from odeatts.billing import parse_period
@@ -104,7 +104,7 @@ async def test_period_user_and_output_file(
     now = dt.datetime.now(UTC)
     this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     with engine.begin() as conn:  # Bo's refusal happened on the last day of last month
-        conn.execute(update(Usage.__table__).where(Usage.user_id == 2).values(
+        conn.execute(update(cast(Table, Usage.__table__)).where(Usage.user_id == 2).values(
             created_at=this_month - dt.timedelta(hours=1)))
 
     current = json.loads((await report(invoke, "--format", "json")).stdout)
@@ -156,7 +156,7 @@ async def test_the_report_shows_what_clone_previews_cost(
     this_month = dt.datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0,
                                               microsecond=0)
     with engine.begin() as conn:
-        conn.execute(update(Voice.__table__).where(Voice.__table__.c.name == "ada-hd")
+        conn.execute(update(cast(Table, Voice.__table__)).where(Voice.__table__.c.name == "ada-hd")
                      .values(created_at=this_month - dt.timedelta(hours=1)))
     again = json.loads((await report(invoke, "--format", "json")).stdout)
     assert again["clones"]["previews"] == 1 and again["clones"]["preview_characters"] == 20

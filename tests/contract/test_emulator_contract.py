@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import lameenc  # type: ignore[import-not-found]
+import lameenc
 import pytest
 
 from minimax_emulator import Emulator

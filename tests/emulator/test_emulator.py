@@ -78,7 +78,8 @@ def t2a_body(**overrides: Any) -> dict[str, Any]:
 def t2a(client: httpx.Client, **overrides: Any) -> dict[str, Any]:
     response = client.post("/v1/t2a_v2", json=t2a_body(**overrides))
     assert response.status_code == 200
-    return response.json()
+    reply: dict[str, Any] = response.json()
+    return reply
 
 
 def audio_of(payload: dict[str, Any]) -> bytes:
@@ -120,7 +121,8 @@ def upload(client: httpx.Client, data: bytes, name: str = "sample.wav") -> dict[
         "/v1/files/upload", data={"purpose": "voice_clone"}, files={"file": (name, data)}
     )
     assert response.status_code == 200
-    return response.json()
+    reply: dict[str, Any] = response.json()
+    return reply
 
 
 def code_of(payload: dict[str, Any]) -> int:

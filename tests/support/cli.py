@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from click.testing import Result
 from typer._click.core import Command
 from typer.core import TyperGroup
 from typer.main import get_command
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from odeatts.cli import app
 from odeatts.config import Settings

@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 __all__ = ["Mode", "TcpProxy"]
@@ -145,7 +145,8 @@ class TcpProxy:
                     continue
                 while self._mode == "stall":
                     await self._flowing.wait()
-                if self._mode == "silence":
+                # set() may have changed the mode during the wait; mypy keeps the narrowing.
+                if cast(Mode, self._mode) == "silence":
                     continue
                 writer.write(data)
                 await writer.drain()
