@@ -26,7 +26,9 @@ from odeatts.worker import Worker
 from tests.conftest import UserFactory
 from tests.support.fake_runpod import FakeRunPod, Fleet, Result, WorkerProcess, worker_env
 
-pytestmark = pytest.mark.slow
+# One fleet at a time: each starts up to four worker processes, and the tests' margins
+# assume that those, not another fleet, share the machine (scripts/test: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 THROTTLES = {"rate_limited", "concurrency_limited", "upstream_busy"}
 DOCUMENTED = {"quota_exceeded", *THROTTLES}
