@@ -104,6 +104,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# For a test whose outcome cannot depend on the backend (validation, output shapes, how a
+# MiniMax reply maps to an error): it runs once, on the embedded backend. Whatever touches
+# metering, limits, keys, quota, cycles, reports or SQL keeps running on both.
+backend_independent = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+
+
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if backend == "embedded":

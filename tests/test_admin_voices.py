@@ -31,7 +31,7 @@ from odeatts.config import Settings
 from odeatts.errors import AdminError
 from odeatts.models import Voice
 from odeatts.worker import Worker
-from tests.conftest import EMULATOR_KEY, JobRunner, UserFactory
+from tests.conftest import EMULATOR_KEY, JobRunner, UserFactory, backend_independent
 from tests.support.cli import Invoke, cli_env
 from tests.test_admin_cli import ROOT, assert_operator_error
 
@@ -319,6 +319,7 @@ def _taken_at_minimax(emu: Emulator, sample: Path) -> str:
     return "odea-already-taken"
 
 
+@backend_independent
 def test_clone_refuses_mistakes_before_uploading(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
 ) -> None:
@@ -388,6 +389,7 @@ CLONE_FAILURES: dict[str, tuple[Callable[[Emulator, Path], str | None], float, i
 }
 
 
+@backend_independent
 def test_a_clone_minimax_refuses_says_why_and_stores_nothing(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
 ) -> None:
@@ -412,6 +414,7 @@ LOST = {"disconnect": {"then": "disconnect"}, "5xx": {"then": "http", "status": 
         "1000": {"then": "base_resp", "code": 1000}}
 
 
+@backend_independent
 @pytest.mark.parametrize("lost", LOST.values(), ids=LOST.keys())
 def test_a_lost_clone_reply_is_not_retried_and_says_the_state_is_unknown(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path, lost: dict[str, Any]
@@ -434,6 +437,7 @@ def test_a_lost_clone_reply_is_not_retried_and_says_the_state_is_unknown(
     assert cloned_rows(engine) == []
 
 
+@backend_independent
 def test_a_lost_reply_and_no_get_voice_is_still_unknown_not_failed(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
 ) -> None:

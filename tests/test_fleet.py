@@ -26,7 +26,9 @@ from odeatts.worker import Worker
 from tests.conftest import UserFactory
 from tests.support.fake_runpod import FakeRunPod, Fleet, Result, WorkerProcess, worker_env
 
-pytestmark = pytest.mark.slow
+# One fleet at a time: each starts up to four worker processes, and the tests' margins
+# assume that those, not another fleet, share the machine (scripts/test: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 THROTTLES = {"rate_limited", "concurrency_limited", "upstream_busy"}
 DOCUMENTED = {"quota_exceeded", *THROTTLES}
@@ -283,10 +285,14 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
     fleet: Fleet, fake: FakeRunPod, settings: Settings, make_user: UserFactory,
     worker: Worker, emu: Emulator,
 ) -> None:
-    ttl = 10  # production refuses under 30 s; here it only has to outlast a worker's start
+    # Production refuses under 30 s; here it only has to outlast the probes below, as the
+    # survivor starts beside the victim (a start, ~1.5 s of CPU, would eat into it).
+    ttl = 6
     user_id, key = await make_user("pro", streams_override=1)
     env = fleet_env(settings, ODEATTS_LEASE_TTL_SECONDS=ttl, ODEATTS_MAX_CONCURRENCY=16)
-    [victim] = await start(fleet, 1, env, name="victim")
+    [victim] = fleet.spawn(1, env, name="victim")
+    [survivor] = fleet.spawn(1, env, name="survivor")
+    await asyncio.to_thread(fleet.wait_ready, [victim, survivor])
     text = "A worker dies while this sentence is being spoken."
     emu.configure(latency_seconds=5.0)
     fake.put("doomed", speech(key, text), worker=victim.worker_id)
@@ -294,7 +300,6 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
     victim.kill()  # SIGKILL, mid-synthesis: no release, no settle, no result
     await asyncio.to_thread(victim.proc.wait, 10)
     emu.configure(latency_seconds=0.2)
-    [survivor] = await start(fleet, 1, env, name="survivor")
 
     assert not fake.results("doomed")
     lease_key = f"{settings.redis_prefix}:leases:{user_id}"

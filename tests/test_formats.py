@@ -12,7 +12,7 @@ import pytest
 
 from odeatts.config import Settings
 from odeatts.worker import Worker
-from tests.conftest import JobRunner, UserFactory
+from tests.conftest import JobRunner, UserFactory, backend_independent
 
 SENTENCE = "Lagos wakes early, and the ferries leave on time. "
 
@@ -22,6 +22,7 @@ def wav_seconds(audio: bytes) -> float:
         return reader.getnframes() / reader.getframerate()
 
 
+@backend_independent
 async def test_wav_is_a_valid_file_of_the_reported_length(
     run_job: JobRunner, make_user: UserFactory
 ) -> None:
@@ -33,6 +34,7 @@ async def test_wav_is_a_valid_file_of_the_reported_length(
     assert wav_seconds(audio) == pytest.approx(out["duration_seconds"], rel=0.02)
 
 
+@backend_independent
 async def test_pcm_is_raw_sixteen_bit_of_the_reported_length(
     run_job: JobRunner, make_user: UserFactory
 ) -> None:
@@ -43,6 +45,7 @@ async def test_pcm_is_raw_sixteen_bit_of_the_reported_length(
     assert len(audio) / 2 / 24000 == pytest.approx(out["duration_seconds"], rel=0.02)
 
 
+@backend_independent
 async def test_a_long_wav_is_joined_into_one_file(
     make_settings: Callable[..., Settings], make_user: UserFactory
 ) -> None:

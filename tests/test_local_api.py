@@ -12,7 +12,7 @@ from mutagen.mp3 import MP3
 
 from odeatts.config import Settings
 from scripts.localrun import start_api_server, stop
-from tests.conftest import UserFactory
+from tests.conftest import UserFactory, backend_independent
 
 
 def server_env(settings: Settings) -> dict[str, str]:
@@ -59,6 +59,7 @@ async def test_runsync_over_http(settings: Settings, make_user: UserFactory,
     assert key not in log
 
 
+@backend_independent
 async def test_the_streaming_endpoint_through_the_sdk(settings: Settings, make_user: UserFactory,
                                                       tmp_path: Path) -> None:
     """ODEATTS_HANDLER=stream: /runsync aggregates the items; /run + /stream yields them."""

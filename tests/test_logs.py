@@ -20,7 +20,7 @@ from odeatts.keys import generate_key
 from odeatts.logs import bind, configure_logging, job_context, log_context, redact
 from odeatts.redaction import MASK, Redactor
 from odeatts.worker import Worker
-from tests.conftest import UserFactory
+from tests.conftest import UserFactory, backend_independent
 
 KEY = generate_key(b"pepper").plain
 log = logging.getLogger("odeatts.test.logs")
@@ -291,6 +291,7 @@ async def test_concurrent_jobs_do_not_see_each_others_context(
 
 # --- the worker opens the context ------------------------------------------------------
 
+@backend_independent
 async def test_the_plain_handler_tags_its_lines(
     output: Callable[..., io.StringIO], worker: Worker
 ) -> None:
@@ -302,6 +303,7 @@ async def test_the_plain_handler_tags_its_lines(
     assert log_context()["job_id"] is None
 
 
+@backend_independent
 async def test_a_jobs_lines_carry_its_user_and_minimax_trace_once_known(
     output: Callable[..., io.StringIO], worker: Worker, make_user: UserFactory
 ) -> None:
@@ -315,6 +317,7 @@ async def test_a_jobs_lines_carry_its_user_and_minimax_trace_once_known(
     assert charged["trace_id"] and charged["trace_id"] in charged["message"]
 
 
+@backend_independent
 async def test_lines_logged_while_streams_run_carry_their_own_job(
     output: Callable[..., io.StringIO], make_settings: Callable[..., Settings],
     make_user: UserFactory,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import cast
 
@@ -143,7 +144,11 @@ async def test_a_cancelled_job_releases_its_lease_and_reservation(
     emu.configure(latency_seconds=2.0)
     task = asyncio.create_task(worker.handle({"id": "cancel-me", "input": {
         "api_key": key, "text": TEXT, "voice": "british-male"}}))
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while emu.stats()["in_flight"] == 0:  # cancelled mid-synthesis, holding everything
+        assert not task.done(), task.result()
+        assert time.monotonic() < deadline, "the job never reached MiniMax"
+        await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from minimax_emulator import Emulator
 from odeatts.models import ApiKey, Usage, User, utcnow
 from odeatts.worker import Worker
-from tests.conftest import JobRunner, UserFactory
+from tests.conftest import JobRunner, UserFactory, backend_independent
 
 TEXT = "Good morning, Lagos. The market opens at nine."
 
@@ -49,6 +49,7 @@ async def test_valid_job_returns_mp3_and_charges_its_real_duration(
     assert row.billed_characters == len(TEXT) and row.trace_id
 
 
+@backend_independent
 async def test_voice_settings_reach_minimax(run_job: JobRunner, make_user: UserFactory) -> None:
     _, key = await make_user()
     slow = await run_job(api_key=key, text=TEXT, voice="british-male", speed=0.5)
@@ -64,6 +65,7 @@ async def test_bad_keys_are_unauthorized(run_job: JobRunner, api_key: str,
     assert await usage_rows(worker) == []
 
 
+@backend_independent
 async def test_missing_key_is_unauthorized(run_job: JobRunner) -> None:
     out = await run_job(text=TEXT, voice="british-male")
     assert out["error"]["code"] == "unauthorized"
@@ -85,6 +87,7 @@ async def test_revoked_key_and_inactive_user_are_unauthorized(
             )["error"]["code"] == "unauthorized"
 
 
+@backend_independent
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -114,6 +117,7 @@ async def test_invalid_requests_name_the_field(
     assert await usage_rows(worker) == []
 
 
+@backend_independent
 @pytest.mark.parametrize(("fields", "field"), [
     ({"emotion": "whisper"}, "emotion"),               # the default model lacks it
     ({"emotion": "fluent", "model": "speech-02-hd"}, "emotion"),
@@ -134,12 +138,14 @@ async def test_what_minimax_would_refuse_is_refused_before_anything_is_reserved(
     assert "error" not in ok, ok
 
 
+@backend_independent
 async def test_missing_text_and_voice(run_job: JobRunner, make_user: UserFactory) -> None:
     _, key = await make_user()
     assert (await run_job(api_key=key, voice="british-male"))["error"]["field"] == "text"
     assert (await run_job(api_key=key, text=TEXT))["error"]["field"] == "voice"
 
 
+@backend_independent
 async def test_input_that_is_not_an_object(worker: Worker) -> None:
     import json
 
@@ -147,6 +153,7 @@ async def test_input_that_is_not_an_object(worker: Worker) -> None:
     assert json.loads(result["error"])["code"] == "invalid_request"
 
 
+@backend_independent
 async def test_unknown_voice_lists_the_valid_names(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
@@ -158,12 +165,14 @@ async def test_unknown_voice_lists_the_valid_names(
     assert await usage_rows(worker) == []
 
 
+@backend_independent
 async def test_unknown_voice_with_bad_key_is_unauthorized_first(run_job: JobRunner) -> None:
     out = await run_job(api_key="odea_AAAAAAAA_" + "B" * 32, text=TEXT, voice="klingon")
     assert out["error"]["code"] == "unauthorized"
     assert "voices" not in out["error"]
 
 
+@backend_independent
 async def test_no_secret_or_traceback_in_any_output(
     run_job: JobRunner, make_user: UserFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ from minimax_emulator import Emulator
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
-from tests.conftest import JobRunner, UserFactory
+from tests.conftest import JobRunner, UserFactory, backend_independent
 
 TEXT = ("Voice bots need the first audio fast. This sentence streams in pieces, "
         "and so does this one. The end arrives last.")
@@ -62,6 +62,7 @@ async def test_a_stream_yields_chunks_that_join_into_the_reported_audio(
     assert row.status == "succeeded" and row.error_code is None
 
 
+@backend_independent
 async def test_a_non_streamed_job_on_the_stream_endpoint_is_one_item(
     streamer: Worker, make_user: UserFactory
 ) -> None:
@@ -121,6 +122,7 @@ async def test_a_stream_stopped_by_the_caller_is_charged_what_it_delivered(
     assert used < row.estimated_ms
 
 
+@backend_independent
 async def test_wav_cannot_be_streamed(streamer: Worker, make_user: UserFactory) -> None:
     _, key = await make_user()
     [item] = await collect(streamer, "s-6", api_key=key, text=TEXT, voice="british-female",
@@ -128,6 +130,7 @@ async def test_wav_cannot_be_streamed(streamer: Worker, make_user: UserFactory) 
     assert json.loads(item["error"])["field"] == "stream"
 
 
+@backend_independent
 async def test_the_plain_endpoint_refuses_to_stream(
     run_job: JobRunner, make_user: UserFactory
 ) -> None:
@@ -136,6 +139,7 @@ async def test_the_plain_endpoint_refuses_to_stream(
     assert out["error"]["code"] == "invalid_request" and out["error"]["field"] == "stream"
 
 
+@backend_independent
 async def test_pcm_streams_too(streamer: Worker, make_user: UserFactory) -> None:
     _, key = await make_user()
     items = await collect(streamer, "s-7", api_key=key, text=TEXT, voice="british-female",
