@@ -24,11 +24,13 @@ def main() -> None:
         sys.exit("odeatts: invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
     configure_logging(settings)
     worker = Worker(settings)
-    runpod.serverless.start({
-        "handler": worker.handler,  # a plain coroutine, or a generator for streaming
-        "concurrency_modifier": worker.concurrency,
-        "return_aggregate_stream": True,  # /run and /runsync of a stream get every item
-    })
+    runpod.serverless.start(
+        {
+            "handler": worker.handler,  # a plain coroutine, or a generator for streaming
+            "concurrency_modifier": worker.concurrency,
+            "return_aggregate_stream": True,  # /run and /runsync of a stream get every item
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ class BackgroundServer:
             await runner.cleanup()
 
     def _run(
-        self, loop: asyncio.AbstractEventLoop, ready: threading.Event,
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ready: threading.Event,
         failure: list[BaseException],
     ) -> None:
         asyncio.set_event_loop(loop)

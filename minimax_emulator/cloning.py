@@ -121,8 +121,9 @@ async def _lost(request: web.Request, rule: FaultRule, payload: dict[str, Any]) 
     then = rule.get("then", "disconnect")
     if then == "http":
         status = int(rule.get("status", 502))
-        return web.Response(status=status, text=f"<html><body>{status}</body></html>",
-                            content_type="text/html")
+        return web.Response(
+            status=status, text=f"<html><body>{status}</body></html>", content_type="text/html"
+        )
     if then == "base_resp":
         code = int(rule.get("code", 1000))
         raise ApiError(code, rule.get("msg") or message_for(code))
@@ -151,12 +152,16 @@ async def voice_clone(request: web.Request) -> web.Response:
     if rule is not None and rule.kind == "sensitive":
         return json_response(_flagged(rule), request[TRACE_KEY])
     clone = state.voices.add_clone(voice_id, stored)
-    payload: dict[str, Any] = {"demo_audio": "", "input_sensitive": False,
-                               "input_sensitive_type": 0}
+    payload: dict[str, Any] = {
+        "demo_audio": "",
+        "input_sensitive": False,
+        "input_sensitive_type": 0,
+    }
     if text:
         synthesis = await asyncio.to_thread(synthesize, text, clone.espeak)
         payload["demo_audio"] = hosted_url(
-            request, state.hosted.put(synthesis.audio, CONTENT_TYPES["mp3"]))
+            request, state.hosted.put(synthesis.audio, CONTENT_TYPES["mp3"])
+        )
         payload["extra_info"] = {"usage_characters": usage_characters(text)}
         state.stats.billed(usage_characters(text))
     payload["base_resp"] = base_resp()
@@ -170,8 +175,12 @@ def _voice_lists(state: EmulatorState, voice_type: str) -> dict[str, Any]:
     if voice_type in ("system", "all"):
         lists["system_voice"] = [
             # The documented example gives system voices a created_time of the epoch.
-            {"voice_id": v.voice_id, "voice_name": v.voice_name, "description": [],
-             "created_time": "1970-01-01"}
+            {
+                "voice_id": v.voice_id,
+                "voice_name": v.voice_name,
+                "description": [],
+                "created_time": "1970-01-01",
+            }
             for v in state.voices.system_voices()
         ]
     if voice_type in ("voice_cloning", "all"):

@@ -127,8 +127,9 @@ class VoiceStore:
         digest = hashlib.sha256(upload.data).digest()
         espeak = CLONE_VOICES[int.from_bytes(digest[:4], "big") % len(CLONE_VOICES)]
         now = time.time()
-        clone = ClonedVoice(voice_id, espeak, upload.file_id,
-                            time.strftime("%Y-%m-%d", time.gmtime(now)), int(now))
+        clone = ClonedVoice(
+            voice_id, espeak, upload.file_id, time.strftime("%Y-%m-%d", time.gmtime(now)), int(now)
+        )
         with self._lock:
             self._clones[voice_id] = clone
             self._taken.add(voice_id)

@@ -80,7 +80,6 @@ _ROTATED = " (rotated)"
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
 
-
 @dataclass(frozen=True)
 class CreatedUser:
     user: User
@@ -160,8 +159,10 @@ class Rotation:
 
 # --- pure helpers --------------------------------------------------------------------------
 
-def key_state(*, revoked_at: dt.datetime | None, expires_at: dt.datetime | None,
-              now: dt.datetime) -> str:
+
+def key_state(
+    *, revoked_at: dt.datetime | None, expires_at: dt.datetime | None, now: dt.datetime
+) -> str:
     """active, revoked, expiring (works until ``expires_at``) or expired."""
     if revoked_at is not None:
         return "revoked"
@@ -176,37 +177,58 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def user_dict(user: User) -> dict[str, object]:
     return {
-        "id": user.id, "name": user.name, "email": user.email, "plan": user.plan_id,
-        "active": user.active, "used_seconds": user.used_ms / 1000,
-        "cycle_start": user.cycle_start.isoformat(), "cycle_end": user.cycle_end.isoformat(),
-        "overrides": {"monthly_seconds": user.monthly_seconds_override,
-                      "rpm": user.rpm_override, "concurrent_streams": user.streams_override},
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "plan": user.plan_id,
+        "active": user.active,
+        "used_seconds": user.used_ms / 1000,
+        "cycle_start": user.cycle_start.isoformat(),
+        "cycle_end": user.cycle_end.isoformat(),
+        "overrides": {
+            "monthly_seconds": user.monthly_seconds_override,
+            "rpm": user.rpm_override,
+            "concurrent_streams": user.streams_override,
+        },
     }
 
 
 def limits_dict(limits: dict[str, Limit]) -> dict[str, object]:
-    return {name: {"value": limit.value, "source": limit.source}
-            for name, limit in limits.items()}
+    return {name: {"value": limit.value, "source": limit.source} for name, limit in limits.items()}
 
 
 def key_dict(key: KeyView) -> dict[str, object]:
-    return {"id": key.id, "user_id": key.user_id, "prefix": key.prefix, "label": key.label,
-            "created_at": _iso(key.created_at), "last_used_at": _iso(key.last_used_at),
-            "state": key.state, "revoked_at": _iso(key.revoked_at),
-            "expires_at": _iso(key.expires_at)}
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "prefix": key.prefix,
+        "label": key.label,
+        "created_at": _iso(key.created_at),
+        "last_used_at": _iso(key.last_used_at),
+        "state": key.state,
+        "revoked_at": _iso(key.revoked_at),
+        "expires_at": _iso(key.expires_at),
+    }
 
 
 def user_view_dict(view: UserView) -> dict[str, object]:
     user, allowance, quota = view.user, view.quota.allowance, view.quota.quota
     return {
-        "id": user.id, "name": user.name, "email": user.email, "plan": user.plan_id,
-        "active": user.active, "created_at": _iso(user.created_at),
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "plan": user.plan_id,
+        "active": user.active,
+        "created_at": _iso(user.created_at),
         "limits": limits_dict(allowance.limits),
-        "quota": {"limit_seconds": allowance.monthly_seconds.value,
-                  "credit_seconds": allowance.credit_ms / 1000,
-                  "total_seconds": quota.quota_ms / 1000, "used_seconds": quota.used_ms / 1000,
-                  "reserved_seconds": quota.reserved_ms / 1000,
-                  "remaining_seconds": quota.remaining_ms / 1000},
+        "quota": {
+            "limit_seconds": allowance.monthly_seconds.value,
+            "credit_seconds": allowance.credit_ms / 1000,
+            "total_seconds": quota.quota_ms / 1000,
+            "used_seconds": quota.used_ms / 1000,
+            "reserved_seconds": quota.reserved_ms / 1000,
+            "remaining_seconds": quota.remaining_ms / 1000,
+        },
         "cycle": {"start": _iso(user.cycle_start), "end": _iso(user.cycle_end)},
         "keys": [key_dict(key) for key in view.keys],
     }
@@ -239,6 +261,7 @@ def _positive(name: str, value: int | None) -> int | None:
 
 # --- lookups inside a session --------------------------------------------------------------
 
+
 async def find_user(session: AsyncSession, ref: str, *, lock: bool = False) -> User:
     """``--user``: a user by id or by email (emails are stored lower-case, so this uses
     the index). The one lookup every admin command shares."""
@@ -270,27 +293,44 @@ async def _user_plan(session: AsyncSession, user: User) -> Plan:
 
 
 def _view(key: ApiKey, last_used: dt.datetime | None, now: dt.datetime) -> KeyView:
-    return KeyView(id=key.id, user_id=key.user_id, prefix=key.prefix, label=key.label,
-                   created_at=key.created_at, last_used_at=last_used,
-                   revoked_at=key.revoked_at, expires_at=key.expires_at,
-                   state=key_state(revoked_at=key.revoked_at, expires_at=key.expires_at,
-                                   now=now))
+    return KeyView(
+        id=key.id,
+        user_id=key.user_id,
+        prefix=key.prefix,
+        label=key.label,
+        created_at=key.created_at,
+        last_used_at=last_used,
+        revoked_at=key.revoked_at,
+        expires_at=key.expires_at,
+        state=key_state(revoked_at=key.revoked_at, expires_at=key.expires_at, now=now),
+    )
 
 
 async def _key_views(session: AsyncSession, user_id: int, now: dt.datetime) -> list[KeyView]:
     # Filtered by user first: usage is indexed by user, not by key.
-    last = (select(Usage.api_key_id, func.max(Usage.created_at).label("last_used"))
-            .where(Usage.user_id == user_id).group_by(Usage.api_key_id).subquery())
+    last = (
+        select(Usage.api_key_id, func.max(Usage.created_at).label("last_used"))
+        .where(Usage.user_id == user_id)
+        .group_by(Usage.api_key_id)
+        .subquery()
+    )
     rows = await session.execute(
-        select(ApiKey, last.c.last_used).outerjoin(last, last.c.api_key_id == ApiKey.id)
-        .where(ApiKey.user_id == user_id).order_by(ApiKey.id))
+        select(ApiKey, last.c.last_used)
+        .outerjoin(last, last.c.api_key_id == ApiKey.id)
+        .where(ApiKey.user_id == user_id)
+        .order_by(ApiKey.id)
+    )
     return [_view(key, last_used, now) for key, last_used in rows]
 
 
 async def _key_view(session: AsyncSession, key: ApiKey, now: dt.datetime) -> KeyView:
-    last_used = (await session.execute(
-        select(func.max(Usage.created_at))
-        .where(Usage.user_id == key.user_id, Usage.api_key_id == key.id))).scalar_one()
+    last_used = (
+        await session.execute(
+            select(func.max(Usage.created_at)).where(
+                Usage.user_id == key.user_id, Usage.api_key_id == key.id
+            )
+        )
+    ).scalar_one()
     return _view(key, last_used, now)
 
 
@@ -299,15 +339,30 @@ async def _key(session: AsyncSession, *, prefix: str | None, key_id: int | None)
     if (prefix is None) == (key_id is None):
         raise AdminError("name the key by exactly one of --prefix or --id")
     if key_id is not None:
-        found = (await session.execute(
-            select(ApiKey).where(ApiKey.id == _id(key_id)).with_for_update()
-        )).scalars().all()
+        found = (
+            (
+                await session.execute(
+                    select(ApiKey).where(ApiKey.id == _id(key_id)).with_for_update()
+                )
+            )
+            .scalars()
+            .all()
+        )
         what = f"id {key_id}"
     else:
         prefix = _prefix(prefix or "")
-        found = (await session.execute(
-            select(ApiKey).where(ApiKey.prefix == prefix).order_by(ApiKey.id).with_for_update()
-        )).scalars().all()
+        found = (
+            (
+                await session.execute(
+                    select(ApiKey)
+                    .where(ApiKey.prefix == prefix)
+                    .order_by(ApiKey.id)
+                    .with_for_update()
+                )
+            )
+            .scalars()
+            .all()
+        )
         what = f"prefix {prefix}"
     if not found:
         raise AdminError(f"no key with {what}")
@@ -328,9 +383,15 @@ def _prefix(value: str) -> str:
 
 # --- users ---------------------------------------------------------------------------------
 
+
 async def create_user(
-    sessions: Sessions, *, name: str, email: str, plan: str,
-    pepper: bytes, now: dt.datetime | None = None,
+    sessions: Sessions,
+    *,
+    name: str,
+    email: str,
+    plan: str,
+    pepper: bytes,
+    now: dt.datetime | None = None,
 ) -> CreatedUser:
     """A user on ``plan`` with a first API key; the plain key exists only in the result."""
     email = email.strip().lower()
@@ -343,19 +404,35 @@ async def create_user(
     try:
         async with sessions() as session, session.begin():
             await _plan(session, plan)
-            user = User(name=name.strip(), email=email, plan_id=plan, active=True, used_ms=0,
-                        cycle_start=now, cycle_end=next_month(now), created_at=now)
+            user = User(
+                name=name.strip(),
+                email=email,
+                plan_id=plan,
+                active=True,
+                used_ms=0,
+                cycle_start=now,
+                cycle_end=next_month(now),
+                created_at=now,
+            )
             session.add(user)
             await session.flush()
-            session.add(ApiKey(user_id=user.id, prefix=key.prefix, key_hash=key.hash,
-                               created_at=now, label="first key"))
+            session.add(
+                ApiKey(
+                    user_id=user.id,
+                    prefix=key.prefix,
+                    key_hash=key.hash,
+                    created_at=now,
+                    label="first key",
+                )
+            )
     except IntegrityError as exc:
         raise AdminError(f"a user with email {email!r} already exists") from exc
     return CreatedUser(user=user, key=key)
 
 
-async def show_user(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
-                    now: dt.datetime | None = None) -> UserView:
+async def show_user(
+    sessions: Sessions, *, user: str, lease_ttl: dt.timedelta, now: dt.datetime | None = None
+) -> UserView:
     """Everything an operator asks about one user, read in one short transaction."""
     now = now or utcnow()
     async with sessions() as session:
@@ -366,16 +443,28 @@ async def show_user(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
     return UserView(user=found, plan=plan, quota=quota, keys=keys)
 
 
-async def list_users(sessions: Sessions, *, plan: str | None = None,
-                     active: bool | None = None, now: dt.datetime | None = None
-                     ) -> list[UserRow]:
+async def list_users(
+    sessions: Sessions,
+    *,
+    plan: str | None = None,
+    active: bool | None = None,
+    now: dt.datetime | None = None,
+) -> list[UserRow]:
     now = now or utcnow()
-    working = (select(ApiKey.user_id, func.count().label("n"))
-               .where(ApiKey.revoked_at.is_(None),
-                      or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
-               .group_by(ApiKey.user_id).subquery())
-    stmt = (select(User, Plan, func.coalesce(working.c.n, 0)).join(Plan)
-            .outerjoin(working, working.c.user_id == User.id).order_by(User.id))
+    working = (
+        select(ApiKey.user_id, func.count().label("n"))
+        .where(
+            ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+        )
+        .group_by(ApiKey.user_id)
+        .subquery()
+    )
+    stmt = (
+        select(User, Plan, func.coalesce(working.c.n, 0))
+        .join(Plan)
+        .outerjoin(working, working.c.user_id == User.id)
+        .order_by(User.id)
+    )
     if active is not None:
         stmt = stmt.where(User.active.is_(active))
     async with sessions() as session:
@@ -383,8 +472,9 @@ async def list_users(sessions: Sessions, *, plan: str | None = None,
             await _plan(session, plan)
             stmt = stmt.where(User.plan_id == plan)
         rows = (await session.execute(stmt)).all()
-    return [UserRow(user=u, limits=allowance_of(u, p).limits, active_keys=int(n))
-            for u, p, n in rows]
+    return [
+        UserRow(user=u, limits=allowance_of(u, p).limits, active_keys=int(n)) for u, p, n in rows
+    ]
 
 
 async def set_plan(sessions: Sessions, *, user: str, plan: str) -> PlanChange:
@@ -397,12 +487,20 @@ async def set_plan(sessions: Sessions, *, user: str, plan: str) -> PlanChange:
 
 
 async def set_limits(
-    sessions: Sessions, *, user: str, monthly_seconds: int | None = None,
-    rpm: int | None = None, streams: int | None = None, clear: bool = False,
+    sessions: Sessions,
+    *,
+    user: str,
+    monthly_seconds: int | None = None,
+    rpm: int | None = None,
+    streams: int | None = None,
+    clear: bool = False,
 ) -> LimitsChange:
     """Set some per-user overrides (the rest stay as they are), or clear them all."""
-    given = {"monthly_seconds": _positive("--monthly-seconds", monthly_seconds),
-             "rpm": _positive("--rpm", rpm), "concurrent_streams": _positive("--streams", streams)}
+    given = {
+        "monthly_seconds": _positive("--monthly-seconds", monthly_seconds),
+        "rpm": _positive("--rpm", rpm),
+        "concurrent_streams": _positive("--streams", streams),
+    }
     given = {name: value for name, value in given.items() if value is not None}
     if clear == bool(given):
         raise AdminError("give --clear alone, or any of --monthly-seconds, --rpm, --streams")
@@ -426,18 +524,25 @@ async def set_active(sessions: Sessions, *, user: str, active: bool) -> tuple[Us
 
 # --- keys ----------------------------------------------------------------------------------
 
-async def _add_key(session: AsyncSession, *, user_id: int, label: str | None, pepper: bytes,
-                   now: dt.datetime) -> tuple[ApiKey, NewKey]:
+
+async def _add_key(
+    session: AsyncSession, *, user_id: int, label: str | None, pepper: bytes, now: dt.datetime
+) -> tuple[ApiKey, NewKey]:
     new = generate_key(pepper)
-    row = ApiKey(user_id=user_id, prefix=new.prefix, key_hash=new.hash, label=label,
-                 created_at=now)
+    row = ApiKey(user_id=user_id, prefix=new.prefix, key_hash=new.hash, label=label, created_at=now)
     session.add(row)
     await session.flush()
     return row, new
 
 
-async def issue_key(sessions: Sessions, *, user: str, pepper: bytes, label: str | None = None,
-                    now: dt.datetime | None = None) -> IssuedKey:
+async def issue_key(
+    sessions: Sessions,
+    *,
+    user: str,
+    pepper: bytes,
+    label: str | None = None,
+    now: dt.datetime | None = None,
+) -> IssuedKey:
     """Another key for ``user``; the plain key exists only in the result."""
     label, now = _label(label), now or utcnow()
     async with sessions() as session, session.begin():
@@ -446,16 +551,22 @@ async def issue_key(sessions: Sessions, *, user: str, pepper: bytes, label: str 
     return IssuedKey(user=found, key=_view(row, None, now), plain=new.plain)
 
 
-async def list_keys(sessions: Sessions, *, user: str, now: dt.datetime | None = None
-                    ) -> tuple[User, list[KeyView]]:
+async def list_keys(
+    sessions: Sessions, *, user: str, now: dt.datetime | None = None
+) -> tuple[User, list[KeyView]]:
     now = now or utcnow()
     async with sessions() as session:
         found = await find_user(session, user)
         return found, await _key_views(session, found.id, now)
 
 
-async def revoke_key(sessions: Sessions, *, prefix: str | None = None, key_id: int | None = None,
-                     now: dt.datetime | None = None) -> Revocation:
+async def revoke_key(
+    sessions: Sessions,
+    *,
+    prefix: str | None = None,
+    key_id: int | None = None,
+    now: dt.datetime | None = None,
+) -> Revocation:
     """Revoke at once; revoking a revoked key changes nothing (``already``)."""
     now = now or utcnow()
     async with sessions() as session, session.begin():
@@ -468,8 +579,13 @@ async def revoke_key(sessions: Sessions, *, prefix: str | None = None, key_id: i
 
 
 async def rotate_key(
-    sessions: Sessions, *, pepper: bytes, prefix: str | None = None, key_id: int | None = None,
-    grace_seconds: int = 0, now: dt.datetime | None = None,
+    sessions: Sessions,
+    *,
+    pepper: bytes,
+    prefix: str | None = None,
+    key_id: int | None = None,
+    grace_seconds: int = 0,
+    now: dt.datetime | None = None,
 ) -> Rotation:
     """A new key for the same user; the old one stops at once (grace 0) or after the grace.
 
@@ -486,8 +602,9 @@ async def rotate_key(
             old.expires_at = now + dt.timedelta(seconds=grace_seconds)
         else:
             old.revoked_at = now
-        row, new = await _add_key(session, user_id=old.user_id, label=_rotated_label(old.label),
-                                  pepper=pepper, now=now)
+        row, new = await _add_key(
+            session, user_id=old.user_id, label=_rotated_label(old.label), pepper=pepper, now=now
+        )
         owner = await session.get(User, old.user_id)
         assert owner is not None
         old_view = await _key_view(session, old, now)
@@ -501,6 +618,7 @@ def _refuse_rotation(key: ApiKey, now: dt.datetime) -> None:
         raise AdminError(f"key {key.prefix} is {state}; issue a new one with `keys issue`")
     if state == "expiring":
         assert key.expires_at is not None
-        raise AdminError(f"key {key.prefix} was already rotated and works until "
-                         f"{key.expires_at.isoformat()}; revoke it to end that now")
-
+        raise AdminError(
+            f"key {key.prefix} was already rotated and works until "
+            f"{key.expires_at.isoformat()}; revoke it to end that now"
+        )

@@ -44,11 +44,13 @@ __all__ = [
 # The limits in the order operators see them.
 LIMIT_NAMES = ("monthly_seconds", "rpm", "concurrent_streams")
 # Limit name -> the ``users`` column that overrides it for one user.
-OVERRIDE_COLUMNS = MappingProxyType({
-    "monthly_seconds": "monthly_seconds_override",
-    "rpm": "rpm_override",
-    "concurrent_streams": "streams_override",
-})
+OVERRIDE_COLUMNS = MappingProxyType(
+    {
+        "monthly_seconds": "monthly_seconds_override",
+        "rpm": "rpm_override",
+        "concurrent_streams": "streams_override",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +148,11 @@ class QuotaState:
         monthly, quota = self.allowance.monthly_seconds, self.quota
         return {
             "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
-            "plan_seconds": monthly.plan, "override_seconds": monthly.override,
+            "plan_seconds": monthly.plan,
+            "override_seconds": monthly.override,
             "credit_seconds": self.allowance.credit_ms / 1000,
-            "quota_seconds": quota.quota_ms / 1000, "used_seconds": quota.used_ms / 1000,
+            "quota_seconds": quota.quota_ms / 1000,
+            "used_seconds": quota.used_ms / 1000,
             "reserved_seconds": quota.reserved_ms / 1000,
             "remaining_seconds": quota.remaining_ms / 1000,
             "cycle": self.cycle_dict(),
@@ -160,11 +164,18 @@ def live_after(now: dt.datetime, lease_ttl: dt.timedelta) -> dt.datetime:
     return now - lease_ttl
 
 
-async def live_reserved_ms(session: AsyncSession, *, user_id: int, now: dt.datetime,
-                           lease_ttl: dt.timedelta, exclude_job: str | None = None) -> int:
+async def live_reserved_ms(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    now: dt.datetime,
+    lease_ttl: dt.timedelta,
+    exclude_job: str | None = None,
+) -> int:
     """The sum of the user's live reservations (one indexed query)."""
     stmt = select(func.coalesce(func.sum(Usage.estimated_ms), 0)).where(
-        Usage.user_id == user_id, Usage.status == RESERVED,
+        Usage.user_id == user_id,
+        Usage.status == RESERVED,
         Usage.reserved_at > live_after(now, lease_ttl),
     )
     if exclude_job is not None:
@@ -172,13 +183,17 @@ async def live_reserved_ms(session: AsyncSession, *, user_id: int, now: dt.datet
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def read_quota_state(session: AsyncSession, user: User, plan: Plan, *,
-                           now: dt.datetime, lease_ttl: dt.timedelta) -> QuotaState:
+async def read_quota_state(
+    session: AsyncSession, user: User, plan: Plan, *, now: dt.datetime, lease_ttl: dt.timedelta
+) -> QuotaState:
     """The user's quota now; ``user`` and ``plan`` are rows already loaded in ``session``."""
     reserved = await live_reserved_ms(session, user_id=user.id, now=now, lease_ttl=lease_ttl)
     allowance = allowance_of(user, plan)
     return QuotaState(
-        user_id=user.id, email=user.email, allowance=allowance,
+        user_id=user.id,
+        email=user.email,
+        allowance=allowance,
         quota=allowance.quota(used_ms=user.used_ms, reserved_ms=reserved),
-        cycle_start=user.cycle_start, cycle_end=user.cycle_end,
+        cycle_start=user.cycle_start,
+        cycle_end=user.cycle_end,
     )

@@ -91,7 +91,10 @@ def _flac_ms(data: bytes, _: int) -> int:
 
 
 _MEASURES: dict[str, Callable[[bytes, int], int]] = {
-    "mp3": _mp3_ms, "wav": _wav_ms, "pcm": _pcm_ms, "flac": _flac_ms,
+    "mp3": _mp3_ms,
+    "wav": _wav_ms,
+    "pcm": _pcm_ms,
+    "flac": _flac_ms,
 }
 
 
@@ -111,8 +114,9 @@ def duration_ms(data: bytes, fmt: str, sample_rate: int) -> int:
 
 
 def _join_mp3(parts: list[bytes]) -> bytes:
-    return b"".join(data[f.offset:f.offset + f.length]
-                    for data in parts for f in _mp3_frames(data))
+    return b"".join(
+        data[f.offset : f.offset + f.length] for data in parts for f in _mp3_frames(data)
+    )
 
 
 def _join_wav(parts: list[bytes]) -> bytes:

@@ -81,6 +81,7 @@ MAX_ADJUST_SECONDS = 10_000_000
 
 # --- what the functions return -------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class ResetSummary:
     now: dt.datetime
@@ -90,10 +91,13 @@ class ResetSummary:
     outbox_settled: int = 0  # charges kept in the outbox while Postgres was away
 
     def to_dict(self) -> dict[str, Any]:
-        return {"now": self.now.isoformat(), "users_reset": len(self.archives),
-                "users": [a.to_dict() for a in self.archives],
-                "abandoned_reservations": self.abandoned,
-                "outbox_settled": self.outbox_settled}
+        return {
+            "now": self.now.isoformat(),
+            "users_reset": len(self.archives),
+            "users": [a.to_dict() for a in self.archives],
+            "abandoned_reservations": self.abandoned,
+            "outbox_settled": self.outbox_settled,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +123,16 @@ class UsageLine:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "user_id": self.user_id, "email": self.email, "plan": self.plan_id,
-            "requests": self.requests, "succeeded": self.succeeded, "failed": self.failed,
-            "refused": self.refused, "seconds": self.duration_ms / 1000,
-            "billed_characters": self.billed_characters, "cost_usd": self.cost_usd,
+            "user_id": self.user_id,
+            "email": self.email,
+            "plan": self.plan_id,
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "refused": self.refused,
+            "seconds": self.duration_ms / 1000,
+            "billed_characters": self.billed_characters,
+            "cost_usd": self.cost_usd,
         }
 
 
@@ -138,8 +148,11 @@ class ClonePreviews:
     cost_usd: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"previews": self.previews, "preview_characters": self.preview_characters,
-                "cost_usd": self.cost_usd}
+        return {
+            "previews": self.previews,
+            "preview_characters": self.preview_characters,
+            "cost_usd": self.cost_usd,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +176,7 @@ class UsageReport:
 
 # --- input an operator types -------------------------------------------------------------
 
+
 def parse_seconds(text: str) -> int:
     """``+90``, ``-30`` or ``1.5`` seconds as non-zero milliseconds."""
     try:
@@ -170,8 +184,10 @@ def parse_seconds(text: str) -> int:
     except ValueError:
         raise AdminError(f"--seconds must be a number, like 60 or -30: {text!r}") from None
     if not math.isfinite(seconds) or abs(seconds) > MAX_ADJUST_SECONDS:
-        raise AdminError(f"--seconds must be between -{MAX_ADJUST_SECONDS:,} and "
-                         f"{MAX_ADJUST_SECONDS:,}: {text!r}")
+        raise AdminError(
+            f"--seconds must be between -{MAX_ADJUST_SECONDS:,} and "
+            f"{MAX_ADJUST_SECONDS:,}: {text!r}"
+        )
     delta_ms = round(seconds * 1000)
     if delta_ms == 0:
         raise AdminError("--seconds must not be zero")
@@ -183,8 +199,9 @@ def _instant(text: str, option: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise AdminError(f"{option} must be a date like 2026-11-01 or an ISO timestamp: "
-                         f"{text!r}") from None
+        raise AdminError(
+            f"{option} must be a date like 2026-11-01 or an ISO timestamp: {text!r}"
+        ) from None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
@@ -192,16 +209,19 @@ def _month_start(moment: dt.datetime) -> dt.datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def parse_period(start: str | None, end: str | None, *,
-                 now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+def parse_period(
+    start: str | None, end: str | None, *, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
     """[from, to) in UTC. Neither: this calendar month. Only --to: the calendar month
     that ends there. Only --from: from then to the end of this month."""
     end_at = _instant(end, "--to") if end else next_month(_month_start(now))
-    start_at = _instant(start, "--from") if start else _month_start(
-        end_at - dt.timedelta(microseconds=1))
+    start_at = (
+        _instant(start, "--from") if start else _month_start(end_at - dt.timedelta(microseconds=1))
+    )
     if start_at >= end_at:
-        raise AdminError(f"--from ({start_at.isoformat()}) must be before --to "
-                         f"({end_at.isoformat()})")
+        raise AdminError(
+            f"--from ({start_at.isoformat()}) must be before --to ({end_at.isoformat()})"
+        )
     return start_at, end_at
 
 
@@ -216,6 +236,7 @@ def _clean(text: str | None, option: str, *, limit: int) -> str:
 
 # --- the user, found and locked ----------------------------------------------------------
 
+
 async def _find(session: AsyncSession, user: str, *, lock: bool) -> tuple[User, Plan]:
     found = await find_user(session, user, lock=lock)
     plan = await session.get(Plan, found.plan_id)
@@ -225,8 +246,10 @@ async def _find(session: AsyncSession, user: str, *, lock: bool) -> tuple[User, 
 
 # --- show and adjust ---------------------------------------------------------------------
 
-async def quota_state(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
-                      now: dt.datetime | None = None) -> QuotaState:
+
+async def quota_state(
+    sessions: Sessions, *, user: str, lease_ttl: dt.timedelta, now: dt.datetime | None = None
+) -> QuotaState:
     """What a speech job would see now: reserved = live reservations younger than the TTL."""
     now = now or utcnow()
     async with sessions() as session, session.begin():
@@ -235,8 +258,14 @@ async def quota_state(sessions: Sessions, *, user: str, lease_ttl: dt.timedelta,
 
 
 async def adjust_quota(
-    sessions: Sessions, *, user: str, delta_ms: int, reason: str | None, actor: str,
-    lease_ttl: dt.timedelta, now: dt.datetime | None = None,
+    sessions: Sessions,
+    *,
+    user: str,
+    delta_ms: int,
+    reason: str | None,
+    actor: str,
+    lease_ttl: dt.timedelta,
+    now: dt.datetime | None = None,
 ) -> tuple[QuotaAdjustment, QuotaState]:
     """Grant (positive) or take back (negative) seconds for this cycle, with its audit row.
 
@@ -253,10 +282,12 @@ async def adjust_quota(
         if quota_ms + delta_ms < 0:
             raise AdminError(
                 f"cannot take back {-delta_ms / 1000:g} s: this cycle's quota is "
-                f"{quota_ms / 1000:g} s")
+                f"{quota_ms / 1000:g} s"
+            )
         found.credit_ms += delta_ms
-        row = QuotaAdjustment(user_id=found.id, delta_ms=delta_ms, reason=reason, actor=actor,
-                              created_at=now)
+        row = QuotaAdjustment(
+            user_id=found.id, delta_ms=delta_ms, reason=reason, actor=actor, created_at=now
+        )
         session.add(row)
         await session.flush()
         state = await read_quota_state(session, found, plan, now=now, lease_ttl=lease_ttl)
@@ -266,46 +297,61 @@ async def adjust_quota(
 
 # --- resets ------------------------------------------------------------------------------
 
-async def reset_user(sessions: Sessions, *, user: str,
-                     now: dt.datetime | None = None) -> CycleArchive:
+
+async def reset_user(
+    sessions: Sessions, *, user: str, now: dt.datetime | None = None
+) -> CycleArchive:
     """Close the user's current cycle now and start a new one from now."""
     now = now or utcnow()
     async with sessions() as session, session.begin():
         found, plan = await _find(session, user, lock=True)
         if found.cycle_start >= now:
-            raise AdminError(f"the current cycle of {found.email} starts at "
-                             f"{found.cycle_start.isoformat()}; there is nothing to close")
+            raise AdminError(
+                f"the current cycle of {found.email} starts at "
+                f"{found.cycle_start.isoformat()}; there is nothing to close"
+            )
         archive = await archive_cycle(session, found, plan, end=now, now=now)
         if archive is None:
-            raise AdminError(f"the cycle of {found.email} starting "
-                             f"{found.cycle_start.isoformat()} is already archived")
+            raise AdminError(
+                f"the cycle of {found.email} starting "
+                f"{found.cycle_start.isoformat()} is already archived"
+            )
         start_cycle(found, archive)
     log.info("cycle of user %s reset by an operator", archive.user_id)
     return archive
 
 
-async def _reset_one(sessions: Sessions, *, user_id: int,
-                     now: dt.datetime) -> CycleArchive | None:
+async def _reset_one(sessions: Sessions, *, user_id: int, now: dt.datetime) -> CycleArchive | None:
     async with sessions() as session, session.begin():
-        row = (await session.execute(
-            select(User, Plan).join(Plan, Plan.id == User.plan_id)
-            .where(User.id == user_id, User.cycle_end <= now)  # re-checked under the lock
-            .with_for_update(of=User)
-        )).first()
+        row = (
+            await session.execute(
+                select(User, Plan)
+                .join(Plan, Plan.id == User.plan_id)
+                .where(User.id == user_id, User.cycle_end <= now)  # re-checked under the lock
+                .with_for_update(of=User)
+            )
+        ).first()
         if row is None:
             return None  # another run reset this user first
         user, plan = row[0], row[1]
         archive = await roll_ended_cycle(session, user, plan, now=now)
         if archive is None:
             # Only possible if the data was edited by hand: keep the counters, say so.
-            log.error("user %s: cycle %s already archived; not reset", user_id,
-                      user.cycle_start.isoformat())
+            log.error(
+                "user %s: cycle %s already archived; not reset",
+                user_id,
+                user.cycle_start.isoformat(),
+            )
     return archive
 
 
-async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
-                    stale_after: dt.timedelta | None = None,
-                    outbox: Outbox | None = None) -> ResetSummary:
+async def reset_due(
+    sessions: Sessions,
+    *,
+    now: dt.datetime | None = None,
+    stale_after: dt.timedelta | None = None,
+    outbox: Outbox | None = None,
+) -> ResetSummary:
     """The scheduled reset: idempotent, and safe to run concurrently with itself.
 
     With ``outbox`` it first applies the charges workers kept there while Postgres was
@@ -315,8 +361,11 @@ async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
     now = now or utcnow()
     settled = await drain_outbox(sessions, outbox) if outbox is not None else 0
     async with sessions() as session, session.begin():
-        due = (await session.execute(
-            select(User.id).where(User.cycle_end <= now).order_by(User.id))).scalars().all()
+        due = (
+            (await session.execute(select(User.id).where(User.cycle_end <= now).order_by(User.id)))
+            .scalars()
+            .all()
+        )
     archives = []
     for user_id in due:
         archive = await _reset_one(sessions, user_id=user_id, now=now)
@@ -326,36 +375,52 @@ async def reset_due(sessions: Sessions, *, now: dt.datetime | None = None,
     abandoned = 0
     if stale_after is not None:
         abandoned = await abandon_stale(sessions, now=now, stale_after=stale_after)
-    return ResetSummary(now=now, due=len(due), archives=archives, abandoned=abandoned,
-                        outbox_settled=settled)
+    return ResetSummary(
+        now=now, due=len(due), archives=archives, abandoned=abandoned, outbox_settled=settled
+    )
 
 
 # --- the usage report ----------------------------------------------------------------------
 
-async def _report_ids(session: AsyncSession, *, user: str | None, start: dt.datetime,
-                      end: dt.datetime) -> list[int]:
+
+async def _report_ids(
+    session: AsyncSession, *, user: str | None, start: dt.datetime, end: dt.datetime
+) -> list[int]:
     if user is not None:
         found, _ = await _find(session, user, lock=False)
         return [found.id]
-    stmt = (select(Usage.user_id).where(Usage.created_at >= start, Usage.created_at < end)
-            .group_by(Usage.user_id).order_by(Usage.user_id))
+    stmt = (
+        select(Usage.user_id)
+        .where(Usage.created_at >= start, Usage.created_at < end)
+        .group_by(Usage.user_id)
+        .order_by(Usage.user_id)
+    )
     return list((await session.execute(stmt)).scalars().all())
 
 
 def _lines_query(ids: Sequence[int], start: dt.datetime, end: dt.datetime) -> Select[Any]:
     """One row per user: users with no usage in the period get zeros (LEFT JOIN)."""
+
     def count(status: str) -> Any:
         return func.count(Usage.id).filter(Usage.status == status)
 
     hd = Usage.model.contains("-hd")
     return (
-        select(User.id, User.email, User.plan_id, func.count(Usage.id), count(SUCCEEDED),
-               count(FAILED), count(REFUSED),
-               func.coalesce(func.sum(Usage.duration_ms).filter(Usage.status == SUCCEEDED), 0),
-               func.coalesce(func.sum(Usage.billed_characters), 0),
-               func.coalesce(func.sum(Usage.billed_characters).filter(hd), 0))
-        .outerjoin(Usage, and_(Usage.user_id == User.id, Usage.created_at >= start,
-                               Usage.created_at < end))
+        select(
+            User.id,
+            User.email,
+            User.plan_id,
+            func.count(Usage.id),
+            count(SUCCEEDED),
+            count(FAILED),
+            count(REFUSED),
+            func.coalesce(func.sum(Usage.duration_ms).filter(Usage.status == SUCCEEDED), 0),
+            func.coalesce(func.sum(Usage.billed_characters), 0),
+            func.coalesce(func.sum(Usage.billed_characters).filter(hd), 0),
+        )
+        .outerjoin(
+            Usage, and_(Usage.user_id == User.id, Usage.created_at >= start, Usage.created_at < end)
+        )
         .where(User.id.in_(ids))
         .group_by(User.id, User.email, User.plan_id)
         .order_by(User.id)
@@ -364,29 +429,49 @@ def _lines_query(ids: Sequence[int], start: dt.datetime, end: dt.datetime) -> Se
 
 def _line(row: Sequence[Any], prices: Prices) -> UsageLine:
     chars, hd_chars = int(row[8]), int(row[9])
-    cost = (hd_chars * prices.hd_per_million
-            + (chars - hd_chars) * prices.turbo_per_million) / 1_000_000
-    return UsageLine(user_id=row[0], email=row[1], plan_id=row[2], requests=int(row[3]),
-                     succeeded=int(row[4]), failed=int(row[5]), refused=int(row[6]),
-                     duration_ms=int(row[7]), billed_characters=chars, cost_usd=round(cost, 6))
+    cost = (
+        hd_chars * prices.hd_per_million + (chars - hd_chars) * prices.turbo_per_million
+    ) / 1_000_000
+    return UsageLine(
+        user_id=row[0],
+        email=row[1],
+        plan_id=row[2],
+        requests=int(row[3]),
+        succeeded=int(row[4]),
+        failed=int(row[5]),
+        refused=int(row[6]),
+        duration_ms=int(row[7]),
+        billed_characters=chars,
+        cost_usd=round(cost, 6),
+    )
 
 
-async def _clone_previews(session: AsyncSession, *, start: dt.datetime, end: dt.datetime,
-                          prices: Prices) -> ClonePreviews:
+async def _clone_previews(
+    session: AsyncSession, *, start: dt.datetime, end: dt.datetime, prices: Prices
+) -> ClonePreviews:
     chars = Voice.preview_characters
-    row = (await session.execute(
-        select(func.count(chars), func.coalesce(func.sum(chars), 0),
-               func.coalesce(func.sum(chars).filter(Voice.preview_model.contains("-hd")), 0))
-        .where(chars.is_not(None), Voice.created_at >= start, Voice.created_at < end)
-    )).one()
+    row = (
+        await session.execute(
+            select(
+                func.count(chars),
+                func.coalesce(func.sum(chars), 0),
+                func.coalesce(func.sum(chars).filter(Voice.preview_model.contains("-hd")), 0),
+            ).where(chars.is_not(None), Voice.created_at >= start, Voice.created_at < end)
+        )
+    ).one()
     previews, total, hd = (int(value or 0) for value in row)
     cost = (hd * prices.hd_per_million + (total - hd) * prices.turbo_per_million) / 1_000_000
     return ClonePreviews(previews=previews, preview_characters=total, cost_usd=round(cost, 6))
 
 
 async def usage_report(
-    sessions: Sessions, *, start: dt.datetime, end: dt.datetime, prices: Prices,
-    user: str | None = None, batch_size: int = 500,
+    sessions: Sessions,
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    prices: Prices,
+    user: str | None = None,
+    batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
 ) -> UsageReport:
     """Per-user totals of the usage rows created in [start, end), aggregated in SQL.
@@ -397,13 +482,16 @@ async def usage_report(
     """
     async with sessions() as session, session.begin():
         ids = await _report_ids(session, user=user, start=start, end=end)
-        clones = None if user is not None else await _clone_previews(
-            session, start=start, end=end, prices=prices)
+        clones = (
+            None
+            if user is not None
+            else await _clone_previews(session, start=start, end=end, prices=prices)
+        )
     lines: list[UsageLine] = []
     if progress is not None:
         progress(0, len(ids))
     for first in range(0, len(ids), batch_size):
-        batch = ids[first:first + batch_size]
+        batch = ids[first : first + batch_size]
         async with sessions() as session, session.begin():
             rows = (await session.execute(_lines_query(batch, start, end))).all()
         lines.extend(_line(row, prices) for row in rows)

@@ -78,14 +78,12 @@ _CLONE_ERRORS = {
     2037: "the sample must be 10 seconds to 5 minutes of audio (MiniMax 2037)",
     2038: "the MiniMax account must be verified before it can clone voices (MiniMax 2038)",
     2039: "that voice id was already used at MiniMax; ids are unique forever, even after "
-          "deletion: pick another --voice-id or leave it out (MiniMax 2039)",
-    1043: "MiniMax's clone validation failed: use a clean recording of one speaker "
-          "(MiniMax 1043)",
-    1044: "MiniMax's clone validation failed: use a clean recording of one speaker "
-          "(MiniMax 1044)",
+    "deletion: pick another --voice-id or leave it out (MiniMax 2039)",
+    1043: "MiniMax's clone validation failed: use a clean recording of one speaker (MiniMax 1043)",
+    1044: "MiniMax's clone validation failed: use a clean recording of one speaker (MiniMax 1044)",
     2048: "the prompt audio must be shorter than 8 seconds (MiniMax 2048)",
     20132: "MiniMax found the audio file (or voice id) invalid: use a clear mp3, m4a or "
-           "wav recording (MiniMax 20132)",
+    "wav recording (MiniMax 20132)",
 }
 
 
@@ -120,9 +118,13 @@ class VoiceStatus:
         return self.expires_at is not None and self.expires_at - self.now <= EXPIRY_WARNING
 
     def to_dict(self) -> dict[str, Any]:
-        return {**voice_details(self.voice), "used": self.used,
-                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-                "days_left": self.days_left, "expiring": self.expiring}
+        return {
+            **voice_details(self.voice),
+            "used": self.used,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "days_left": self.days_left,
+            "expiring": self.expiring,
+        }
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,15 @@ class SyncReport:
     deactivated: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"new": [{"minimax_voice_id": i, "minimax_name": n} for i, n in self.new],
-                "imported": self.imported, "unchanged": self.unchanged,
-                "missing": [{"name": v.name, "minimax_voice_id": v.minimax_voice_id}
-                            for v in self.missing],
-                "deactivated": self.deactivated}
+        return {
+            "new": [{"minimax_voice_id": i, "minimax_name": n} for i, n in self.new],
+            "imported": self.imported,
+            "unchanged": self.unchanged,
+            "missing": [
+                {"name": v.name, "minimax_voice_id": v.minimax_voice_id} for v in self.missing
+            ],
+            "deactivated": self.deactivated,
+        }
 
 
 @dataclass(frozen=True)
@@ -162,23 +168,34 @@ class NewClone:
 
 def voice_details(voice: Voice) -> dict[str, Any]:
     """What an operator sees of a voice (callers never see the MiniMax id)."""
-    return {"name": voice.name, "minimax_voice_id": voice.minimax_voice_id,
-            "language": voice.language, "gender": voice.gender, "kind": voice.kind,
-            "language_boost": voice.language_boost, "description": voice.description,
-            "active": voice.active, "minimax_file_id": voice.minimax_file_id,
-            "created_at": voice.created_at.isoformat()}
+    return {
+        "name": voice.name,
+        "minimax_voice_id": voice.minimax_voice_id,
+        "language": voice.language,
+        "gender": voice.gender,
+        "kind": voice.kind,
+        "language_boost": voice.language_boost,
+        "description": voice.description,
+        "active": voice.active,
+        "minimax_file_id": voice.minimax_file_id,
+        "created_at": voice.created_at.isoformat(),
+    }
 
 
 # --- checks that need no I/O ---------------------------------------------------------------
 
+
 def _check_name(name: str) -> None:
     if not NAME.fullmatch(name):
-        raise AdminError(f"voice name {name!r} must be 3-64 lowercase letters, digits and "
-                         "dashes, starting and ending with a letter or digit")
+        raise AdminError(
+            f"voice name {name!r} must be 3-64 lowercase letters, digits and "
+            "dashes, starting and ending with a letter or digit"
+        )
 
 
-def _check_fields(*, language: str | None, gender: str | None,
-                  language_boost: str | None = None) -> None:
+def _check_fields(
+    *, language: str | None, gender: str | None, language_boost: str | None = None
+) -> None:
     if language is not None and (len(language) > 16 or not LANGUAGE.fullmatch(language)):
         raise AdminError(f"language {language!r} must be a BCP-47 tag such as en-NG")
     if gender is not None and gender not in GENDERS:
@@ -190,8 +207,10 @@ def _check_fields(*, language: str | None, gender: str | None,
 
 def _check_voice_id(voice_id: str) -> None:
     if not VOICE_ID.fullmatch(voice_id):
-        raise AdminError(f"voice id {voice_id!r} must be 8-256 letters, digits, - and _, "
-                         "start with a letter and not end with - or _")
+        raise AdminError(
+            f"voice id {voice_id!r} must be 8-256 letters, digits, - and _, "
+            "start with a letter and not end with - or _"
+        )
 
 
 def _check_preview(preview_text: str | None, model: str | None) -> None:
@@ -219,8 +238,11 @@ def read_sample(path: Path) -> bytes:
     try:
         size = path.stat().st_size
         if size == 0 or size > MAX_SAMPLE_BYTES:
-            raise AdminError(f"{path.name} is {size / 1e6:.1f} MB; MiniMax takes 20 MB at most"
-                             if size else f"{path.name} is empty")
+            raise AdminError(
+                f"{path.name} is {size / 1e6:.1f} MB; MiniMax takes 20 MB at most"
+                if size
+                else f"{path.name} is empty"
+            )
         return path.read_bytes()
     except OSError as exc:  # not the database: the CLI would report it as one
         raise AdminError(f"cannot read {path}: {exc.strerror or exc}") from exc
@@ -240,12 +262,15 @@ def parse_import(spec: str) -> VoiceImport:
 
 # --- MiniMax -------------------------------------------------------------------------------
 
+
 def _operator_error(exc: OdeaError, step: str) -> Exception:
     if isinstance(exc, ServiceUnavailable):
-        return ServiceUnavailable(f"MiniMax refused our account during the {step} (key, "
-                                  "region host, balance, quota or plan; the log has "
-                                  "MiniMax's code): check MINIMAX_API_KEY, MINIMAX_BASE_URL "
-                                  "and the account")
+        return ServiceUnavailable(
+            f"MiniMax refused our account during the {step} (key, "
+            "region host, balance, quota or plan; the log has "
+            "MiniMax's code): check MINIMAX_API_KEY, MINIMAX_BASE_URL "
+            "and the account"
+        )
     if exc.retryable:
         return UpstreamUnavailable(f"MiniMax is unavailable or busy ({step}); try again later")
     code = exc.details.get("upstream_code")
@@ -273,8 +298,9 @@ async def fetch_minimax_voices(minimax: MiniMaxClient) -> MiniMaxVoices:
         body = await minimax.list_voices("all")
     if not isinstance(body.get("system_voice"), list) or not body["system_voice"]:
         # An empty list would make every voice look unknown (and `sync` deactivate them all).
-        raise UpstreamUnavailable("MiniMax's voice list came back without system voices; "
-                                  "try again later")
+        raise UpstreamUnavailable(
+            "MiniMax's voice list came back without system voices; try again later"
+        )
     system = {e["voice_id"]: str(e.get("voice_name") or "") for e in _ids(body["system_voice"])}
     cloned = frozenset(e["voice_id"] for e in _ids(body.get("voice_cloning")))
     return MiniMaxVoices(system=system, cloned=cloned)
@@ -285,21 +311,41 @@ async def _verified_kind(sessions: Sessions, minimax: MiniMaxClient, voice_id: s
     if kind is not None:
         return kind
     async with sessions() as session:
-        ours = (await session.execute(select(Voice.name).where(
-            Voice.minimax_voice_id == voice_id, Voice.kind == "cloned"))).scalars().first()
-    hint = (f"; it is our unused clone {ours!r}: MiniMax lists a clone only after its first "
-            f"real synthesis, so run one speech job with voice {ours!r} first") if ours else ""
+        ours = (
+            (
+                await session.execute(
+                    select(Voice.name).where(
+                        Voice.minimax_voice_id == voice_id, Voice.kind == "cloned"
+                    )
+                )
+            )
+            .scalars()
+            .first()
+        )
+    hint = (
+        (
+            f"; it is our unused clone {ours!r}: MiniMax lists a clone only after its first "
+            f"real synthesis, so run one speech job with voice {ours!r} first"
+        )
+        if ours
+        else ""
+    )
     raise AdminError(f"MiniMax does not know voice id {voice_id!r}{hint}")
 
 
 # --- the catalogue -------------------------------------------------------------------------
 
+
 async def _ensure_free(sessions: Sessions, name: str, voice_id: str | None = None) -> None:
     async with sessions() as session:
-        clash = or_(Voice.name == name, Voice.minimax_voice_id == voice_id) if voice_id \
+        clash = (
+            or_(Voice.name == name, Voice.minimax_voice_id == voice_id)
+            if voice_id
             else Voice.name == name
-        row = (await session.execute(select(Voice.name, Voice.minimax_voice_id)
-                                     .where(clash))).first()
+        )
+        row = (
+            await session.execute(select(Voice.name, Voice.minimax_voice_id).where(clash))
+        ).first()
     if row is not None and row.name == name:
         raise AdminError(f"a voice named {name!r} already exists")
     if row is not None:
@@ -317,8 +363,13 @@ async def _insert(sessions: Sessions, voice: Voice) -> Voice:
 
 async def _file_id_of(session: AsyncSession, voice_id: str) -> int | None:
     """The sample a clone was made from, as recorded by ``voices clone``."""
-    return (await session.execute(select(Voice.minimax_file_id).where(
-        Voice.minimax_voice_id == voice_id, Voice.minimax_file_id.is_not(None)))).scalar()
+    return (
+        await session.execute(
+            select(Voice.minimax_file_id).where(
+                Voice.minimax_voice_id == voice_id, Voice.minimax_file_id.is_not(None)
+            )
+        )
+    ).scalar()
 
 
 async def _voice_named(session: AsyncSession, name: str) -> Voice:
@@ -329,8 +380,14 @@ async def _voice_named(session: AsyncSession, name: str) -> Voice:
 
 
 async def add_voice(
-    sessions: Sessions, minimax: MiniMaxClient, *, name: str, minimax_voice_id: str,
-    language: str, gender: str, description: str | None = None,
+    sessions: Sessions,
+    minimax: MiniMaxClient,
+    *,
+    name: str,
+    minimax_voice_id: str,
+    language: str,
+    gender: str,
+    description: str | None = None,
     language_boost: str | None = None,
 ) -> Voice:
     """Register a voice MiniMax lists under a friendly name; its kind is MiniMax's."""
@@ -340,27 +397,51 @@ async def add_voice(
     kind = await _verified_kind(sessions, minimax, minimax_voice_id)
     async with sessions() as session:
         file_id = await _file_id_of(session, minimax_voice_id) if kind == "cloned" else None
-    return await _insert(sessions, Voice(
-        name=name, minimax_voice_id=minimax_voice_id, language=language, gender=gender,
-        kind=kind, description=description or None, language_boost=language_boost or None,
-        active=True, minimax_file_id=file_id, created_at=utcnow()))
+    return await _insert(
+        sessions,
+        Voice(
+            name=name,
+            minimax_voice_id=minimax_voice_id,
+            language=language,
+            gender=gender,
+            kind=kind,
+            description=description or None,
+            language_boost=language_boost or None,
+            active=True,
+            minimax_file_id=file_id,
+            created_at=utcnow(),
+        ),
+    )
 
 
 async def update_voice(
-    sessions: Sessions, minimax: MiniMaxClient, *, name: str,
-    minimax_voice_id: str | None = None, description: str | None = None,
-    language: str | None = None, gender: str | None = None, language_boost: str | None = None,
+    sessions: Sessions,
+    minimax: MiniMaxClient,
+    *,
+    name: str,
+    minimax_voice_id: str | None = None,
+    description: str | None = None,
+    language: str | None = None,
+    gender: str | None = None,
+    language_boost: str | None = None,
 ) -> Voice:
     """Change a voice in place (callers keep its name); an empty description or boost clears it."""
     _check_fields(language=language, gender=gender, language_boost=language_boost)
-    changes: dict[str, Any] = {k: v for k, v in (("language", language), ("gender", gender))
-                               if v is not None}
-    changes.update({k: v or None for k, v in (("description", description),
-                                               ("language_boost", language_boost))
-                    if v is not None})
+    changes: dict[str, Any] = {
+        k: v for k, v in (("language", language), ("gender", gender)) if v is not None
+    }
+    changes.update(
+        {
+            k: v or None
+            for k, v in (("description", description), ("language_boost", language_boost))
+            if v is not None
+        }
+    )
     if not changes and minimax_voice_id is None:
-        raise AdminError("nothing to update: give --minimax-id, --description, --language, "
-                         "--gender or --language-boost")
+        raise AdminError(
+            "nothing to update: give --minimax-id, --description, --language, "
+            "--gender or --language-boost"
+        )
     async with sessions() as session:
         await _voice_named(session, name)  # an unknown name fails before MiniMax is asked
     if minimax_voice_id is not None:
@@ -389,8 +470,11 @@ async def _used_clone_ids(session: AsyncSession, clone_ids: set[str]) -> set[str
     if not clone_ids:
         return set()
     rows = await session.execute(
-        select(Voice.minimax_voice_id).join(Usage, Usage.voice == Voice.name)
-        .where(Voice.minimax_voice_id.in_(clone_ids), Usage.status == SUCCEEDED).distinct())
+        select(Voice.minimax_voice_id)
+        .join(Usage, Usage.voice == Voice.name)
+        .where(Voice.minimax_voice_id.in_(clone_ids), Usage.status == SUCCEEDED)
+        .distinct()
+    )
     return set(rows.scalars())
 
 
@@ -398,8 +482,9 @@ def _statuses(voices: Sequence[Voice], used: set[str], now: dt.datetime) -> list
     made: dict[str, dt.datetime] = {}  # a clone id's first row is when it was cloned
     for voice in voices:
         if voice.kind == "cloned":
-            made[voice.minimax_voice_id] = min(voice.created_at,
-                                               made.get(voice.minimax_voice_id, voice.created_at))
+            made[voice.minimax_voice_id] = min(
+                voice.created_at, made.get(voice.minimax_voice_id, voice.created_at)
+            )
     statuses = []
     for voice in voices:
         if voice.kind != "cloned":
@@ -412,8 +497,13 @@ def _statuses(voices: Sequence[Voice], used: set[str], now: dt.datetime) -> list
 
 
 async def voice_statuses(
-    sessions: Sessions, *, language: str | None = None, gender: str | None = None,
-    kind: str | None = None, include_inactive: bool = False, expiring: bool = False,
+    sessions: Sessions,
+    *,
+    language: str | None = None,
+    gender: str | None = None,
+    kind: str | None = None,
+    include_inactive: bool = False,
+    expiring: bool = False,
     now: dt.datetime | None = None,
 ) -> list[VoiceStatus]:
     """Our catalogue by name, each clone with whether MiniMax keeps it or when it deletes
@@ -422,26 +512,45 @@ async def voice_statuses(
         raise AdminError(f"kind {kind!r} must be one of {', '.join(KINDS)}")
     async with sessions() as session:
         voices = (await session.execute(select(Voice).order_by(Voice.name))).scalars().all()
-        used = await _used_clone_ids(session, {v.minimax_voice_id for v in voices
-                                               if v.kind == "cloned"})
-    return [s for s in _statuses(voices, used, now or utcnow())
-            if (include_inactive or s.voice.active) and (not expiring or s.expiring)
-            and (language is None or s.voice.language.lower() == language.lower())
-            and gender in (None, s.voice.gender) and kind in (None, s.voice.kind)]
+        used = await _used_clone_ids(
+            session, {v.minimax_voice_id for v in voices if v.kind == "cloned"}
+        )
+    return [
+        s
+        for s in _statuses(voices, used, now or utcnow())
+        if (include_inactive or s.voice.active)
+        and (not expiring or s.expiring)
+        and (language is None or s.voice.language.lower() == language.lower())
+        and gender in (None, s.voice.gender)
+        and kind in (None, s.voice.kind)
+    ]
 
 
-def _apply_imports(session: AsyncSession, by_name: dict[str, Voice],
-                   imports: Sequence[VoiceImport], report: SyncReport) -> None:
+def _apply_imports(
+    session: AsyncSession,
+    by_name: dict[str, Voice],
+    imports: Sequence[VoiceImport],
+    report: SyncReport,
+) -> None:
     for item in imports:
         existing = by_name.get(item.name)
         if existing is not None and existing.minimax_voice_id != item.voice_id:
-            raise AdminError(f"a voice named {item.name!r} already exists (MiniMax id "
-                             f"{existing.minimax_voice_id!r})")
+            raise AdminError(
+                f"a voice named {item.name!r} already exists (MiniMax id "
+                f"{existing.minimax_voice_id!r})"
+            )
         if existing is not None:
             report.unchanged.append(item.name)
             continue
-        voice = Voice(name=item.name, minimax_voice_id=item.voice_id, language=item.language,
-                      gender=item.gender, kind="system", active=True, created_at=utcnow())
+        voice = Voice(
+            name=item.name,
+            minimax_voice_id=item.voice_id,
+            language=item.language,
+            gender=item.gender,
+            kind="system",
+            active=True,
+            created_at=utcnow(),
+        )
         session.add(voice)
         by_name[item.name] = voice
         report.imported.append(item.name)
@@ -457,8 +566,12 @@ def _check_imports(imports: Sequence[VoiceImport], listed: MiniMaxVoices) -> Non
 
 
 async def sync_system_voices(
-    sessions: Sessions, minimax: MiniMaxClient, *, match: str | None = None,
-    imports: Sequence[VoiceImport] = (), deactivate_missing: bool = False,
+    sessions: Sessions,
+    minimax: MiniMaxClient,
+    *,
+    match: str | None = None,
+    imports: Sequence[VoiceImport] = (),
+    deactivate_missing: bool = False,
 ) -> SyncReport:
     """Compare our system voices with MiniMax's: what is new there, what is gone here.
 
@@ -474,23 +587,36 @@ async def sync_system_voices(
             _apply_imports(session, {v.name: v for v in ours}, imports, report)
             known = {v.minimax_voice_id for v in ours} | {i.voice_id for i in imports}
             prefix = (match or "").lower()
-            report.new = [(i, n) for i, n in sorted(listed.system.items())
-                          if i not in known and i.lower().startswith(prefix)]
-            report.missing = [v for v in ours if v.kind == "system" and v.active
-                              and v.minimax_voice_id not in listed.system]
+            report.new = [
+                (i, n)
+                for i, n in sorted(listed.system.items())
+                if i not in known and i.lower().startswith(prefix)
+            ]
+            report.missing = [
+                v
+                for v in ours
+                if v.kind == "system" and v.active and v.minimax_voice_id not in listed.system
+            ]
             for voice in report.missing if deactivate_missing else []:
                 voice.active = False
                 report.deactivated.append(voice.name)
     except IntegrityError as exc:
-        raise AdminError("a voice was added under one of these names meanwhile; run again") \
-            from exc
+        raise AdminError("a voice was added under one of these names meanwhile; run again") from exc
     return report
 
 
 async def clone_voice(
-    sessions: Sessions, minimax: MiniMaxClient, *, name: str, sample: Path, language: str,
-    gender: str, voice_id: str | None = None, description: str | None = None,
-    language_boost: str | None = "English", preview_text: str | None = None,
+    sessions: Sessions,
+    minimax: MiniMaxClient,
+    *,
+    name: str,
+    sample: Path,
+    language: str,
+    gender: str,
+    voice_id: str | None = None,
+    description: str | None = None,
+    language_boost: str | None = "English",
+    preview_text: str | None = None,
     model: str | None = None,
 ) -> NewClone:
     """Upload a sample, clone it at MiniMax and register the clone; nothing is kept on failure.
@@ -506,45 +632,70 @@ async def clone_voice(
     await _ensure_free(sessions, name, voice_id)
     with _asking_minimax("upload of the sample"):
         file_id = await minimax.upload_file(sample.name, data, purpose="voice_clone")
-    reply, recovered = await _cloned(minimax, file_id=file_id, voice_id=voice_id,
-                                     preview_text=preview_text, model=model)
+    reply, recovered = await _cloned(
+        minimax, file_id=file_id, voice_id=voice_id, preview_text=preview_text, model=model
+    )
     if reply is not None and reply.sensitive_type is not None:
-        raise AdminError(f"voice clone refused: MiniMax flagged the sample as sensitive "
-                         f"(input_sensitive type {reply.sensitive_type}); {voice_id!r} was "
-                         "not registered. Use another recording of the speaker.")
+        raise AdminError(
+            f"voice clone refused: MiniMax flagged the sample as sensitive "
+            f"(input_sensitive type {reply.sensitive_type}); {voice_id!r} was "
+            "not registered. Use another recording of the speaker."
+        )
     billed = reply.billed_characters if reply is not None else None
-    voice = await _insert(sessions, Voice(
-        name=name, minimax_voice_id=voice_id, language=language, gender=gender, kind="cloned",
-        description=description or None, language_boost=language_boost or None, active=True,
-        # After a 2039 the clone came from an earlier attempt's upload, not this one.
-        minimax_file_id=None if recovered == _TAKEN else file_id,
-        preview_characters=billed, preview_model=model if billed is not None else None,
-        created_at=utcnow()))
+    voice = await _insert(
+        sessions,
+        Voice(
+            name=name,
+            minimax_voice_id=voice_id,
+            language=language,
+            gender=gender,
+            kind="cloned",
+            description=description or None,
+            language_boost=language_boost or None,
+            active=True,
+            # After a 2039 the clone came from an earlier attempt's upload, not this one.
+            minimax_file_id=None if recovered == _TAKEN else file_id,
+            preview_characters=billed,
+            preview_model=model if billed is not None else None,
+            created_at=utcnow(),
+        ),
+    )
     demo = reply.demo_audio if reply is not None else None
     note = None if recovered is None else recovered.format(voice_id=voice_id)
     return NewClone(voice=voice, demo_audio=demo, note=note)
 
 
-_LOST = ("MiniMax's reply to voice_clone was lost, but MiniMax lists the clone {voice_id}: "
-         "registered (its preview, if any, is billed but not shown)")
-_TAKEN = ("voice id {voice_id} was already in use at MiniMax (2039) and MiniMax lists it as "
-          "our clone, made by an earlier attempt whose reply was lost: registered")
+_LOST = (
+    "MiniMax's reply to voice_clone was lost, but MiniMax lists the clone {voice_id}: "
+    "registered (its preview, if any, is billed but not shown)"
+)
+_TAKEN = (
+    "voice id {voice_id} was already in use at MiniMax (2039) and MiniMax lists it as "
+    "our clone, made by an earlier attempt whose reply was lost: registered"
+)
 _UNKNOWN = (
     "clone state unknown: {cause}. MiniMax does not list a clone {voice_id}, but it lists a "
     "new clone only after its first synthesis, so it may exist. Nothing was registered. Run "
     "the same command again with --voice-id {voice_id}: if the clone was never made it is "
-    "made now; if it was, MiniMax answers that the id is in use and the command says so")
+    "made now; if it was, MiniMax answers that the id is in use and the command says so"
+)
 _UNLISTED = (
     "voice clone failed: voice id {voice_id} is already used at MiniMax (2039), which does not "
     "list it as one of our clones. If an earlier `voices clone` with this id ended 'clone "
     "state unknown', that clone may exist unlisted (MiniMax lists a clone only after its "
     "first synthesis; an unused clone costs nothing and is deleted after 7 days). Nothing was "
-    "registered: clone again without --voice-id for a new id")
+    "registered: clone again without --voice-id for a new id"
+)
 
 
-async def _cloned(minimax: MiniMaxClient, *, file_id: int, voice_id: str,
-                  preview_text: str | None, model: str | None
-                  ) -> tuple[CloneReply | None, str | None]:
+async def _cloned(
+    minimax: MiniMaxClient,
+    *,
+    file_id: int,
+    voice_id: str,
+    preview_text: str | None,
+    model: str | None,
+) -> tuple[CloneReply | None, str | None]:
     """MiniMax's reply to ONE voice_clone, or (None, ``_LOST`` or ``_TAKEN``) when the
     clone exists although its reply was lost or said 2039.
 
@@ -555,11 +706,14 @@ async def _cloned(minimax: MiniMaxClient, *, file_id: int, voice_id: str,
     "failed": the operator is told exactly that, and how to find out.
     """
     try:
-        return await minimax.clone_voice(file_id=file_id, voice_id=voice_id,
-                                         preview_text=preview_text, model=model), None
+        return await minimax.clone_voice(
+            file_id=file_id, voice_id=voice_id, preview_text=preview_text, model=model
+        ), None
     except CloneUnconfirmed as lost:
-        cause = ("voice_clone got no clear answer (a timeout, a lost connection, a server "
-                 f"error or an unreadable reply: {lost.error.code})")
+        cause = (
+            "voice_clone got no clear answer (a timeout, a lost connection, a server "
+            f"error or an unreadable reply: {lost.error.code})"
+        )
         taken = False
     except OdeaError as exc:
         if exc.details.get("upstream_code") != 2039:
@@ -570,9 +724,12 @@ async def _cloned(minimax: MiniMaxClient, *, file_id: int, voice_id: str,
     except OdeaError as exc:
         if taken:
             raise _operator_error(exc, "check of the voice id at MiniMax") from exc
-        raise UpstreamUnavailable(_UNKNOWN.format(
-            cause=cause + ", and MiniMax could not be asked whether it exists",
-            voice_id=voice_id)) from exc
+        raise UpstreamUnavailable(
+            _UNKNOWN.format(
+                cause=cause + ", and MiniMax could not be asked whether it exists",
+                voice_id=voice_id,
+            )
+        ) from exc
     if listed:
         return None, _TAKEN if taken else _LOST
     if taken:

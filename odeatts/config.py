@@ -39,7 +39,7 @@ def normalise_database_url(url: str) -> str:
     """
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
     # json for log collectors in production, text for people elsewhere (empty = default).
     log_format: LogFormat = Field(
-        default_factory=_default_log_format,
-        validation_alias="ODEATTS_LOG_FORMAT")
+        default_factory=_default_log_format, validation_alias="ODEATTS_LOG_FORMAT"
+    )
 
     # Deadlines (README "Failure behaviour"). A job has one budget; each call to a
     # dependency waits at most its own limit and never past the budget. A dependency
@@ -214,20 +214,30 @@ class Settings(BaseSettings):
         missing = [
             name
             for name, ok in (
-                ("DATABASE_URL (a Postgres URL; the embedded SQLite is for development)",
-                 self.database_url is not None
-                 and not self.database_url.get_secret_value().startswith("sqlite")),
-                ("REDIS_URL (the in-process limiter cannot hold limits across workers)",
-                 self.redis_url is not None),
-                ("ODEATTS_KEY_PEPPER (at least 32 characters)",
-                 self.key_pepper is not None
-                 and len(self.key_pepper.get_secret_value()) >= 32
-                 and self.key_pepper.get_secret_value() != DEV_PEPPER),
+                (
+                    "DATABASE_URL (a Postgres URL; the embedded SQLite is for development)",
+                    self.database_url is not None
+                    and not self.database_url.get_secret_value().startswith("sqlite"),
+                ),
+                (
+                    "REDIS_URL (the in-process limiter cannot hold limits across workers)",
+                    self.redis_url is not None,
+                ),
+                (
+                    "ODEATTS_KEY_PEPPER (at least 32 characters)",
+                    self.key_pepper is not None
+                    and len(self.key_pepper.get_secret_value()) >= 32
+                    and self.key_pepper.get_secret_value() != DEV_PEPPER,
+                ),
                 ("MINIMAX_API_KEY", self.minimax_api_key is not None),
-                ("ODEATTS_LEASE_TTL_SECONDS of at least 30 (above the endpoint's timeout)",
-                 self.lease_ttl_seconds >= 30),
-                ("BUCKET_NAME and BUCKET_ENDPOINT_URL (large results need object storage)",
-                 bool(self.bucket_name) and bool(self.bucket_endpoint_url)),
+                (
+                    "ODEATTS_LEASE_TTL_SECONDS of at least 30 (above the endpoint's timeout)",
+                    self.lease_ttl_seconds >= 30,
+                ),
+                (
+                    "BUCKET_NAME and BUCKET_ENDPOINT_URL (large results need object storage)",
+                    bool(self.bucket_name) and bool(self.bucket_endpoint_url),
+                ),
             )
             if not ok
         ]

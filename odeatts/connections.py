@@ -27,17 +27,25 @@ def build_redis(settings: Settings) -> Redis | None:
     if not url:
         return None
     timeout = settings.redis_timeout_seconds
-    return Redis.from_url(url, socket_timeout=timeout,
-                          socket_connect_timeout=timeout, health_check_interval=30,
-                          socket_keepalive=True)
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        socket_keepalive=True,
+    )
 
 
 def build_limiter(settings: Settings, redis: Redis | None) -> Limiter:
     upstream = UpstreamBudget(rpm=settings.minimax_rpm_limit, tpm=settings.minimax_tpm_limit)
     if redis is not None:
-        return RedisLimiter(redis, lease_ttl_seconds=settings.lease_ttl_seconds,
-                            upstream=upstream, prefix=settings.redis_prefix,
-                            timeout_seconds=settings.redis_timeout_seconds)
+        return RedisLimiter(
+            redis,
+            lease_ttl_seconds=settings.lease_ttl_seconds,
+            upstream=upstream,
+            prefix=settings.redis_prefix,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
     log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
     return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
 
@@ -49,7 +57,11 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
         limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
     )
     api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
-    return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
-                         max_retries=settings.minimax_max_retries,
-                         retry_base_seconds=settings.minimax_retry_base_seconds,
-                         read_timeout_seconds=settings.minimax_timeout_seconds)
+    return MiniMaxClient(
+        http,
+        api_key=api_key,
+        group_id=settings.minimax_group_id,
+        max_retries=settings.minimax_max_retries,
+        retry_base_seconds=settings.minimax_retry_base_seconds,
+        read_timeout_seconds=settings.minimax_timeout_seconds,
+    )

@@ -20,8 +20,14 @@ from odeatts.allowance import allowance_of
 from odeatts.db import insert_for
 from odeatts.models import BillingCycle, Plan, User
 
-__all__ = ["CycleArchive", "archive_cycle", "current_start", "next_month", "roll_ended_cycle",
-           "start_cycle"]
+__all__ = [
+    "CycleArchive",
+    "archive_cycle",
+    "current_start",
+    "next_month",
+    "roll_ended_cycle",
+    "start_cycle",
+]
 
 
 def next_month(start: dt.datetime) -> dt.datetime:
@@ -62,30 +68,50 @@ class CycleArchive:
     def to_dict(self) -> dict[str, Any]:
         return {
             "user": {"id": self.user_id, "email": self.email, "plan": self.plan_id},
-            "archived": {"start": self.cycle_start.isoformat(),
-                         "end": self.cycle_end.isoformat(),
-                         "quota_seconds": self.quota_ms / 1000,
-                         "used_seconds": self.used_ms / 1000,
-                         "credit_seconds": self.credit_ms / 1000},
+            "archived": {
+                "start": self.cycle_start.isoformat(),
+                "end": self.cycle_end.isoformat(),
+                "quota_seconds": self.quota_ms / 1000,
+                "used_seconds": self.used_ms / 1000,
+                "credit_seconds": self.credit_ms / 1000,
+            },
             "cycle": {"start": self.new_start.isoformat(), "end": self.new_end.isoformat()},
         }
 
 
-async def archive_cycle(session: AsyncSession, user: User, plan: Plan, *, end: dt.datetime,
-                        now: dt.datetime) -> CycleArchive | None:
+async def archive_cycle(
+    session: AsyncSession, user: User, plan: Plan, *, end: dt.datetime, now: dt.datetime
+) -> CycleArchive | None:
     """Insert the cycle's totals; None if (user, cycle_start) was archived already."""
     archive = CycleArchive(
-        user_id=user.id, email=user.email, plan_id=plan.id, cycle_start=user.cycle_start,
-        cycle_end=end, quota_ms=allowance_of(user, plan).quota_ms,
-        used_ms=user.used_ms, credit_ms=user.credit_ms, closed_at=now,
-        new_start=end, new_end=next_month(end),
+        user_id=user.id,
+        email=user.email,
+        plan_id=plan.id,
+        cycle_start=user.cycle_start,
+        cycle_end=end,
+        quota_ms=allowance_of(user, plan).quota_ms,
+        used_ms=user.used_ms,
+        credit_ms=user.credit_ms,
+        closed_at=now,
+        new_start=end,
+        new_end=next_month(end),
     )
     insert = insert_for(session)
-    stmt = insert(BillingCycle).values(
-        user_id=user.id, plan_id=plan.id, cycle_start=archive.cycle_start,
-        cycle_end=archive.cycle_end, quota_ms=archive.quota_ms, used_ms=archive.used_ms,
-        credit_ms=archive.credit_ms, closed_at=now,
-    ).on_conflict_do_nothing(index_elements=["user_id", "cycle_start"]).returning(BillingCycle.id)
+    stmt = (
+        insert(BillingCycle)
+        .values(
+            user_id=user.id,
+            plan_id=plan.id,
+            cycle_start=archive.cycle_start,
+            cycle_end=archive.cycle_end,
+            quota_ms=archive.quota_ms,
+            used_ms=archive.used_ms,
+            credit_ms=archive.credit_ms,
+            closed_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "cycle_start"])
+        .returning(BillingCycle.id)
+    )
     inserted = (await session.execute(stmt)).scalar_one_or_none()
     return archive if inserted is not None else None
 
@@ -97,8 +123,9 @@ def start_cycle(user: User, archive: CycleArchive) -> None:
     user.cycle_end = archive.new_end
 
 
-async def roll_ended_cycle(session: AsyncSession, user: User, plan: Plan, *,
-                           now: dt.datetime) -> CycleArchive | None:
+async def roll_ended_cycle(
+    session: AsyncSession, user: User, plan: Plan, *, now: dt.datetime
+) -> CycleArchive | None:
     """Archive and restart a cycle that has ended. The caller holds the user's row lock.
 
     Missed months make one combined archive (``used_ms`` kept growing through them and
@@ -107,8 +134,9 @@ async def roll_ended_cycle(session: AsyncSession, user: User, plan: Plan, *,
     """
     if user.cycle_end > now:
         return None
-    archive = await archive_cycle(session, user, plan,
-                                  end=current_start(user.cycle_end, now), now=now)
+    archive = await archive_cycle(
+        session, user, plan, end=current_start(user.cycle_end, now), now=now
+    )
     if archive is not None:
         start_cycle(user, archive)
     return archive

@@ -28,8 +28,14 @@ from sqlalchemy.ext.asyncio import (
 
 from odeatts.errors import ServiceUnavailable
 
-__all__ = ["Sessions", "database_errors", "insert_for", "is_sqlite", "make_engine",
-           "make_sessionmaker"]
+__all__ = [
+    "Sessions",
+    "database_errors",
+    "insert_for",
+    "is_sqlite",
+    "make_engine",
+    "make_sessionmaker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10, timeout_seconds: float | None = None
-                ) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, timeout_seconds: float | None = None
+) -> AsyncEngine:
     """``timeout_seconds`` bounds every statement on the server too (the worker sets it;
     operators' reports may run longer). The client side has its own deadline
     (odeatts.resilience); TCP keepalives find a peer that vanished without a word."""
@@ -66,13 +73,18 @@ def make_engine(url: str, *, pool_size: int = 10, timeout_seconds: float | None 
         return _sqlite_engine(url)
     connect_args: dict[str, Any] = {
         "connect_timeout": max(2, round(timeout_seconds or 5)),
-        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
-        "keepalives_count": 3, "tcp_user_timeout": 15_000,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
     }
     if timeout_seconds is not None:
         ms = int(timeout_seconds * 1000)
-        connect_args["options"] = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                                   f"-c idle_in_transaction_session_timeout={ms * 4}")
+        connect_args["options"] = (
+            f"-c statement_timeout={ms} -c lock_timeout={ms} "
+            f"-c idle_in_transaction_session_timeout={ms * 4}"
+        )
     return create_async_engine(
         url,
         pool_size=pool_size,

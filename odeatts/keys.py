@@ -18,8 +18,15 @@ import secrets
 import string
 from dataclasses import dataclass
 
-__all__ = ["KEY_PREFIX", "NewKey", "generate_key", "hash_key", "key_prefix", "looks_like_key",
-           "looks_like_prefix"]
+__all__ = [
+    "KEY_PREFIX",
+    "NewKey",
+    "generate_key",
+    "hash_key",
+    "key_prefix",
+    "looks_like_key",
+    "looks_like_prefix",
+]
 
 KEY_PREFIX = "odea_"
 _ALPHABET = string.ascii_letters + string.digits

@@ -82,7 +82,9 @@ if up_tpm > 0 then
   end
 end
 """
-_ADMIT = _NOW + """
+_ADMIT = (
+    _NOW
+    + """
 local rpm_key, lease_key, up_key, void_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', void_key) == 1 then
   return {0, 'void', 0, 0}
@@ -101,7 +103,9 @@ if redis.call('ZSCORE', lease_key, lease) == false
     and redis.call('ZCARD', lease_key) >= streams then
   return {0, 'concurrency', 0, 1000}
 end
-""" + _UPSTREAM_CHECK + """
+"""
+    + _UPSTREAM_CHECK
+    + """
 redis.call('ZADD', rpm_key, now, lease .. ':' .. stamp)
 redis.call('ZADD', lease_key, now + ttl, lease)
 redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
@@ -110,15 +114,21 @@ redis.call('PEXPIRE', lease_key, ttl)
 redis.call('PEXPIRE', up_key, window)
 return {1, 'ok', rpm - used - 1, 0}
 """
-_UPSTREAM = _NOW + """
+)
+_UPSTREAM = (
+    _NOW
+    + """
 local up_key, lease = KEYS[1], ARGV[1]
 local window, up_rpm, up_tpm, chars = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
     tonumber(ARGV[5])
-""" + _UPSTREAM_CHECK + """
+"""
+    + _UPSTREAM_CHECK
+    + """
 redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
 redis.call('PEXPIRE', up_key, window)
 return {1, 'ok', 0, 0}
 """
+)
 
 Reason = Literal["ok", "rate", "concurrency", "upstream", "void"]
 
@@ -140,8 +150,9 @@ class UpstreamBudget:
 
 
 class Limiter(Protocol):
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
-                    chars: int) -> Decision:
+    async def admit(
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+    ) -> Decision:
         """Check and record one request, taking a lease and an upstream slot on success."""
         ...
 
@@ -165,8 +176,15 @@ def _decision(raw: list[object]) -> Decision:
 
 
 class RedisLimiter:
-    def __init__(self, redis: Redis, *, lease_ttl_seconds: int, upstream: UpstreamBudget,
-                 prefix: str = "odeatts", timeout_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        lease_ttl_seconds: int,
+        upstream: UpstreamBudget,
+        prefix: str = "odeatts",
+        timeout_seconds: float = 1.0,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = lease_ttl_seconds * 1000
@@ -183,11 +201,20 @@ class RedisLimiter:
     def _upstream_key(self) -> str:
         return f"{self._prefix}:upstream"
 
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
-                    chars: int) -> Decision:
+    async def admit(
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+    ) -> Decision:
         up = self._upstream
-        args: list[int | str] = [rpm, streams, self._ttl_ms, lease_id, WINDOW_MS, up.rpm,
-                                 up.tpm, chars]
+        args: list[int | str] = [
+            rpm,
+            streams,
+            self._ttl_ms,
+            lease_id,
+            WINDOW_MS,
+            up.rpm,
+            up.tpm,
+            chars,
+        ]
         keys = [*self._user_keys(user_id), self._upstream_key, self._void_key(lease_id)]
         try:
             return _decision(await self._admit(keys=keys, args=args))
@@ -197,8 +224,11 @@ class RedisLimiter:
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         up = self._upstream
         try:
-            return _decision(await self._acquire(
-                keys=[self._upstream_key], args=[lease_id, WINDOW_MS, up.rpm, up.tpm, chars]))
+            return _decision(
+                await self._acquire(
+                    keys=[self._upstream_key], args=[lease_id, WINDOW_MS, up.rpm, up.tpm, chars]
+                )
+            )
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
@@ -209,8 +239,11 @@ class RedisLimiter:
         try:
             await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
         except (RedisError, TimeoutError) as exc:
-            log.info("could not release lease of user %s now (%s); retrying in the "
-                     "background", user_id, type(exc).__name__)
+            log.info(
+                "could not release lease of user %s now (%s); retrying in the background",
+                user_id,
+                type(exc).__name__,
+            )
             task = asyncio.create_task(self._release_later(user_id, lease_id, void))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
@@ -231,8 +264,7 @@ class RedisLimiter:
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             try:
-                await asyncio.wait_for(self._release_once(user_id, lease_id, void),
-                                       self._timeout)
+                await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
                 return
             except (RedisError, TimeoutError):
                 continue
@@ -276,8 +308,13 @@ class _Window:
 class InProcessLimiter:
     """The same rules kept in this process; for development on a bare machine only."""
 
-    def __init__(self, *, lease_ttl_seconds: int, upstream: UpstreamBudget,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        lease_ttl_seconds: int,
+        upstream: UpstreamBudget,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = float(lease_ttl_seconds)
         self._upstream_budget = upstream
         self._clock = clock
@@ -285,8 +322,9 @@ class InProcessLimiter:
         self._leases: dict[int, dict[str, float]] = {}
         self._upstream = _Window()
 
-    async def admit(self, *, user_id: int, lease_id: str, rpm: int, streams: int,
-                    chars: int) -> Decision:
+    async def admit(
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+    ) -> Decision:
         now = self._clock()
         window = self._admitted.setdefault(user_id, _Window())
         window.trim(now)

@@ -115,8 +115,11 @@ class TextLogFormatter(logging.Formatter):
         self.redactor = redactor
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (an override)
-        tags = [f"{_SHORT[name]}={getattr(record, name)}" for name in CONTEXT_FIELDS
-                if getattr(record, name, None) is not None]
+        tags = [
+            f"{_SHORT[name]}={getattr(record, name)}"
+            for name in CONTEXT_FIELDS
+            if getattr(record, name, None) is not None
+        ]
         line = super().formatMessage(record)
         return f"{line} [{' '.join(tags)}]" if tags else line
 
@@ -133,8 +136,11 @@ class JsonLogFormatter(JsonFormatter):
     """
 
     def __init__(self, redactor: Redactor) -> None:
-        super().__init__(["levelname", "name", "message", *CONTEXT_FIELDS], timestamp=True,
-                         rename_fields={"levelname": "level", "name": "logger"})
+        super().__init__(
+            ["levelname", "name", "message", *CONTEXT_FIELDS],
+            timestamp=True,
+            rename_fields={"levelname": "level", "name": "logger"},
+        )
         self.redactor = redactor
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +153,9 @@ class JsonLogFormatter(JsonFormatter):
         return json.dumps(self.redactor.tree(decoded))
 
 
-def configure_logging(settings: Settings | None = None, *, level: str | None = None,
-                      stream: TextIO | None = None) -> logging.Handler:
+def configure_logging(
+    settings: Settings | None = None, *, level: str | None = None, stream: TextIO | None = None
+) -> logging.Handler:
     """Replace whatever ``import runpod`` configured (it sets root logging at import).
 
     Format, level and the secrets to mask come from ``settings``; without them (an

@@ -85,14 +85,19 @@ def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: igno
         select(ApiKey.id, User, Plan)
         .join(User, User.id == ApiKey.user_id)
         .join(Plan, Plan.id == User.plan_id)
-        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None), User.active.is_(True),
-               or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+        .where(
+            ApiKey.key_hash == key_hash,
+            ApiKey.revoked_at.is_(None),
+            User.active.is_(True),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        )
     )
     return stmt.with_for_update(of=User) if lock else stmt
 
 
-async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime,
-                       lock: bool) -> Caller:
+async def _load_caller(
+    session: AsyncSession, key_hash: str, *, now: dt.datetime, lock: bool
+) -> Caller:
     row = (await session.execute(_caller_query(key_hash, now=now, lock=lock))).first()
     if row is None:
         raise Unauthorized()
@@ -101,12 +106,15 @@ async def _load_caller(session: AsyncSession, key_hash: str, *, now: dt.datetime
         # The scheduled reset has not reached this user yet: their new month starts
         # with this job, not an hour late (two statements, once a month per user).
         log.info("user %s: ended cycle rolled over by a job", user.id)
-    return Caller(user_id=user.id, api_key_id=api_key_id, allowance=allowance_of(user, plan),
-                  used_ms=user.used_ms)
+    return Caller(
+        user_id=user.id,
+        api_key_id=api_key_id,
+        allowance=allowance_of(user, plan),
+        used_ms=user.used_ms,
+    )
 
 
-async def authenticate(sessions: Sessions, *, key_hash: str,
-                       now: dt.datetime) -> Caller:
+async def authenticate(sessions: Sessions, *, key_hash: str, now: dt.datetime) -> Caller:
     """Read-only authentication, for actions that reserve nothing."""
     with database_errors():
         async with sessions() as session:
@@ -129,8 +137,13 @@ async def reserve(
     with database_errors():
         async with sessions() as session, session.begin():
             caller = await _load_caller(session, key_hash, now=now, lock=True)
-            reserved = await live_reserved_ms(session, user_id=caller.user_id, now=now,
-                                              lease_ttl=stale_after, exclude_job=job.job_id)
+            reserved = await live_reserved_ms(
+                session,
+                user_id=caller.user_id,
+                now=now,
+                lease_ttl=stale_after,
+                exclude_job=job.job_id,
+            )
             view = caller.allowance.quota(used_ms=caller.used_ms, reserved_ms=reserved)
             fits = view.fits(job.estimated_ms)
             values = _row_values(caller, job, now, RESERVED if fits else REFUSED)
@@ -157,11 +170,20 @@ async def reserve(
 
 def _row_values(caller: Caller, job: JobMeta, now: dt.datetime, status: str) -> dict[str, Any]:
     return {
-        "job_id": job.job_id, "user_id": caller.user_id, "api_key_id": caller.api_key_id,
-        "voice": job.voice, "model": job.model, "text_chars": job.text_chars,
-        "estimated_ms": job.estimated_ms, "status": status, "reserved_at": now,
+        "job_id": job.job_id,
+        "user_id": caller.user_id,
+        "api_key_id": caller.api_key_id,
+        "voice": job.voice,
+        "model": job.model,
+        "text_chars": job.text_chars,
+        "estimated_ms": job.estimated_ms,
+        "status": status,
+        "reserved_at": now,
         "error_code": None if status == RESERVED else "quota_exceeded",
-        "duration_ms": None, "billed_characters": None, "trace_id": None, "settled_at": None,
+        "duration_ms": None,
+        "billed_characters": None,
+        "trace_id": None,
+        "settled_at": None,
     }
 
 
@@ -178,7 +200,10 @@ async def _insert_new(session: AsyncSession, values: dict[str, Any]) -> int | No
 
 
 async def _take_over(
-    session: AsyncSession, job_id: str, values: dict[str, Any], caller: Caller,
+    session: AsyncSession,
+    job_id: str,
+    values: dict[str, Any],
+    caller: Caller,
     live_since: dt.datetime,
 ) -> tuple[int, int]:
     """A re-delivered job: refuse it if done or still running, else take its row over."""
@@ -239,11 +264,17 @@ async def _apply(sessions: Sessions, charge: Charge, *, open_statuses: Any) -> i
                 ).scalar_one()
                 marked = await session.execute(
                     update(Usage)
-                    .where(Usage.id == charge.usage_id, Usage.attempts == charge.attempt,
-                           open_statuses)
-                    .values(status=SUCCEEDED, duration_ms=charge.duration_ms,
-                            settled_at=charge.when, billed_characters=charge.billed_characters,
-                            trace_id=charge.trace_id, error_code=charge.error_code)
+                    .where(
+                        Usage.id == charge.usage_id, Usage.attempts == charge.attempt, open_statuses
+                    )
+                    .values(
+                        status=SUCCEEDED,
+                        duration_ms=charge.duration_ms,
+                        settled_at=charge.when,
+                        billed_characters=charge.billed_characters,
+                        trace_id=charge.trace_id,
+                        error_code=charge.error_code,
+                    )
                 )
                 if marked.rowcount != 1:  # type: ignore[attr-defined]
                     raise _TakenOver()  # rolls the charge back with the transaction
@@ -258,8 +289,7 @@ class _TakenOver(Exception):
     pass
 
 
-async def abandon_stale(sessions: Sessions, *, now: dt.datetime,
-                        stale_after: dt.timedelta) -> int:
+async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt.timedelta) -> int:
     """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
 
     They stopped counting against the quota when their lease TTL passed (they are not
@@ -270,8 +300,7 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime,
         async with sessions() as session, session.begin():
             result = await session.execute(
                 update(Usage)
-                .where(Usage.status == RESERVED,
-                       Usage.reserved_at <= live_after(now, stale_after))
+                .where(Usage.status == RESERVED, Usage.reserved_at <= live_after(now, stale_after))
                 .values(status=FAILED, error_code="abandoned", settled_at=now)
             )
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -292,8 +321,11 @@ async def release(
         async with sessions() as session, session.begin():
             await session.execute(
                 update(Usage)
-                .where(Usage.id == reservation.usage_id, Usage.attempts == reservation.attempt,
-                       Usage.status == RESERVED)
+                .where(
+                    Usage.id == reservation.usage_id,
+                    Usage.attempts == reservation.attempt,
+                    Usage.status == RESERVED,
+                )
                 .values(status=status, error_code=error_code, settled_at=now, trace_id=trace_id)
             )
 

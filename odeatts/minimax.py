@@ -98,8 +98,12 @@ class SpeechParams:
     language_boost: str | None = None
 
     def body(self) -> dict[str, Any]:
-        voice: dict[str, Any] = {"voice_id": self.voice_id, "speed": self.speed,
-                                 "vol": self.volume, "pitch": self.pitch}
+        voice: dict[str, Any] = {
+            "voice_id": self.voice_id,
+            "speed": self.speed,
+            "vol": self.volume,
+            "pitch": self.pitch,
+        }
         if self.emotion:
             voice["emotion"] = self.emotion
         body: dict[str, Any] = {
@@ -107,8 +111,12 @@ class SpeechParams:
             "text": self.text,
             "stream": False,
             "voice_setting": voice,
-            "audio_setting": {"sample_rate": self.sample_rate, "bitrate": self.bitrate,
-                              "format": self.format, "channel": 1},
+            "audio_setting": {
+                "sample_rate": self.sample_rate,
+                "bitrate": self.bitrate,
+                "format": self.format,
+                "channel": 1,
+            },
             "output_format": "hex",
         }
         if self.language_boost:
@@ -219,22 +227,34 @@ class Failure:
             details["field"] = self.field
         if self.error in (UpstreamRejected, VoiceNotFound):
             details["upstream_http" if self.http else "upstream_code"] = code
-        error = self.error(self.message, retry_after=_BUSY_SECONDS if busy else None,
-                           details=details)
+        error = self.error(
+            self.message, retry_after=_BUSY_SECONDS if busy else None, details=details
+        )
         return MiniMaxError(error, retry=self.retry, busy=busy)
 
 
-def _row(code: int, error: type[OdeaError], meaning: str, source: str = "codes", *,
-         retry: bool = False, alert: str | None = None, http: bool = False,
-         message: str | None = None, field: str | None = None) -> Failure:
+def _row(
+    code: int,
+    error: type[OdeaError],
+    meaning: str,
+    source: str = "codes",
+    *,
+    retry: bool = False,
+    alert: str | None = None,
+    http: bool = False,
+    message: str | None = None,
+    field: str | None = None,
+) -> Failure:
     return Failure(code, error, retry, alert, meaning, source, http, message, field)
 
 
 _INVISIBLE = "`text` has too many invisible characters (over 10%)."
 # We validate every field we send; what MiniMax still refuses is a caller's value it
 # dislikes in combination. Its own words stay in our log: they can name hosts and ids.
-_PARAMS = ("The speech provider refused this combination of settings; try without emotion "
-           "or language_boost, or with another voice or model.")
+_PARAMS = (
+    "The speech provider refused this combination of settings; try without emotion "
+    "or language_boost, or with another voice or model."
+)
 _VOICE = "This voice is not available right now."
 _OURS = ServiceUnavailable  # our account's problem: the caller did nothing wrong
 
@@ -254,8 +274,7 @@ UPSTREAM_FAILURES: tuple[Failure, ...] = (
     _row(1033, UpstreamUnavailable, "system or downstream error", retry=True),
     _row(1039, UpstreamBusy, "rate limit (tokens per minute)", retry=True),
     _row(1041, UpstreamBusy, "connection limit", retry=True),
-    _row(1042, InvalidRequest, "invisible characters over 10%", message=_INVISIBLE,
-         field="text"),
+    _row(1042, InvalidRequest, "invisible characters over 10%", message=_INVISIBLE, field="text"),
     _row(1043, UpstreamRejected, "clone validation failed (ASR similarity)", "clone"),
     _row(1044, UpstreamRejected, "clone validation failed (prompt similarity)", "clone"),
     _row(2013, InvalidRequest, "invalid params", message=_PARAMS, field="input"),
@@ -274,15 +293,15 @@ UPSTREAM_FAILURES: tuple[Failure, ...] = (
     _row(402, _OURS, "balance or quota used up", "cli", alert=ACCOUNT, http=True),
     _row(403, _OURS, "key not allowed", "cli", alert=ACCOUNT, http=True),
     _row(408, UpstreamUnavailable, "request timeout", "http", retry=True, http=True),
-    _row(422, ContentRejected, "content flagged (unprocessable_entity_error)", "cli",
-         http=True),
+    _row(422, ContentRejected, "content flagged (unprocessable_entity_error)", "cli", http=True),
     _row(429, UpstreamBusy, "rate limit", "cli", retry=True, http=True),
     _row(500, UpstreamUnavailable, "server error (any 5xx)", "http", retry=True, http=True),
 )
 _BY_CODE = {(row.http, row.code): row for row in UPSTREAM_FAILURES}
 _UNKNOWN_CODE = _row(0, UpstreamRejected, "a code this table does not know", "codes")
-_UNKNOWN_HTTP = _row(0, UpstreamRejected, "an HTTP status this table does not know", "http",
-                     http=True)
+_UNKNOWN_HTTP = _row(
+    0, UpstreamRejected, "an HTTP status this table does not know", "http", http=True
+)
 
 
 def failure_row(code: int, *, http: bool = False) -> Failure:
@@ -299,8 +318,9 @@ def _log_failure(row: Failure, what: str, msg: str, call: _Call | None) -> None:
     where = f"(request {call.request_id}, trace {call.trace_id})" if call else ""
     path = call.path if call else "minimax"
     if row.alert:
-        log.error("ALERT minimax %s: %s %s (%s) %r %s", row.alert, path, what, row.meaning,
-                  msg, where)
+        log.error(
+            "ALERT minimax %s: %s %s (%s) %r %s", row.alert, path, what, row.meaning, msg, where
+        )
     else:
         log.warning("minimax %s %s (%s) %r %s", path, what, row.meaning, msg, where)
 
@@ -458,15 +478,22 @@ class _Call:
 
 def _invalid(call: _Call, reason: str, *, retry: bool = True) -> MiniMaxError:
     """A reply that is not what MiniMax documents: its failure (retried like a 5xx)."""
-    log.warning("minimax %s sent an invalid reply: %s (request %s, trace %s)",
-                call.path, reason, call.request_id, call.trace_id)
+    log.warning(
+        "minimax %s sent an invalid reply: %s (request %s, trace %s)",
+        call.path,
+        reason,
+        call.request_id,
+        call.trace_id,
+    )
     return MiniMaxError(UpstreamUnavailable(), retry=retry)
 
 
 def _problems(exc: ValidationError) -> str:
     """Where and what was wrong, never the values: they can hold audio or MiniMax's text."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['type']}"
-                     for e in exc.errors(include_url=False, include_input=False)[:5])
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['type']}"
+        for e in exc.errors(include_url=False, include_input=False)[:5]
+    )
 
 
 def _parse(model: type[M], value: Any, call: _Call, *, retry: bool = True) -> M:
@@ -496,9 +523,15 @@ def _checked_ms(claimed: int, measured: int, call: _Call) -> int:
     """What may be charged: never more than the audio holds, so the smaller figure.
     Encoder padding makes small gaps normal; a wide one is logged for a look."""
     if abs(claimed - measured) > max(_TOLERANCE_MS, measured * _TOLERANCE_PERCENT // 100):
-        log.warning("minimax audio_length %d ms but the audio measures %d ms; charging %d ms "
-                    "(request %s, trace %s)", claimed, measured, min(claimed, measured),
-                    call.request_id, call.trace_id)
+        log.warning(
+            "minimax audio_length %d ms but the audio measures %d ms; charging %d ms "
+            "(request %s, trace %s)",
+            claimed,
+            measured,
+            min(claimed, measured),
+            call.request_id,
+            call.trace_id,
+        )
     return min(claimed, measured)
 
 
@@ -512,13 +545,19 @@ def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
     except AudioError as exc:
         raise _invalid(call, f"the audio is not {params.format}: {exc}") from exc
     charged = _checked_ms(extra.audio_length, measured, call)
-    return Speech(audio=reply.data.audio, duration_ms=charged,
-                  sample_rate=extra.audio_sample_rate or 0, format=params.format,
-                  billed_characters=extra.usage_characters, trace_id=call.trace_id)
+    return Speech(
+        audio=reply.data.audio,
+        duration_ms=charged,
+        sample_rate=extra.audio_sample_rate or 0,
+        format=params.format,
+        billed_characters=extra.usage_characters,
+        trace_id=call.trace_id,
+    )
 
 
-def _ending(event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
-            ) -> list[bytes | StreamEnd]:
+def _ending(
+    event: _StreamEvent, sent: bytes, call: _Call, params: SpeechParams
+) -> list[bytes | StreamEnd]:
     """What the final event adds: the audio the caller has not had yet, if any, then the
     ``StreamEnd``. Checked whole before any of it is yielded."""
     extra = event.extra_info
@@ -541,23 +580,33 @@ def _unsent(audio: bytes, sent: bytes, size: int | None, call: _Call) -> bytes:
     if not audio or not sent:
         return audio
     if size is None:
-        log.debug("minimax final event has %d bytes of audio and no audio_size: dropped as a "
-                  "copy (request %s, trace %s)", len(audio), call.request_id, call.trace_id)
+        log.debug(
+            "minimax final event has %d bytes of audio and no audio_size: dropped as a "
+            "copy (request %s, trace %s)",
+            len(audio),
+            call.request_id,
+            call.trace_id,
+        )
         return b""
     if len(sent) == size:
         return b""  # a copy of what was delivered
     if len(sent) + len(audio) == size:
         return audio  # the tail
     if len(audio) == size and audio.startswith(sent):
-        return audio[len(sent):]  # all the audio: the chunks fell short of it
-    log.warning("minimax final event's %d bytes of audio do not add up: %d delivered, "
-                "audio_size %d; dropped (request %s, trace %s)", len(audio), len(sent), size,
-                call.request_id, call.trace_id)
+        return audio[len(sent) :]  # all the audio: the chunks fell short of it
+    log.warning(
+        "minimax final event's %d bytes of audio do not add up: %d delivered, "
+        "audio_size %d; dropped (request %s, trace %s)",
+        len(audio),
+        len(sent),
+        size,
+        call.request_id,
+        call.trace_id,
+    )
     return b""
 
 
-def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechParams
-                ) -> StreamEnd:
+def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechParams) -> StreamEnd:
     """The final event's facts, its audio_length checked against what the stream delivered
     (without one, what the delivered audio measures is charged)."""
     _check_format(extra, params.format, call)
@@ -568,14 +617,23 @@ def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechPara
     if measured <= 0:
         raise _invalid(call, f"the stream delivered no {params.format} audio")
     if extra.audio_length is None:
-        log.info("minimax final event has no audio_length; charging the %d ms delivered "
-                 "(request %s, trace %s)", measured, call.request_id, call.trace_id)
+        log.info(
+            "minimax final event has no audio_length; charging the %d ms delivered "
+            "(request %s, trace %s)",
+            measured,
+            call.request_id,
+            call.trace_id,
+        )
         charged = measured
     else:
         charged = _checked_ms(extra.audio_length, measured, call)
-    return StreamEnd(duration_ms=charged, sample_rate=extra.audio_sample_rate or 0,
-                     format=params.format, billed_characters=extra.usage_characters,
-                     trace_id=call.trace_id)
+    return StreamEnd(
+        duration_ms=charged,
+        sample_rate=extra.audio_sample_rate or 0,
+        format=params.format,
+        billed_characters=extra.usage_characters,
+        trace_id=call.trace_id,
+    )
 
 
 def _voices(body: dict[str, Any], call: _Call) -> dict[str, Any]:
@@ -596,11 +654,19 @@ def _clone(body: dict[str, Any], call: _Call) -> CloneReply:
         try:
             billed = _CloneBilling.model_validate(reply.extra_info).usage_characters
         except ValidationError as exc:
-            log.warning("minimax %s sent odd extra_info: %s (request %s, trace %s)",
-                        call.path, _problems(exc), call.request_id, call.trace_id)
-    return CloneReply(demo_audio=reply.demo_audio or None,
-                      sensitive_type=reply.sensitive_type, billed_characters=billed,
-                      trace_id=call.trace_id)
+            log.warning(
+                "minimax %s sent odd extra_info: %s (request %s, trace %s)",
+                call.path,
+                _problems(exc),
+                call.request_id,
+                call.trace_id,
+            )
+    return CloneReply(
+        demo_audio=reply.demo_audio or None,
+        sensitive_type=reply.sensitive_type,
+        billed_characters=billed,
+        trace_id=call.trace_id,
+    )
 
 
 def _nothing(body: dict[str, Any], call: _Call) -> None:
@@ -646,14 +712,20 @@ class MiniMaxClient:
         read = min(self._read_timeout, 10.0 + len(params.text) / 100)
         return httpx.Timeout(read, connect=3.0)
 
-    async def synthesize(self, params: SpeechParams, *, request_id: str,
-                         retry_gate: RetryGate | None = None) -> Speech:
-        return await self._call(_Call("/v1/t2a_v2", request_id), params.body(),
-                                lambda body, call: _speech(body, call, params),
-                                retry_gate=retry_gate, timeout=self._speech_timeout(params))
+    async def synthesize(
+        self, params: SpeechParams, *, request_id: str, retry_gate: RetryGate | None = None
+    ) -> Speech:
+        return await self._call(
+            _Call("/v1/t2a_v2", request_id),
+            params.body(),
+            lambda body, call: _speech(body, call, params),
+            retry_gate=retry_gate,
+            timeout=self._speech_timeout(params),
+        )
 
-    async def stream(self, params: SpeechParams, *, request_id: str,
-                     retry_gate: RetryGate | None = None) -> AsyncIterator[bytes | StreamEnd]:
+    async def stream(
+        self, params: SpeechParams, *, request_id: str, retry_gate: RetryGate | None = None
+    ) -> AsyncIterator[bytes | StreamEnd]:
         """SSE synthesis: audio chunks as MiniMax makes them, then one ``StreamEnd``.
 
         A failure before the first chunk is retried like any call; after it, the
@@ -671,16 +743,22 @@ class MiniMaxClient:
                 await self._retry_or_raise(failure, attempt, retry_gate, broken=delivered)
                 attempt += 1
 
-    async def _stream_once(self, params: SpeechParams, request_id: str
-                           ) -> AsyncIterator[bytes | StreamEnd]:
+    async def _stream_once(
+        self, params: SpeechParams, request_id: str
+    ) -> AsyncIterator[bytes | StreamEnd]:
         body = params.body()
         body.pop("output_format")
         body.update(stream=True, stream_options={"exclude_aggregated_audio": True})
         call = _Call("/v1/t2a_v2", request_id)
         try:
-            async with self._http.stream("POST", call.path, json=body, headers=self._headers,
-                                         params=self._params,
-                                         timeout=self._speech_timeout(params)) as response:
+            async with self._http.stream(
+                "POST",
+                call.path,
+                json=body,
+                headers=self._headers,
+                params=self._params,
+                timeout=self._speech_timeout(params),
+            ) as response:
                 call = call.traced(response.headers.get("Trace-Id"))
                 await _check_http(response, call)
                 if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -699,21 +777,40 @@ class MiniMaxClient:
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
         raise _invalid(call, "the stream ended without its final event")
 
-    async def list_voices(self, voice_type: str = "all", *, request_id: str = "admin"
-                          ) -> dict[str, Any]:
+    async def list_voices(
+        self, voice_type: str = "all", *, request_id: str = "admin"
+    ) -> dict[str, Any]:
         """``POST /v1/get_voice``: system, cloned and designed voices of our account."""
-        return await self._call(_Call("/v1/get_voice", request_id), {"voice_type": voice_type},
-                                _voices)
+        return await self._call(
+            _Call("/v1/get_voice", request_id), {"voice_type": voice_type}, _voices
+        )
 
-    async def upload_file(self, filename: str, content: bytes, *, purpose: str = "voice_clone",
-                          request_id: str = "admin") -> int:
+    async def upload_file(
+        self,
+        filename: str,
+        content: bytes,
+        *,
+        purpose: str = "voice_clone",
+        request_id: str = "admin",
+    ) -> int:
         """``POST /v1/files/upload`` (multipart); returns MiniMax's file_id."""
-        return await self._call(_Call("/v1/files/upload", request_id), None, _file_id,
-                                files={"file": (filename, content)}, data={"purpose": purpose})
+        return await self._call(
+            _Call("/v1/files/upload", request_id),
+            None,
+            _file_id,
+            files={"file": (filename, content)},
+            data={"purpose": purpose},
+        )
 
-    async def clone_voice(self, *, file_id: int, voice_id: str, preview_text: str | None = None,
-                          model: str | None = None, request_id: str = "admin"
-                          ) -> CloneReply:
+    async def clone_voice(
+        self,
+        *,
+        file_id: int,
+        voice_id: str,
+        preview_text: str | None = None,
+        model: str | None = None,
+        request_id: str = "admin",
+    ) -> CloneReply:
         """``POST /v1/voice_clone``, ONE attempt: a preview text is billed and needs a model.
 
         Never retried: a lost reply may hide a clone that exists, and a second call could
@@ -732,13 +829,24 @@ class MiniMaxClient:
                 raise CloneUnconfirmed(failure.error) from failure
             raise failure.error from failure
 
-    async def delete_voice(self, voice_id: str, *, voice_type: str = "voice_cloning",
-                           request_id: str = "admin") -> None:
-        await self._call(_Call("/v1/delete_voice", request_id),
-                         {"voice_type": voice_type, "voice_id": voice_id}, _nothing)
+    async def delete_voice(
+        self, voice_id: str, *, voice_type: str = "voice_cloning", request_id: str = "admin"
+    ) -> None:
+        await self._call(
+            _Call("/v1/delete_voice", request_id),
+            {"voice_type": voice_type, "voice_id": voice_id},
+            _nothing,
+        )
 
-    async def _call(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T], *,
-                    retry_gate: RetryGate | None = None, **options: Any) -> T:
+    async def _call(
+        self,
+        call: _Call,
+        payload: dict[str, Any] | None,
+        reply: Reply[T],
+        *,
+        retry_gate: RetryGate | None = None,
+        **options: Any,
+    ) -> T:
         """One request, retried while a retry can help; ``reply`` validates a success."""
         attempt = 0
         while True:
@@ -748,8 +856,14 @@ class MiniMaxClient:
                 await self._retry_or_raise(failure, attempt, retry_gate)
                 attempt += 1
 
-    async def _retry_or_raise(self, failure: MiniMaxError, attempt: int,
-                              retry_gate: RetryGate | None, *, broken: bool = False) -> None:
+    async def _retry_or_raise(
+        self,
+        failure: MiniMaxError,
+        attempt: int,
+        retry_gate: RetryGate | None,
+        *,
+        broken: bool = False,
+    ) -> None:
         """After failed attempt number ``attempt`` (from 0): raise the caller's error unless
         another attempt may help, else wait out the backoff and pass the gate.
 
@@ -767,18 +881,24 @@ class MiniMaxClient:
         if retry_gate is not None:
             await retry_gate()
 
-    async def _attempt(self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T],
-                       **options: Any) -> T:
+    async def _attempt(
+        self, call: _Call, payload: dict[str, Any] | None, reply: Reply[T], **options: Any
+    ) -> T:
         """``options`` go to httpx as they are (multipart ``files``/``data``, ``timeout``)."""
         try:
-            response = await self._http.post(call.path, json=payload, headers=self._headers,
-                                             params=self._params, **options)
+            response = await self._http.post(
+                call.path, json=payload, headers=self._headers, params=self._params, **options
+            )
         except httpx.TimeoutException as exc:
             log.warning("minimax %s timed out (request %s)", call.path, call.request_id)
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
         except httpx.HTTPError as exc:
-            log.warning("minimax %s transport error %s (request %s)", call.path,
-                        type(exc).__name__, call.request_id)
+            log.warning(
+                "minimax %s transport error %s (request %s)",
+                call.path,
+                type(exc).__name__,
+                call.request_id,
+            )
             raise MiniMaxError(UpstreamUnavailable(), retry=True) from exc
         call = call.traced(response.headers.get("Trace-Id"))
         await _check_http(response, call)
@@ -869,8 +989,9 @@ def _whole_reply(body: Any, call: _Call, params: SpeechParams) -> list[bytes | S
     return _ending(event, b"", call, params)
 
 
-async def _stream_items(response: httpx.Response, call: _Call, params: SpeechParams
-                        ) -> AsyncIterator[bytes | StreamEnd]:
+async def _stream_items(
+    response: httpx.Response, call: _Call, params: SpeechParams
+) -> AsyncIterator[bytes | StreamEnd]:
     """Each event checked like a reply; audio chunks, then the final ``StreamEnd``.
 
     The chunks are kept to measure what was delivered: the final event's audio_length
@@ -902,8 +1023,9 @@ async def _sse_events(response: httpx.Response, call: _Call) -> AsyncGenerator[A
     # CLI takes that last event, and its final event may be one, so httpx-sse is fed
     # the body and then one blank line: that flushes a pending last event, and adds
     # nothing after a stream that ended properly. The text is UTF-8 by the SSE spec.
-    body = httpx.Response(200, headers={"content-type": "text/event-stream"},
-                          content=_blank_line_after(response))
+    body = httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=_blank_line_after(response)
+    )
     async with aclosing(EventSource(body).aiter_sse()) as events:
         async for event in events:
             if not event.data:

@@ -84,9 +84,9 @@ def frame_at(data: bytes, pos: int) -> Frame | None:
 def _skip_id3v2(data: bytes) -> int:
     """Offset just past the ID3v2 tags at the start (0 if there are none)."""
     pos = 0
-    while data[pos:pos + 3] == b"ID3" and pos + 10 <= len(data):
+    while data[pos : pos + 3] == b"ID3" and pos + 10 <= len(data):
         size = 0
-        for byte in data[pos + 6:pos + 10]:
+        for byte in data[pos + 6 : pos + 10]:
             size = (size << 7) | (byte & 0x7F)
         footer = 10 if data[pos + 3] >= 4 and data[pos + 5] & 0x10 else 0
         pos += 10 + size + footer
@@ -96,10 +96,10 @@ def _skip_id3v2(data: bytes) -> int:
 def _is_tag_frame(data: bytes, frame: Frame) -> bool:
     """A Xing/Info or VBRI tag frame: it sits where the audio's side information ends
     (as LAME and mutagen place it), or 32 bytes after the header for VBRI."""
-    body = data[frame.offset:frame.offset + frame.length]
+    body = data[frame.offset : frame.offset + frame.length]
     mpeg1, mono = frame.samples == 1152, body[3] >> 6 == _MONO
     at = 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
-    return body[at:at + 4] in (b"Xing", b"Info") or body[36:40] == b"VBRI"
+    return body[at : at + 4] in (b"Xing", b"Info") or body[36:40] == b"VBRI"
 
 
 def _resync(data: bytes, pos: int) -> int:
@@ -129,7 +129,7 @@ def frames(data: bytes, mode: Mode = "whole") -> list[Frame]:
     while pos < len(data):
         frame = frame_at(data, pos)
         if frame is None or pos + frame.length > len(data):
-            if data[pos:pos + 3] == b"TAG" and len(data) - pos == _ID3V1_BYTES:
+            if data[pos : pos + 3] == b"TAG" and len(data) - pos == _ID3V1_BYTES:
                 break
             if mode == "prefix":
                 break
@@ -160,7 +160,7 @@ def split(data: bytes, seconds: float) -> list[bytes]:
     start, held = 0, 0.0
     for frame in frames(data):
         if held >= seconds:
-            pieces.append(data[start:frame.offset])
+            pieces.append(data[start : frame.offset])
             start, held = frame.offset, 0.0
         held += frame.samples / frame.sample_rate
     pieces.append(data[start:])

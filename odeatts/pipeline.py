@@ -142,18 +142,21 @@ class Pipeline:
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
         async with self._metered(job):
-            speeches = await self.deps.minimax.call(partial(self._synthesize, job),
-                                                    budget=job.budget)
+            speeches = await self.deps.minimax.call(
+                partial(self._synthesize, job), budget=job.budget
+            )
             bind(trace_id=speeches[0].trace_id)
             audio = _joined([s.audio for s in speeches], request.format)
             duration = sum(s.duration_ms for s in speeches)
             delivery = await self._deliver(job, audio)
-            view = await self._settle(job, duration, speeches[0].trace_id,
-                                      sum(s.billed_characters or 0 for s in speeches))
+            view = await self._settle(
+                job, duration, speeches[0].trace_id, sum(s.billed_characters or 0 for s in speeches)
+            )
         return {**delivery, **self._metadata(job, duration, speeches[0].sample_rate, view)}
 
-    async def speech_stream(self, job_id: str, request: SpeechRequest
-                            ) -> AsyncGenerator[dict[str, Any], None]:
+    async def speech_stream(
+        self, job_id: str, request: SpeechRequest
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Audio chunks as MiniMax streams them (parts in order), then the metadata."""
         job = await self._prepare(job_id, request)
         sent = bytearray()
@@ -166,15 +169,19 @@ class Pipeline:
                     await self._part_slot(job, index)
                     gate = partial(self._upstream_slot, job.id, len(params.text))
                     async for item in self.minimax.stream(
-                            params, request_id=f"{job.id}:{index}", retry_gate=gate):
+                        params, request_id=f"{job.id}:{index}", retry_gate=gate
+                    ):
                         if isinstance(item, StreamEnd):
                             bind(trace_id=ends[0].trace_id if ends else item.trace_id)
                             ends.append(item)
                             continue
                         for piece in _pieces(item, self.settings.stream_chunk_bytes):
                             sent += piece
-                            yield {"chunk": chunks, "format": request.format,
-                                   "audio_base64": base64.b64encode(piece).decode("ascii")}
+                            yield {
+                                "chunk": chunks,
+                                "format": request.format,
+                                "audio_base64": base64.b64encode(piece).decode("ascii"),
+                            }
                             chunks += 1
             except (asyncio.CancelledError, GeneratorExit):
                 await self._charge_delivered(job, bytes(sent))
@@ -185,10 +192,14 @@ class Pipeline:
                 raise
             self.deps.minimax.observe(None)
             duration = sum(e.duration_ms for e in ends)
-            view = await self._settle(job, duration, ends[0].trace_id,
-                                      sum(e.billed_characters or 0 for e in ends))
-        yield {"done": True, "chunks": chunks,
-               **self._metadata(job, duration, ends[0].sample_rate, view)}
+            view = await self._settle(
+                job, duration, ends[0].trace_id, sum(e.billed_characters or 0 for e in ends)
+            )
+        yield {
+            "done": True,
+            "chunks": chunks,
+            **self._metadata(job, duration, ends[0].sample_rate, view),
+        }
 
     async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
         """Everything that can refuse a job before anything is reserved, then reserve."""
@@ -198,26 +209,41 @@ class Pipeline:
         if voice is None:
             await self._authenticate(key_hash, budget)  # 401 before 404
             names = [v.name for v in await self._db(self.voices.active, budget)]
-            raise VoiceNotFound(f"Unknown voice `{request.voice}`.",
-                                details={"field": "voice", "voices": names})
+            raise VoiceNotFound(
+                f"Unknown voice `{request.voice}`.", details={"field": "voice", "voices": names}
+            )
         estimate = estimate_ms(request.text, request.speed)
         self._check_delivery(request, estimate)
         parts = self._parts(request, voice)
-        meta = metering.JobMeta(job_id=job_id, voice=voice.name, model=parts[0].model,
-                             text_chars=len(request.text), estimated_ms=estimate)
-        reservation = await self._db(partial(
-            metering.reserve, self.sessions, key_hash=key_hash, job=meta, now=self.clock(),
-            stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds)), budget)
+        meta = metering.JobMeta(
+            job_id=job_id,
+            voice=voice.name,
+            model=parts[0].model,
+            text_chars=len(request.text),
+            estimated_ms=estimate,
+        )
+        reservation = await self._db(
+            partial(
+                metering.reserve,
+                self.sessions,
+                key_hash=key_hash,
+                job=meta,
+                now=self.clock(),
+                stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds),
+            ),
+            budget,
+        )
         bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
 
     async def _db(self, work: Callable[[], Awaitable[T]], budget: Budget | None = None) -> T:
         return await self.deps.db.call(work, budget=budget)
 
-    async def _authenticate(self, key_hash: str, budget: Budget | None = None
-                            ) -> metering.Caller:
-        caller = await self._db(partial(metering.authenticate, self.sessions, key_hash=key_hash,
-                                        now=self.clock()), budget)
+    async def _authenticate(self, key_hash: str, budget: Budget | None = None) -> metering.Caller:
+        caller = await self._db(
+            partial(metering.authenticate, self.sessions, key_hash=key_hash, now=self.clock()),
+            budget,
+        )
         bind(user_id=caller.user_id)
         return caller
 
@@ -226,15 +252,24 @@ class Pipeline:
         if len(texts) > 1 and request.format == "flac":
             raise InvalidRequest(
                 f"flac cannot be joined: use mp3, wav or pcm for texts over "
-                f"{self.settings.part_chars} characters.", details={"field": "format"})
+                f"{self.settings.part_chars} characters.",
+                details={"field": "format"},
+            )
         model = request.model or self.settings.minimax_model
         check_emotion(request.emotion, model)  # before anything is reserved
         base = SpeechParams(
-            text="", voice_id=voice.minimax_voice_id,
-            model=model, speed=request.speed,
-            pitch=request.pitch, volume=request.volume, emotion=request.emotion,
-            sample_rate=request.sample_rate, bitrate=request.bitrate, format=request.format,
-            language_boost=request.language_boost or voice.language_boost)
+            text="",
+            voice_id=voice.minimax_voice_id,
+            model=model,
+            speed=request.speed,
+            pitch=request.pitch,
+            volume=request.volume,
+            emotion=request.emotion,
+            sample_rate=request.sample_rate,
+            bitrate=request.bitrate,
+            format=request.format,
+            language_boost=request.language_boost or voice.language_boost,
+        )
         return [replace(base, text=t) for t in texts]
 
     def _check_delivery(self, request: SpeechRequest, estimate: int) -> None:
@@ -247,13 +282,16 @@ class Pipeline:
             raise InvalidRequest(
                 f"About {size // 1024} KB of audio is too large to return inline "
                 f"(limit {inline_max // 1024} KB); ask for output 'url'.",
-                details={"field": "output"})
+                details={"field": "output"},
+            )
         wants_storage = request.output == "url" or size > inline_max
         if wants_storage and self.storage is None:
             field = "output" if request.output == "url" else "text"
             raise InvalidRequest(
                 "This deployment has no object storage: audio must fit inline "
-                f"(about {inline_max // 1024} KB).", details={"field": field})
+                f"(about {inline_max // 1024} KB).",
+                details={"field": field},
+            )
 
     @asynccontextmanager
     async def _metered(self, job: _Job) -> AsyncIterator[None]:
@@ -263,8 +301,7 @@ class Pipeline:
             decision = await self._admit(job, caller, len(job.parts[0].text))
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
-            await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id,
-                                       void=True)
+            await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id, void=True)
             await self._release(job.reservation, FAILED, exc)
             raise
         if not decision.allowed:
@@ -288,8 +325,10 @@ class Pipeline:
             async with gate:
                 await self._part_slot(job, index)
                 return await self.minimax.synthesize(
-                    params, request_id=f"{job.id}:{index}" if len(job.parts) > 1 else job.id,
-                    retry_gate=lambda: self._upstream_slot(job.id, len(params.text)))
+                    params,
+                    request_id=f"{job.id}:{index}" if len(job.parts) > 1 else job.id,
+                    retry_gate=lambda: self._upstream_slot(job.id, len(params.text)),
+                )
 
         tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(job.parts)]
         try:
@@ -308,8 +347,9 @@ class Pipeline:
         waiting longer than a single request would: a long text can need more than a
         minute of the account's TPM, and the caller is already committed to the job."""
         if index > 0:
-            await self._upstream_slot(job.id, len(job.parts[index].text),
-                                      max_wait=self.settings.part_max_wait_seconds)
+            await self._upstream_slot(
+                job.id, len(job.parts[index].text), max_wait=self.settings.part_max_wait_seconds
+            )
 
     async def _deliver(self, job: _Job, audio: bytes) -> dict[str, Any]:
         request = job.request
@@ -320,31 +360,51 @@ class Pipeline:
             # inline result (RunPod would drop it silently).
             raise InvalidRequest(
                 f"The audio ({len(audio) // 1024} KB) is too large to return inline.",
-                details={"field": "output"})
+                details={"field": "output"},
+            )
         storage = self.storage
         url = await self.deps.storage.call(
-            partial(storage.put_audio, audio, job_id=job.id, fmt=request.format),
-            budget=job.budget)
+            partial(storage.put_audio, audio, job_id=job.id, fmt=request.format), budget=job.budget
+        )
         return {"audio_url": url, "url_expires_in": self.storage.expiry_seconds}
 
-    async def _settle(self, job: _Job, duration_ms: int, trace_id: str | None, billed: int,
-                      error_code: str | None = None) -> QuotaView:
+    async def _settle(
+        self,
+        job: _Job,
+        duration_ms: int,
+        trace_id: str | None,
+        billed: int,
+        error_code: str | None = None,
+    ) -> QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
         and deliver; only if that fails too is the job an error, charged nothing."""
         charge = Charge(
-            job_id=job.id, usage_id=job.reservation.usage_id, attempt=job.reservation.attempt,
-            user_id=job.reservation.caller.user_id, duration_ms=duration_ms,
-            billed_characters=billed or None, trace_id=trace_id,
-            settled_at=self.clock().isoformat(), error_code=error_code)
+            job_id=job.id,
+            usage_id=job.reservation.usage_id,
+            attempt=job.reservation.attempt,
+            user_id=job.reservation.caller.user_id,
+            duration_ms=duration_ms,
+            billed_characters=billed or None,
+            trace_id=trace_id,
+            settled_at=self.clock().isoformat(),
+            error_code=error_code,
+        )
         settle = partial(metering.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
             view = await self._retrying_db(settle, job.budget)
         except ServiceUnavailable:
             view = await self._defer(job, charge)
-        log.info("job %s user %s voice %s: %d ms charged (estimate %d ms, %d parts, trace %s)",
-                 job.id, job.reservation.caller.user_id, job.voice.name, duration_ms,
-                 job.reservation.estimated_ms, len(job.parts), trace_id)
+        log.info(
+            "job %s user %s voice %s: %d ms charged (estimate %d ms, %d parts, trace %s)",
+            job.id,
+            job.reservation.caller.user_id,
+            job.voice.name,
+            duration_ms,
+            job.reservation.estimated_ms,
+            len(job.parts),
+            trace_id,
+        )
         return view
 
     async def _retrying_db(self, work: Callable[[], Awaitable[T]], budget: Budget) -> T:
@@ -362,8 +422,11 @@ class Pipeline:
 
     async def _defer(self, job: _Job, item: Charge) -> QuotaView:
         await self.deps.redis.call(partial(self.outbox.put, item), budget=job.budget)
-        log.warning("job %s: postgres unavailable; charge of %d ms kept in the outbox",
-                    job.id, item.duration_ms)
+        log.warning(
+            "job %s: postgres unavailable; charge of %d ms kept in the outbox",
+            job.id,
+            item.duration_ms,
+        )
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain_outbox())
         caller = job.reservation.caller
@@ -390,16 +453,19 @@ class Pipeline:
         except Exception:
             log.exception("could not charge the delivered part of job %s", job.id)
 
-    def _metadata(self, job: _Job, duration_ms: int, sample_rate: int,
-                  view: QuotaView) -> dict[str, Any]:
+    def _metadata(
+        self, job: _Job, duration_ms: int, sample_rate: int, view: QuotaView
+    ) -> dict[str, Any]:
         return {
             "format": job.request.format,
             "duration_seconds": round(duration_ms / 1000, 3),
             "sample_rate": sample_rate or job.request.sample_rate,
             "voice": job.voice.name,
             "characters": len(job.request.text),
-            "quota": {"used_seconds": view.used_ms / 1000,
-                      "remaining_seconds": view.remaining_ms / 1000},
+            "quota": {
+                "used_seconds": view.used_ms / 1000,
+                "remaining_seconds": view.remaining_ms / 1000,
+            },
             "request_id": job.id,
         }
 
@@ -408,39 +474,57 @@ class Pipeline:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
-            decision = await self.deps.redis.call(partial(
-                self.limiter.admit, user_id=caller.user_id, lease_id=job.lease_id,
-                rpm=caller.allowance.rpm.value,
-                streams=caller.allowance.concurrent_streams.value, chars=chars), budget=job.budget)
+            decision = await self.deps.redis.call(
+                partial(
+                    self.limiter.admit,
+                    user_id=caller.user_id,
+                    lease_id=job.lease_id,
+                    rpm=caller.allowance.rpm.value,
+                    streams=caller.allowance.concurrent_streams.value,
+                    chars=chars,
+                ),
+                budget=job.budget,
+            )
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
             waited += await _pause(decision)
 
-    async def _upstream_slot(self, job_id: str, chars: int, max_wait: float | None = None
-                             ) -> None:
+    async def _upstream_slot(self, job_id: str, chars: int, max_wait: float | None = None) -> None:
         limit = self.settings.upstream_max_wait_seconds if max_wait is None else max_wait
         waited = 0.0
         while True:
-            decision = await self.deps.redis.call(partial(
-                self.limiter.acquire_upstream, lease_id=job_id, chars=chars))
+            decision = await self.deps.redis.call(
+                partial(self.limiter.acquire_upstream, lease_id=job_id, chars=chars)
+            )
             if decision.allowed:
                 return
             if not _worth_waiting(decision, waited, limit):
                 raise UpstreamBusy(retry_after=decision.retry_after)
             waited += await _pause(decision)
 
-    async def _release(self, reservation: metering.Reservation, status: str,
-                       exc: BaseException) -> None:
-        code = exc.code if isinstance(exc, OdeaError) else (
-            "cancelled" if not isinstance(exc, Exception) else "internal")
+    async def _release(
+        self, reservation: metering.Reservation, status: str, exc: BaseException
+    ) -> None:
+        code = (
+            exc.code
+            if isinstance(exc, OdeaError)
+            else ("cancelled" if not isinstance(exc, Exception) else "internal")
+        )
         try:
-            await self._db(partial(metering.release, self.sessions, reservation=reservation,
-                                   status=status, error_code=code, now=self.clock()))
+            await self._db(
+                partial(
+                    metering.release,
+                    self.sessions,
+                    reservation=reservation,
+                    status=status,
+                    error_code=code,
+                    now=self.clock(),
+                )
+            )
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.
             # One line per job, no traceback: the outage itself is logged by the breaker.
-            log.warning("could not release reservation %s; it will lapse",
-                        reservation.usage_id)
+            log.warning("could not release reservation %s; it will lapse", reservation.usage_id)
 
     def _key_hash(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> str:
         plain = request.api_key.get_secret_value()
@@ -451,7 +535,8 @@ class Pipeline:
         """The ``voices`` action: the active voices a caller may ask for, filtered."""
         await self._authenticate(self._key_hash(request))
         voices = [
-            voice_dict(v) for v in await self._db(self.voices.active)
+            voice_dict(v)
+            for v in await self._db(self.voices.active)
             if (request.language is None or v.language.lower() == request.language.lower())
             and (request.gender is None or v.gender == request.gender)
         ]
@@ -464,29 +549,46 @@ class Pipeline:
         return {
             "plan": allowance.plan_id,
             # The caller's monthly seconds include the credit an operator granted them.
-            "limits": {"monthly_seconds": quota.quota_ms / 1000, "rpm": allowance.rpm.value,
-                       "concurrent_streams": allowance.concurrent_streams.value},
-            "quota": {"used_seconds": quota.used_ms / 1000,
-                      "reserved_seconds": quota.reserved_ms / 1000,
-                      "remaining_seconds": quota.remaining_ms / 1000},
+            "limits": {
+                "monthly_seconds": quota.quota_ms / 1000,
+                "rpm": allowance.rpm.value,
+                "concurrent_streams": allowance.concurrent_streams.value,
+            },
+            "quota": {
+                "used_seconds": quota.used_ms / 1000,
+                "reserved_seconds": quota.reserved_ms / 1000,
+                "remaining_seconds": quota.remaining_ms / 1000,
+            },
             "cycle": state.cycle_dict(),
             "recent": [_usage_row(r) for r in rows],
         }
 
-
-    async def _usage_rows(self, caller: metering.Caller, request: UsageRequest
-                          ) -> tuple[QuotaState, Sequence[Usage]]:
+    async def _usage_rows(
+        self, caller: metering.Caller, request: UsageRequest
+    ) -> tuple[QuotaState, Sequence[Usage]]:
         lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
             async with self.sessions() as session:
-                user, plan = (await session.execute(
-                    select(User, Plan).join(Plan).where(User.id == caller.user_id))).one()
-                state = await read_quota_state(session, user, plan, now=self.clock(),
-                                               lease_ttl=lease_ttl)
-                rows = (await session.execute(
-                    select(Usage).where(Usage.user_id == user.id)
-                    .order_by(Usage.created_at.desc(), Usage.id.desc()).limit(request.limit)
-                )).scalars().all()
+                user, plan = (
+                    await session.execute(
+                        select(User, Plan).join(Plan).where(User.id == caller.user_id)
+                    )
+                ).one()
+                state = await read_quota_state(
+                    session, user, plan, now=self.clock(), lease_ttl=lease_ttl
+                )
+                rows = (
+                    (
+                        await session.execute(
+                            select(Usage)
+                            .where(Usage.user_id == user.id)
+                            .order_by(Usage.created_at.desc(), Usage.id.desc())
+                            .limit(request.limit)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
         return state, rows
 
 
@@ -509,12 +611,15 @@ def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:
 
 def _pieces(audio: bytes, size: int) -> list[bytes]:
     """Stream chunks no larger than RunPod carries (the caller concatenates them)."""
-    return [audio[i:i + size] for i in range(0, len(audio), size)]
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
 def _worth_waiting(decision: Decision, waited: float, max_wait: float) -> bool:
-    return (not decision.allowed and decision.reason == "upstream"
-            and waited + decision.retry_after <= max_wait)
+    return (
+        not decision.allowed
+        and decision.reason == "upstream"
+        and waited + decision.retry_after <= max_wait
+    )
 
 
 async def _pause(decision: Decision) -> float:
@@ -525,11 +630,14 @@ async def _pause(decision: Decision) -> float:
 
 def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:
     if decision.reason == "rate":
-        return RateLimited(retry_after=decision.retry_after,
-                           details={"limit": caller.allowance.rpm.value})
+        return RateLimited(
+            retry_after=decision.retry_after, details={"limit": caller.allowance.rpm.value}
+        )
     if decision.reason == "concurrency":
-        return ConcurrencyLimited(retry_after=decision.retry_after,
-                                  details={"limit": caller.allowance.concurrent_streams.value})
+        return ConcurrencyLimited(
+            retry_after=decision.retry_after,
+            details={"limit": caller.allowance.concurrent_streams.value},
+        )
     if decision.reason == "void":  # this attempt's admission was already given up
         return ServiceUnavailable()
     return UpstreamBusy(retry_after=decision.retry_after)
@@ -537,7 +645,11 @@ def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:
 
 def _usage_row(row: Usage) -> dict[str, Any]:
     return {
-        "request_id": row.job_id, "created_at": row.created_at.isoformat(),
-        "status": row.status, "voice": row.voice, "characters": row.text_chars,
-        "duration_seconds": (row.duration_ms or 0) / 1000, "error_code": row.error_code,
+        "request_id": row.job_id,
+        "created_at": row.created_at.isoformat(),
+        "status": row.status,
+        "voice": row.voice,
+        "characters": row.text_chars,
+        "duration_seconds": (row.duration_ms or 0) / 1000,
+        "error_code": row.error_code,
     }

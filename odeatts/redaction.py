@@ -40,8 +40,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 'name': 'value' in a dict's repr or a JSON text (headers, a job's input).
     # A bearer token is masked above, keeping the scheme for whoever debugs.
     # The value runs to its closing quote, past escaped ones.
-    (re.compile(rf"(?i)([\"'](?:x-)?(?:{_NAMES}|authorization)[\"']\s*:\s*([\"']))"
-                r"(?!bearer\s)(?:\\.|(?!\2)[^\\\n])+"), r"\1" + MASK),
+    (
+        re.compile(
+            rf"(?i)([\"'](?:x-)?(?:{_NAMES}|authorization)[\"']\s*:\s*([\"']))"
+            r"(?!bearer\s)(?:\\.|(?!\2)[^\\\n])+"
+        ),
+        r"\1" + MASK,
+    ),
 ]
 
 # A mapping key that names a secret: its string value is masked whatever it looks like.

@@ -85,8 +85,13 @@ class Breaker:
 
     def success(self) -> None:
         if self.is_open:
-            log.info("%s recovered after %.1f s: %d failed calls, %d refused without trying",
-                     self.name, self.clock() - self._since, self.failures, self.refused)
+            log.info(
+                "%s recovered after %.1f s: %d failed calls, %d refused without trying",
+                self.name,
+                self.clock() - self._since,
+                self.failures,
+                self.refused,
+            )
         self.failures = self.refused = 0
 
     def failure(self, reason: str) -> None:
@@ -95,8 +100,14 @@ class Breaker:
         if self.failures == 1:
             self._since = now
         if self.failures == self.threshold:
-            log.error("%s is down: %d consecutive failures (last: %s); failing fast, "
-                      "probing every %.1f s", self.name, self.failures, reason, self.cooldown)
+            log.error(
+                "%s is down: %d consecutive failures (last: %s); failing fast, "
+                "probing every %.1f s",
+                self.name,
+                self.failures,
+                reason,
+                self.cooldown,
+            )
         if self.is_open:
             self._open_until = now + self.cooldown
         elif self.failures == 1:
@@ -114,8 +125,13 @@ class Dependency:
     breaker: Breaker
     _abandoned: set[asyncio.Future[Any]] = field(default_factory=set, repr=False)
 
-    async def call(self, work: Callable[[], Awaitable[T]], *, budget: Budget | None = None,
-                   timeout: float | None = None) -> T:
+    async def call(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        budget: Budget | None = None,
+        timeout: float | None = None,
+    ) -> T:
         """Run ``work()`` within the deadline; its failures become ``self.error()``."""
         limit = self.timeout if timeout is None else timeout
         if budget is not None:
@@ -171,5 +187,3 @@ class Dependency:
         if self.is_failure(exc) and not isinstance(exc, OdeaError):
             raise self.error() from exc
         raise exc
-
-

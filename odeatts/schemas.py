@@ -61,11 +61,25 @@ JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # Each set of values is written once, as the type the input models use; the tuples are
 # read from it for messages, the CLI and the tests.
 Model = Literal[
-    "speech-2.8-hd", "speech-2.8-turbo", "speech-2.6-hd", "speech-2.6-turbo",
-    "speech-02-hd", "speech-02-turbo", "speech-01-hd", "speech-01-turbo",
+    "speech-2.8-hd",
+    "speech-2.8-turbo",
+    "speech-2.6-hd",
+    "speech-2.6-turbo",
+    "speech-02-hd",
+    "speech-02-turbo",
+    "speech-01-hd",
+    "speech-01-turbo",
 ]
 Emotion = Literal[
-    "happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent", "whisper",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "disgusted",
+    "surprised",
+    "calm",
+    "fluent",
+    "whisper",
 ]
 SampleRate = Literal[8000, 16000, 22050, 24000, 32000, 44100]
 Bitrate = Literal[32000, 64000, 128000, 256000]
@@ -86,12 +100,47 @@ MODEL_EMOTIONS: dict[str, tuple[str, ...]] = {
 # Source: MiniMax's T2A reference (platform.minimax.io/docs/api-reference/speech-t2a-http),
 # as mirrored by the same list in LiveKit's TTSLanguageBoost and Telnyx's MiniMax enum.
 LANGUAGE_BOOSTS = (
-    "auto", "Chinese", "Chinese,Yue", "English", "Arabic", "Russian", "Spanish", "French",
-    "Portuguese", "German", "Turkish", "Dutch", "Ukrainian", "Vietnamese", "Indonesian",
-    "Japanese", "Italian", "Korean", "Thai", "Polish", "Romanian", "Greek", "Czech",
-    "Finnish", "Hindi", "Bulgarian", "Danish", "Hebrew", "Malay", "Persian", "Slovak",
-    "Swedish", "Croatian", "Filipino", "Hungarian", "Norwegian", "Slovenian", "Catalan",
-    "Nynorsk", "Tamil", "Afrikaans",
+    "auto",
+    "Chinese",
+    "Chinese,Yue",
+    "English",
+    "Arabic",
+    "Russian",
+    "Spanish",
+    "French",
+    "Portuguese",
+    "German",
+    "Turkish",
+    "Dutch",
+    "Ukrainian",
+    "Vietnamese",
+    "Indonesian",
+    "Japanese",
+    "Italian",
+    "Korean",
+    "Thai",
+    "Polish",
+    "Romanian",
+    "Greek",
+    "Czech",
+    "Finnish",
+    "Hindi",
+    "Bulgarian",
+    "Danish",
+    "Hebrew",
+    "Malay",
+    "Persian",
+    "Slovak",
+    "Swedish",
+    "Croatian",
+    "Filipino",
+    "Hungarian",
+    "Norwegian",
+    "Slovenian",
+    "Catalan",
+    "Nynorsk",
+    "Tamil",
+    "Afrikaans",
 )
 # What a stream can carry and still be charged fairly if the caller stops it midway:
 # MiniMax streams no wav, and a partial FLAC cannot be measured.
@@ -101,8 +150,7 @@ STREAM_FORMATS = ("mp3", "pcm")
 class _Input(BaseModel):
     # strict: a caller's "3" is not 3 and "yes" is not true; JSON's own types only
     # (an integer is still a valid number).
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
-                              strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, strict=True)
 
     api_key: SecretStr = Field(min_length=1)
 
@@ -151,9 +199,7 @@ class UsageRequest(_Input):
     limit: int = Field(10, ge=1, le=100)
 
 
-JobRequest = Annotated[
-    SpeechRequest | VoicesRequest | UsageRequest, Field(discriminator="action")
-]
+JobRequest = Annotated[SpeechRequest | VoicesRequest | UsageRequest, Field(discriminator="action")]
 _ADAPTER: TypeAdapter[SpeechRequest | VoicesRequest | UsageRequest] = TypeAdapter(JobRequest)
 
 
@@ -172,8 +218,10 @@ def language_boost_problem(value: str | None) -> str | None:
         return None
     near = [b for b in LANGUAGE_BOOSTS if b.lower() == value.strip().lower()]
     hint = f"did you mean {near[0]!r}? " if near else ""
-    return (f"{hint}must be 'auto' or one of MiniMax's languages, spelled as it spells them "
-            "(e.g. English, French, Chinese,Yue)")
+    return (
+        f"{hint}must be 'auto' or one of MiniMax's languages, spelled as it spells them "
+        "(e.g. English, French, Chinese,Yue)"
+    )
 
 
 def check_emotion(emotion: str | None, model: str) -> None:
@@ -183,7 +231,8 @@ def check_emotion(emotion: str | None, model: str) -> None:
         raise InvalidRequest(
             f"`emotion` {emotion!r} is only available with model {' or '.join(models)}, "
             f"not {model}; choose another emotion or send `model`.",
-            details={"field": "emotion"})
+            details={"field": "emotion"},
+        )
 
 
 def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
@@ -193,8 +242,7 @@ def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
     if not JOB_ID.fullmatch(job["id"]):
         # RunPod's ids are short printable strings; anything else never reaches the
         # database (a NUL or a lone surrogate would fail there, as a false outage).
-        raise InvalidRequest("The job id is not a valid RunPod job id.",
-                             details={"field": "id"})
+        raise InvalidRequest("The job id is not a valid RunPod job id.", details={"field": "id"})
     raw = job.get("input")
     if not isinstance(raw, dict):
         raise InvalidRequest("`input` must be a JSON object.", details={"field": "input"})

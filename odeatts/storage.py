@@ -24,13 +24,18 @@ __all__ = ["CONTENT_TYPES", "Storage", "build_storage"]
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac",
-                 "pcm": "application/octet-stream"}
+CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "pcm": "application/octet-stream",
+}
 
 
 class Storage:
-    def __init__(self, client: Any, *, bucket: str, expiry_seconds: int, prefix: str = "audio"
-                 ) -> None:
+    def __init__(
+        self, client: Any, *, bucket: str, expiry_seconds: int, prefix: str = "audio"
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._expiry = expiry_seconds
@@ -46,11 +51,20 @@ class Storage:
         key = f"{self._prefix}/{job_id}/{uuid.uuid4().hex}.{fmt}"
         try:
             await asyncio.to_thread(
-                self._client.put_object, Bucket=self._bucket, Key=key, Body=audio,
-                ContentType=CONTENT_TYPES.get(fmt, "application/octet-stream"))
-            return str(await asyncio.to_thread(
-                self._client.generate_presigned_url, "get_object",
-                Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=self._expiry))
+                self._client.put_object,
+                Bucket=self._bucket,
+                Key=key,
+                Body=audio,
+                ContentType=CONTENT_TYPES.get(fmt, "application/octet-stream"),
+            )
+            return str(
+                await asyncio.to_thread(
+                    self._client.generate_presigned_url,
+                    "get_object",
+                    Params={"Bucket": self._bucket, "Key": key},
+                    ExpiresIn=self._expiry,
+                )
+            )
         except (BotoCoreError, ClientError) as exc:
             log.error("object storage failed for job %s: %s", job_id, type(exc).__name__)
             raise ServiceUnavailable("Could not store the audio; try again later.") from exc
@@ -64,11 +78,17 @@ def build_storage(settings: Settings) -> Storage | None:
         "s3",
         endpoint_url=settings.bucket_endpoint_url,
         aws_access_key_id=settings.bucket_access_key_id,
-        aws_secret_access_key=(settings.bucket_secret_access_key.get_secret_value()
-                               if settings.bucket_secret_access_key else None),
+        aws_secret_access_key=(
+            settings.bucket_secret_access_key.get_secret_value()
+            if settings.bucket_secret_access_key
+            else None
+        ),
         region_name=settings.bucket_region,
-        config=Config(signature_version="s3v4", retries={"max_attempts": 2, "mode": "standard"},
-                      connect_timeout=3, read_timeout=10),
+        config=Config(
+            signature_version="s3v4",
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=10,
+        ),
     )
-    return Storage(client, bucket=settings.bucket_name,
-                   expiry_seconds=settings.url_expiry_seconds)
+    return Storage(client, bucket=settings.bucket_name, expiry_seconds=settings.url_expiry_seconds)

@@ -21,8 +21,7 @@ PAUSE = re.compile(r"<#(\d{1,2}(?:\.\d{1,2})?)#>")
 
 def _cut_points(text: str, pattern: re.Pattern[str]) -> list[int]:
     pauses = [m.span() for m in PAUSE.finditer(text)]
-    return [m.end() for m in pattern.finditer(text)
-            if not any(a < m.end() < b for a, b in pauses)]
+    return [m.end() for m in pattern.finditer(text) if not any(a < m.end() < b for a, b in pauses)]
 
 
 def _best_cut(text: str, limit: int) -> int:

@@ -22,13 +22,19 @@ __all__ = ["VoiceCache", "voice_dict"]
 
 def voice_dict(voice: Voice) -> dict[str, object]:
     """What callers see of a voice (never MiniMax's internal id)."""
-    return {"name": voice.name, "language": voice.language, "gender": voice.gender,
-            "kind": voice.kind, "description": voice.description}
+    return {
+        "name": voice.name,
+        "language": voice.language,
+        "gender": voice.gender,
+        "kind": voice.kind,
+        "description": voice.description,
+    }
 
 
 class VoiceCache:
-    def __init__(self, sessions: Sessions, *, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, sessions: Sessions, *, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._sessions = sessions
         self._ttl = ttl
         self._clock = clock
@@ -37,8 +43,9 @@ class VoiceCache:
 
     async def get(self, name: str) -> Voice | None:
         now = self._clock()
-        if now - self._loaded_at > self._ttl or (name not in self._voices
-                                                 and now - self._loaded_at > 1.0):
+        if now - self._loaded_at > self._ttl or (
+            name not in self._voices and now - self._loaded_at > 1.0
+        ):
             await self.reload()
         return self._voices.get(name)
 
@@ -50,6 +57,6 @@ class VoiceCache:
     async def reload(self) -> None:
         with database_errors():
             async with self._sessions() as session:
-                rows = (await session.execute(select(Voice).where(Voice.active.is_(True))))
+                rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
                 self._voices = {v.name: v for v in rows.scalars()}
         self._loaded_at = self._clock()

@@ -46,38 +46,62 @@ log = logging.getLogger(__name__)
 
 def build_dependencies(settings: Settings) -> Dependencies:
     """Deadlines and breakers of the job path (README "Failure behaviour")."""
-    def dependency(name: str, timeout: float, error: Callable[[], OdeaError],
-                   failing: tuple[type[BaseException], ...]) -> Dependency:
+
+    def dependency(
+        name: str,
+        timeout: float,
+        error: Callable[[], OdeaError],
+        failing: tuple[type[BaseException], ...],
+    ) -> Dependency:
         return Dependency(
-            name=name, timeout=timeout, error=error,
+            name=name,
+            timeout=timeout,
+            error=error,
             is_failure=lambda exc: isinstance(exc, failing),
-            breaker=Breaker(name, threshold=settings.breaker_threshold,
-                            cooldown=settings.breaker_cooldown_seconds))
+            breaker=Breaker(
+                name,
+                threshold=settings.breaker_threshold,
+                cooldown=settings.breaker_cooldown_seconds,
+            ),
+        )
 
     unavailable = (ServiceUnavailable, SQLAlchemyError, RedisError, OSError)
     return Dependencies(
-        db=dependency("postgres", settings.db_timeout_seconds, ServiceUnavailable,
-                      unavailable),
-        redis=dependency("redis", settings.redis_timeout_seconds, ServiceUnavailable,
-                         unavailable),
-        minimax=dependency("minimax", settings.job_budget_seconds, UpstreamUnavailable,
-                           (UpstreamUnavailable,)),
-        storage=dependency("object storage", settings.storage_timeout_seconds,
-                           ServiceUnavailable, (ServiceUnavailable, OSError)),
+        db=dependency("postgres", settings.db_timeout_seconds, ServiceUnavailable, unavailable),
+        redis=dependency("redis", settings.redis_timeout_seconds, ServiceUnavailable, unavailable),
+        minimax=dependency(
+            "minimax", settings.job_budget_seconds, UpstreamUnavailable, (UpstreamUnavailable,)
+        ),
+        storage=dependency(
+            "object storage",
+            settings.storage_timeout_seconds,
+            ServiceUnavailable,
+            (ServiceUnavailable, OSError),
+        ),
     )
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
-    engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
-                         timeout_seconds=settings.db_timeout_seconds)
+    engine = make_engine(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        timeout_seconds=settings.db_timeout_seconds,
+    )
     redis = build_redis(settings)
-    outbox = (RedisOutbox(redis, prefix=settings.redis_prefix) if redis is not None
-              else MemoryOutbox())
-    return Pipeline(settings=settings, engine=engine, limiter=build_limiter(settings, redis),
-                    minimax=build_minimax(settings), voices=VoiceCache(make_sessionmaker(engine)),
-                    deps=build_dependencies(settings), outbox=outbox,
-                    storage=build_storage(settings))
+    outbox = (
+        RedisOutbox(redis, prefix=settings.redis_prefix) if redis is not None else MemoryOutbox()
+    )
+    return Pipeline(
+        settings=settings,
+        engine=engine,
+        limiter=build_limiter(settings, redis),
+        minimax=build_minimax(settings),
+        voices=VoiceCache(make_sessionmaker(engine)),
+        deps=build_dependencies(settings),
+        outbox=outbox,
+        storage=build_storage(settings),
+    )
 
 
 class Worker:
@@ -104,9 +128,11 @@ class Worker:
         with _answered(job) as outcome:
             parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
             if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
-                raise InvalidRequest("This endpoint does not stream; send stream: false or "
-                                     "use the streaming endpoint.",
-                                     details={"field": "stream"})
+                raise InvalidRequest(
+                    "This endpoint does not stream; send stream: false or "
+                    "use the streaming endpoint.",
+                    details={"field": "stream"},
+                )
             return await self.pipeline().run(parsed)
         return outcome.error
 

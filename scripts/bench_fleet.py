@@ -69,8 +69,12 @@ async def make_keys(settings: Settings, users: int) -> list[str]:
         sessions = worker.pipeline().sessions
         for n in range(users):
             created = await accounts.create_user(
-                sessions, name=f"Bench {n}", email=f"bench{n}@example.com", plan="enterprise",
-                pepper=settings.pepper)
+                sessions,
+                name=f"Bench {n}",
+                email=f"bench{n}@example.com",
+                plan="enterprise",
+                pepper=settings.pepper,
+            )
             async with sessions() as session, session.begin():
                 user = await session.get(type(created.user), created.user.id)
                 assert user is not None
@@ -84,43 +88,66 @@ async def make_keys(settings: Settings, users: int) -> list[str]:
 
 
 def run(args: argparse.Namespace, db_url: str, log_dir: Path) -> None:
-    with Emulator(latency_seconds=args.latency) as emu, FakeRunPod() as fake, \
-            Fleet(fake, log_dir) as fleet:
+    with (
+        Emulator(latency_seconds=args.latency) as emu,
+        FakeRunPod() as fake,
+        Fleet(fake, log_dir) as fleet,
+    ):
         settings = Settings(
-            ODEATTS_ENV="test", DATABASE_URL=db_url, REDIS_URL=REDIS_URL,
+            ODEATTS_ENV="test",
+            DATABASE_URL=db_url,
+            REDIS_URL=REDIS_URL,
             ODEATTS_REDIS_PREFIX=f"odeatts-bench-{uuid.uuid4().hex[:8]}",
-            MINIMAX_BASE_URL=emu.url, MINIMAX_API_KEY=emu.api_key,
+            MINIMAX_BASE_URL=emu.url,
+            MINIMAX_API_KEY=emu.api_key,
             ODEATTS_KEY_PEPPER="bench-pepper-0123456789abcdef0123456789abcdef",
-            MINIMAX_RPM_LIMIT=0, MINIMAX_TPM_LIMIT=0, ODEATTS_MAX_CONCURRENCY=args.concurrency)
+            MINIMAX_RPM_LIMIT=0,
+            MINIMAX_TPM_LIMIT=0,
+            ODEATTS_MAX_CONCURRENCY=args.concurrency,
+        )
         keys = asyncio.run(make_keys(settings, args.users))
         env = {**worker_env(settings), "ODEATTS_LOG_LEVEL": "WARNING"}
         started = time.monotonic()
         fleet.start(args.workers, env)
         print(f"{args.workers} workers up in {time.monotonic() - started:.1f} s")
         emu.reset()
-        jobs = [(f"bench-{i}", {"api_key": keys[i % len(keys)], "text": args.text,
-                                "voice": "british-female"}) for i in range(args.jobs)]
+        jobs = [
+            (
+                f"bench-{i}",
+                {"api_key": keys[i % len(keys)], "text": args.text, "voice": "british-female"},
+            )
+            for i in range(args.jobs)
+        ]
         fake.put_many(jobs)
         results = fake.wait_for(len(jobs), timeout=max(120.0, args.jobs * args.latency))
         report(args, fake, results, emu)
 
 
-def report(args: argparse.Namespace, fake: FakeRunPod, results: list[Result],
-           emu: Emulator) -> None:
+def report(
+    args: argparse.Namespace, fake: FakeRunPod, results: list[Result], emu: Emulator
+) -> None:
     handed = {d.job_id: d.at for d in fake.deliveries()}
     in_worker = [r.at - handed[r.job_id] for r in results]
     failed = [r for r in results if r.error is not None]
     span = max(r.at for r in results) - min(handed.values())
     overhead = [t - args.latency for t in in_worker]
-    print(f"{len(results)} jobs ({len(failed)} failed) on {args.workers} workers x "
-          f"{args.concurrency}: {len(results) / span:.1f} jobs/s over {span:.2f} s")
-    print(f"time in worker   p50 {statistics.median(in_worker) * 1000:7.1f} ms   "
-          f"p95 {percentile(in_worker, 0.95) * 1000:7.1f} ms")
-    print(f"overhead per job p50 {statistics.median(overhead) * 1000:7.1f} ms   "
-          f"p95 {percentile(overhead, 0.95) * 1000:7.1f} ms   (beyond the emulator's "
-          f"{args.latency * 1000:.0f} ms)")
-    print(f"emulator: {emu.stats()['requests']['t2a_v2']} calls, "
-          f"{emu.stats()['in_flight_max']} at most in flight")
+    print(
+        f"{len(results)} jobs ({len(failed)} failed) on {args.workers} workers x "
+        f"{args.concurrency}: {len(results) / span:.1f} jobs/s over {span:.2f} s"
+    )
+    print(
+        f"time in worker   p50 {statistics.median(in_worker) * 1000:7.1f} ms   "
+        f"p95 {percentile(in_worker, 0.95) * 1000:7.1f} ms"
+    )
+    print(
+        f"overhead per job p50 {statistics.median(overhead) * 1000:7.1f} ms   "
+        f"p95 {percentile(overhead, 0.95) * 1000:7.1f} ms   (beyond the emulator's "
+        f"{args.latency * 1000:.0f} ms)"
+    )
+    print(
+        f"emulator: {emu.stats()['requests']['t2a_v2']} calls, "
+        f"{emu.stats()['in_flight_max']} at most in flight"
+    )
     if failed:
         print("first failure:", failed[0].error)
 

@@ -66,7 +66,7 @@ def parse_sse(text: str) -> list[Any]:
 
 
 def event_kind(event: Any) -> str:
-    """"final" for the event that ends a stream (data.status 2), else "chunk"."""
+    """ "final" for the event that ends a stream (data.status 2), else "chunk"."""
     data = event.get("data") if isinstance(event, dict) else None
     return "final" if isinstance(data, dict) and data.get("status") == 2 else "chunk"
 
@@ -92,8 +92,7 @@ def _where(path: str) -> str:
     return path or "the body"
 
 
-def shape_diff(expected: Any, actual: Any, *, extra_keys: bool = True,
-               path: str = "") -> list[str]:
+def shape_diff(expected: Any, actual: Any, *, extra_keys: bool = True, path: str = "") -> list[str]:
     """What differs between two decoded JSON values, shape only, one line per difference.
 
     ``extra_keys=False`` accepts keys ``actual`` has beyond ``expected`` (for replies
@@ -109,8 +108,9 @@ def shape_diff(expected: Any, actual: Any, *, extra_keys: bool = True,
     return []
 
 
-def _object_diff(expected: dict[str, Any], actual: dict[str, Any], *, extra_keys: bool,
-                 path: str) -> list[str]:
+def _object_diff(
+    expected: dict[str, Any], actual: dict[str, Any], *, extra_keys: bool, path: str
+) -> list[str]:
     problems: list[str] = []
     for key, value in expected.items():
         where = f"{path}.{key}" if path else key

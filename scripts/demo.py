@@ -27,8 +27,13 @@ DEMO_TEXT = "Good morning, Lagos. This is OdeaTTS, speaking through our RunPod w
 
 
 def admin(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "scripts/admin.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "scripts/admin.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"admin.py {' '.join(args[:2])} failed: {done.stderr.strip()}")
     return done.stdout
@@ -38,19 +43,34 @@ def main() -> None:
     data = ROOT / "var" / "demo"
     data.mkdir(parents=True, exist_ok=True)
     emulator, emulator_url = start_emulator()
-    env = {"PATH": "/usr/bin:/bin", "ODEATTS_DATA_DIR": str(data), "ODEATTS_ENV": "development",
-           "MINIMAX_BASE_URL": emulator_url, "MINIMAX_API_KEY": "emulator-key",
-           "ODEATTS_KEY_PEPPER": "demo-pepper-only-for-this-machine"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ODEATTS_DATA_DIR": str(data),
+        "ODEATTS_ENV": "development",
+        "MINIMAX_BASE_URL": emulator_url,
+        "MINIMAX_API_KEY": "emulator-key",
+        "ODEATTS_KEY_PEPPER": "demo-pepper-only-for-this-machine",
+    }
     server = None
     try:
         admin(env, "db", "upgrade")
-        user = json.loads(admin(env, "users", "create", "--name", "Demo User", "--email",
-                                f"demo+{int(time.time())}@example.com", "--plan", "free",
-                                "--json"))
+        user = json.loads(
+            admin(
+                env,
+                "users",
+                "create",
+                "--name",
+                "Demo User",
+                "--email",
+                f"demo+{int(time.time())}@example.com",
+                "--plan",
+                "free",
+                "--json",
+            )
+        )
         print(f"demo user {user['email']} (key {user['key_prefix']}…)", file=sys.stderr, flush=True)
         server, api = start_api_server(env, log=data / "worker.log")
-        job = {"input": {"api_key": user["api_key"], "text": DEMO_TEXT,
-                         "voice": "nigerian-female"}}
+        job = {"input": {"api_key": user["api_key"], "text": DEMO_TEXT, "voice": "nigerian-female"}}
         reply = httpx.post(f"{api}/runsync", json=job, timeout=60).json()
         if reply.get("status") != "COMPLETED":
             sys.exit(f"the job failed: {reply.get('error')}")
@@ -58,8 +78,12 @@ def main() -> None:
         target = ROOT / "out" / "demo.mp3"
         target.parent.mkdir(exist_ok=True)
         target.write_bytes(base64.b64decode(output["audio_base64"]))
-        print(f"{output['duration_seconds']} s of {output['voice']} speech; quota left "
-              f"{output['quota']['remaining_seconds']} s", file=sys.stderr, flush=True)
+        print(
+            f"{output['duration_seconds']} s of {output['voice']} speech; quota left "
+            f"{output['quota']['remaining_seconds']} s",
+            file=sys.stderr,
+            flush=True,
+        )
         print(target, flush=True)
     finally:
         if server is not None:

@@ -30,7 +30,9 @@ def start_emulator(*extra_args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m minimax_emulator`` on a free port; returns the process and its URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "minimax_emulator", "--port", "0", *extra_args],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -40,16 +42,27 @@ def start_emulator(*extra_args: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split("=", 1)[1]
 
 
-def start_api_server(env: Mapping[str, str], *, log: Path, timeout: float = 60.0
-                     ) -> tuple[subprocess.Popen[bytes], str]:
+def start_api_server(
+    env: Mapping[str, str], *, log: Path, timeout: float = 60.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """The RunPod SDK's local API server around our handler; waits until it answers."""
     port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-u", "handler.py", "--rp_serve_api", "--rp_api_host",
-             "127.0.0.1", "--rp_api_port", str(port)],
-            cwd=ROOT, env={**os.environ, **env, "RUNPOD_LOG_LEVEL": "ERROR"},
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-u",
+                "handler.py",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env, "RUNPOD_LOG_LEVEL": "ERROR"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

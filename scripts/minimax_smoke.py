@@ -50,9 +50,16 @@ from scripts.contract import (
 OK, DIFFERS, FAILED = 0, 1, 2
 DEFAULT_TEXT = "Hello from OdeaTTS."
 DEFAULT_VOICE = "English_expressive_narrator"
-INTEGERS = ("data.status", "extra_info.audio_length", "extra_info.audio_sample_rate",
-            "extra_info.audio_size", "extra_info.bitrate", "extra_info.usage_characters",
-            "extra_info.audio_channel", "base_resp.status_code")
+INTEGERS = (
+    "data.status",
+    "extra_info.audio_length",
+    "extra_info.audio_sample_rate",
+    "extra_info.audio_size",
+    "extra_info.bitrate",
+    "extra_info.usage_characters",
+    "extra_info.audio_channel",
+    "base_resp.status_code",
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,20 @@ class Recorder(httpx.AsyncBaseTransport):
         finally:
             await stream.aclose()
         decoded = httpx.Response(response.status_code, headers=response.headers, content=raw)
-        self.replies.append(Raw(request.url.path, response.status_code,
-                                response.headers.get("content-type", ""), decoded.read()))
-        return httpx.Response(response.status_code, headers=response.headers, content=raw,
-                              extensions=response.extensions)
+        self.replies.append(
+            Raw(
+                request.url.path,
+                response.status_code,
+                response.headers.get("content-type", ""),
+                decoded.read(),
+            )
+        )
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=raw,
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -129,20 +146,33 @@ class Report:
 def build_client(settings: Settings, recorder: Recorder) -> MiniMaxClient:
     """Our client as odeatts.connections.build_minimax builds it, with the recording
     transport and without retries."""
-    http = httpx.AsyncClient(base_url=settings.minimax_base_url, transport=recorder,
-                             timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0))
+    http = httpx.AsyncClient(
+        base_url=settings.minimax_base_url,
+        transport=recorder,
+        timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0),
+    )
     api_key = settings.minimax_api_key.get_secret_value() if settings.minimax_api_key else ""
-    return MiniMaxClient(http, api_key=api_key, group_id=settings.minimax_group_id,
-                         max_retries=0, retry_base_seconds=settings.minimax_retry_base_seconds,
-                         read_timeout_seconds=settings.minimax_timeout_seconds)
+    return MiniMaxClient(
+        http,
+        api_key=api_key,
+        group_id=settings.minimax_group_id,
+        max_retries=0,
+        retry_base_seconds=settings.minimax_retry_base_seconds,
+        read_timeout_seconds=settings.minimax_timeout_seconds,
+    )
 
 
 def speech_params(settings: Settings, text: str, voice: str) -> SpeechParams:
     """The documented request of the fixtures, with our model, voice and text."""
     audio = load("t2a_v2.success")["request"]["audio_setting"]
-    return SpeechParams(text=text, voice_id=voice, model=settings.minimax_model,
-                        sample_rate=audio["sample_rate"], bitrate=audio["bitrate"],
-                        format=audio["format"])
+    return SpeechParams(
+        text=text,
+        voice_id=voice,
+        model=settings.minimax_model,
+        sample_rate=audio["sample_rate"],
+        bitrate=audio["bitrate"],
+        format=audio["format"],
+    )
 
 
 # ------------------------------------------------------------------ the calls
@@ -155,16 +185,19 @@ async def attempt(report: Report, what: str, action: Callable[[], Awaitable[str]
         report.fail(what, f"{type(exc).__name__}: {exc}")
 
 
-async def run_calls(client: MiniMaxClient, params: SpeechParams, report: Report,
-                    recorder: Recorder) -> dict[str, list[Raw]]:
+async def run_calls(
+    client: MiniMaxClient, params: SpeechParams, report: Report, recorder: Recorder
+) -> dict[str, list[Raw]]:
     """Each call's raw replies, by call name."""
     raws: dict[str, list[Raw]] = {}
 
     async def synthesize() -> str:
         speech = await client.synthesize(params, request_id="smoke-synthesize")
-        return (f"{len(speech.audio)} bytes of {speech.format}, {speech.duration_ms} ms, "
-                f"{speech.sample_rate} Hz, {speech.billed_characters} billed characters, "
-                f"trace {speech.trace_id}")
+        return (
+            f"{len(speech.audio)} bytes of {speech.format}, {speech.duration_ms} ms, "
+            f"{speech.sample_rate} Hz, {speech.billed_characters} billed characters, "
+            f"trace {speech.trace_id}"
+        )
 
     async def stream() -> str:
         chunks, end = 0, None
@@ -176,17 +209,18 @@ async def run_calls(client: MiniMaxClient, params: SpeechParams, report: Report,
                 chunks, size = chunks + 1, size + len(item)
         if end is None:
             raise RuntimeError("the stream ended without a StreamEnd")
-        return (f"{chunks} chunks, {size} bytes; end: {end.duration_ms} ms, "
-                f"{end.sample_rate} Hz, {end.billed_characters} billed characters, "
-                f"trace {end.trace_id}")
+        return (
+            f"{chunks} chunks, {size} bytes; end: {end.duration_ms} ms, "
+            f"{end.sample_rate} Hz, {end.billed_characters} billed characters, "
+            f"trace {end.trace_id}"
+        )
 
     async def voices() -> str:
         found = await client.list_voices("all", request_id="smoke-get-voice")
         counts = {k: len(v) for k, v in found.items() if isinstance(v, list)}
         return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no lists"
 
-    for name, action in (("synthesis", synthesize), ("stream", stream),
-                         ("get_voice", voices)):
+    for name, action in (("synthesis", synthesize), ("stream", stream), ("get_voice", voices)):
         start = len(recorder.replies)
         await attempt(report, name, action)
         raws[name] = recorder.replies[start:]
@@ -227,8 +261,10 @@ def compare_json(report: Report, what: str, raw: Raw, fixture: str) -> None:
             fixture, documented = "t2a_v2.error", load("t2a_v2.error")["reply"]
         else:
             fixture, documented, extra_keys = "base_resp only", ERROR_SHAPE, False
-    report.compare(f"{what} ({fixture})", shape_diff(documented, body, extra_keys=extra_keys)
-                   + integer_problems(body, INTEGERS))
+    report.compare(
+        f"{what} ({fixture})",
+        shape_diff(documented, body, extra_keys=extra_keys) + integer_problems(body, INTEGERS),
+    )
 
 
 def compare_stream(report: Report, raw: Raw) -> None:
@@ -236,8 +272,13 @@ def compare_stream(report: Report, raw: Raw) -> None:
     if "text/event-stream" not in raw.content_type:
         body, _ = _json(raw)
         if _error_code(body) is None:  # errors before streaming are documented as JSON
-            report.compare("stream reply", [f"{raw.content_type or 'no content type'} where "
-                                            f"{fixture['reply_content_type']} is documented"])
+            report.compare(
+                "stream reply",
+                [
+                    f"{raw.content_type or 'no content type'} where "
+                    f"{fixture['reply_content_type']} is documented"
+                ],
+            )
         compare_json(report, "stream reply (one JSON body)", raw, "t2a_v2.success")
         return
     try:
@@ -247,17 +288,24 @@ def compare_stream(report: Report, raw: Raw) -> None:
         return
     documented = parse_sse(sse_text(fixture))
     kinds = [event_kind(e) for e in events]
-    order = [] if kinds and kinds[-1] == "final" and kinds.count("final") == 1 else [
-        f"event kinds {dict(Counter(kinds))}; one final event (data.status 2), last, "
-        "is documented"]
+    order = (
+        []
+        if kinds and kinds[-1] == "final" and kinds.count("final") == 1
+        else [
+            f"event kinds {dict(Counter(kinds))}; one final event (data.status 2), last, "
+            "is documented"
+        ]
+    )
     report.compare("stream: one final event, last", order)
     for kind, example in (("chunk", documented[0]), ("final", documented[-1])):
         found: Counter[str] = Counter()
         mine = [e for e in events if event_kind(e) == kind]
         for event in mine:
             found.update(set(shape_diff(example, event) + integer_problems(event, INTEGERS)))
-        report.compare(f"stream {kind} events ({len(mine)}, t2a_v2.stream.sse)",
-                       [f"{p} (in {n} of {len(mine)})" for p, n in sorted(found.items())])
+        report.compare(
+            f"stream {kind} events ({len(mine)}, t2a_v2.stream.sse)",
+            [f"{p} (in {n} of {len(mine)})" for p, n in sorted(found.items())],
+        )
     note_stream(report, events)
 
 
@@ -278,11 +326,18 @@ def note_stream(report: Report, events: list[Any]) -> None:
     if finals:
         tail = _audio(finals[-1])
         extra = finals[-1].get("extra_info") or {}
-        what = ("empty" if not tail else "the whole audio again" if tail == sent
-                else f"{len(tail)} bytes not sent before")
-        report.note(f"with exclude_aggregated_audio the final event's data.audio is {what}; "
-                    f"chunks {len(sent)} bytes, final {len(tail)} bytes, "
-                    f"extra_info.audio_size {extra.get('audio_size')}")
+        what = (
+            "empty"
+            if not tail
+            else "the whole audio again"
+            if tail == sent
+            else f"{len(tail)} bytes not sent before"
+        )
+        report.note(
+            f"with exclude_aggregated_audio the final event's data.audio is {what}; "
+            f"chunks {len(sent)} bytes, final {len(tail)} bytes, "
+            f"extra_info.audio_size {extra.get('audio_size')}"
+        )
     whole = sum(map(_whole_frames, chunks))
     report.note(f"{whole} of {len(chunks)} chunks are whole MP3 frames on their own")
 
@@ -315,8 +370,10 @@ async def smoke(settings: Settings, text: str, voice: str) -> int:
     if settings.minimax_api_key is None:
         report.fail("setup", "MINIMAX_API_KEY is not set")
         return report.status
-    report.say(f"MiniMax smoke test: {settings.minimax_base_url}, model "
-               f"{settings.minimax_model}, voice {voice} (key set, not shown)")
+    report.say(
+        f"MiniMax smoke test: {settings.minimax_base_url}, model "
+        f"{settings.minimax_model}, voice {voice} (key set, not shown)"
+    )
     recorder = Recorder(httpx.AsyncHTTPTransport())
     client = build_client(settings, recorder)
     try:
@@ -324,9 +381,11 @@ async def smoke(settings: Settings, text: str, voice: str) -> int:
     finally:
         await client.aclose()
     compare(report, raws)
-    verdict = {OK: "nothing differs from the fixtures",
-               DIFFERS: f"{report.differences} difference(s) from the fixtures",
-               FAILED: "a call failed"}[report.status]
+    verdict = {
+        OK: "nothing differs from the fixtures",
+        DIFFERS: f"{report.differences} difference(s) from the fixtures",
+        FAILED: "a call failed",
+    }[report.status]
     report.say(f"Result: {verdict} (exit {report.status})")
     return report.status
 
@@ -341,8 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValueError as exc:
         message, key = str(exc), os.environ.get("MINIMAX_API_KEY", "")
-        print("error: the settings are not valid: "
-              + (message.replace(key, "***") if key else message), file=sys.stderr)
+        print(
+            "error: the settings are not valid: "
+            + (message.replace(key, "***") if key else message),
+            file=sys.stderr,
+        )
         return FAILED
     return asyncio.run(smoke(settings, args.text, args.voice))
 

@@ -30,9 +30,18 @@ from tests.support.services import PostgresTemplate, SqliteTemplate, require
 S3_BUCKET = "odeatts-test-audio"
 PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
 EMULATOR_KEY = "emulator-key"
-_ENV = ("DATABASE_URL", "REDIS_URL", "MINIMAX_API_KEY", "MINIMAX_BASE_URL", "MINIMAX_GROUP_ID",
-        "ODEATTS_KEY_PEPPER", "ODEATTS_ENV", "ODEATTS_DATA_DIR", "ODEATTS_REDIS_PREFIX",
-        "ODEATTS_LOG_FORMAT")
+_ENV = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "MINIMAX_API_KEY",
+    "MINIMAX_BASE_URL",
+    "MINIMAX_GROUP_ID",
+    "ODEATTS_KEY_PEPPER",
+    "ODEATTS_ENV",
+    "ODEATTS_DATA_DIR",
+    "ODEATTS_REDIS_PREFIX",
+    "ODEATTS_LOG_FORMAT",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,9 +88,13 @@ def s3_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="test",
-                 aws_secret_access_key="test", region_name="us-east-1"
-                 ).create_bucket(Bucket=S3_BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=S3_BUCKET)
     yield url
     server.stop()
 
@@ -127,16 +140,22 @@ def redis_url(backend: str) -> str | None:
 
 
 @pytest.fixture
-def make_settings(database_url: str, redis_url: str | None, emu: Emulator, tmp_path: Path
-                  ) -> Callable[..., Settings]:
+def make_settings(
+    database_url: str, redis_url: str | None, emu: Emulator, tmp_path: Path
+) -> Callable[..., Settings]:
     prefix = f"odeatts-test-{uuid.uuid4().hex[:8]}"
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "ODEATTS_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-            "ODEATTS_REDIS_PREFIX": prefix, "MINIMAX_BASE_URL": emu.url,
-            "MINIMAX_API_KEY": EMULATOR_KEY, "ODEATTS_KEY_PEPPER": PEPPER,
-            "MINIMAX_RETRY_BASE_SECONDS": 0.01, "ODEATTS_DATA_DIR": str(tmp_path),
+            "ODEATTS_ENV": "test",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "ODEATTS_REDIS_PREFIX": prefix,
+            "MINIMAX_BASE_URL": emu.url,
+            "MINIMAX_API_KEY": EMULATOR_KEY,
+            "ODEATTS_KEY_PEPPER": PEPPER,
+            "MINIMAX_RETRY_BASE_SECONDS": 0.01,
+            "ODEATTS_DATA_DIR": str(tmp_path),
         }
         values.update(overrides)
         return Settings(**values)
@@ -167,8 +186,12 @@ def make_user(worker: Worker) -> UserFactory:
     async def make(plan: str = "free", **fields: Any) -> tuple[int, str]:
         n = next(counter)
         created = await accounts.create_user(
-            worker.pipeline().sessions, name=f"User {n}", email=f"user{n}@example.com",
-            plan=plan, pepper=worker.settings.pepper)
+            worker.pipeline().sessions,
+            name=f"User {n}",
+            email=f"user{n}@example.com",
+            plan=plan,
+            pepper=worker.settings.pepper,
+        )
         if fields:
             async with worker.pipeline().sessions() as session, session.begin():
                 user = await session.get(type(created.user), created.user.id)
@@ -187,8 +210,7 @@ def run_job(worker: Worker) -> JobRunner:
     """Run one job through the worker exactly as RunPod would; errors come back parsed."""
 
     async def run(job_id: str | None = None, **job_input: Any) -> dict[str, Any]:
-        result = await worker.handle({"id": job_id or f"test-{uuid.uuid4()}",
-                                      "input": job_input})
+        result = await worker.handle({"id": job_id or f"test-{uuid.uuid4()}", "input": job_input})
         if "error" in result:
             assert isinstance(result["error"], str), "RunPod wants error as a string"
             return {"error": json.loads(result["error"])}

@@ -39,11 +39,16 @@ TEXT = "Good evening, Abuja. The last bus leaves at ten."
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
 
 
-
-def create_user(invoke: Invoke, email: str = "ada@example.com", plan: str = "free",
-                *extra: str, env: dict[str, str] | None = None) -> Result:
-    return invoke("users", "create", "--name", "Ada Obi", "--email", email, "--plan", plan,
-                  *extra, env=env)
+def create_user(
+    invoke: Invoke,
+    email: str = "ada@example.com",
+    plan: str = "free",
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> Result:
+    return invoke(
+        "users", "create", "--name", "Ada Obi", "--email", email, "--plan", plan, *extra, env=env
+    )
 
 
 def assert_operator_error(result: Result, code: int, *words: str) -> str:
@@ -61,6 +66,7 @@ def assert_operator_error(result: Result, code: int, *words: str) -> str:
 
 # --- db upgrade ----------------------------------------------------------------------------
 
+
 def test_db_upgrade_migrates_an_empty_database(backend: str, tmp_path: Path) -> None:
     with empty_database(backend, tmp_path) as url:
         result = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": url})
@@ -69,11 +75,11 @@ def test_db_upgrade_migrates_an_empty_database(backend: str, tmp_path: Path) -> 
         eng = create_engine(sync_url(url), poolclass=NullPool)
         try:
             assert {"plans", "users", "api_keys", "voices", "usage"} <= set(
-                inspect(eng).get_table_names())
+                inspect(eng).get_table_names()
+            )
             with eng.connect() as conn:
                 assert len(conn.execute(select(Plan.__table__.c.id)).all()) == 4
-            again = CliRunner().invoke(app, ["db", "upgrade", "--json"],
-                                       env={"DATABASE_URL": url})
+            again = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": url})
             assert again.exit_code == 0, again.stderr
             data = json.loads(again.stdout)
             with eng.connect() as conn:
@@ -92,8 +98,9 @@ def test_db_upgrade_json_says_what_it_did(tmp_path: Path) -> None:
     assert data["from"] is None and data["to"] and data["changed"] is True
     assert data["database"] == url
     secret = "postgresql://odea:s3cret-pw@127.0.0.1:1/x"
-    refused = CliRunner().invoke(app, ["db", "upgrade", "no-such-revision", "--json"],
-                                 env={"DATABASE_URL": url})
+    refused = CliRunner().invoke(
+        app, ["db", "upgrade", "no-such-revision", "--json"], env={"DATABASE_URL": url}
+    )
     assert_operator_error(refused, 2, "no-such-revision")
     down = CliRunner().invoke(app, ["db", "upgrade", "--json"], env={"DATABASE_URL": secret})
     assert_operator_error(down, 3, "migration failed")
@@ -101,6 +108,7 @@ def test_db_upgrade_json_says_what_it_did(tmp_path: Path) -> None:
 
 
 # --- users create --------------------------------------------------------------------------
+
 
 def test_users_create_prints_json_with_the_key(invoke: Invoke) -> None:
     result = create_user(invoke, "Ada@Example.com", "basic", "--json")
@@ -112,10 +120,10 @@ def test_users_create_prints_json_with_the_key(invoke: Invoke) -> None:
     assert data["key_prefix"] == data["api_key"][:13]
 
 
-def test_the_key_is_stored_only_as_its_hash(invoke: Invoke, engine: Engine,
-                                            settings: Settings) -> None:
-    plain = json.loads(create_user(invoke, "ada@example.com", "free", "--json").stdout
-                       )["api_key"]
+def test_the_key_is_stored_only_as_its_hash(
+    invoke: Invoke, engine: Engine, settings: Settings
+) -> None:
+    plain = json.loads(create_user(invoke, "ada@example.com", "free", "--json").stdout)["api_key"]
     with engine.connect() as conn:
         [row] = conn.execute(select(ApiKey.__table__)).all()
         assert row.key_hash == hash_key(plain, settings.pepper)
@@ -126,9 +134,7 @@ def test_the_key_is_stored_only_as_its_hash(invoke: Invoke, engine: Engine,
             assert secret not in dump, f"the key's secret is stored in plain in {table}"
 
 
-async def test_a_created_key_works_in_a_speech_job(
-    invoke: Invoke, run_job: JobRunner
-) -> None:
+async def test_a_created_key_works_in_a_speech_job(invoke: Invoke, run_job: JobRunner) -> None:
     result = await asyncio.to_thread(create_user, invoke, "ada@example.com", "free", "--json")
     assert result.exit_code == 0, result.stderr
     key = json.loads(result.stdout)["api_key"]
@@ -182,38 +188,78 @@ def test_unreachable_database_exits_3(invoke: Invoke, settings: Settings) -> Non
     env = {**cli_env(settings), "DATABASE_URL": UNREACHABLE}
     result = create_user(invoke, env=env)
     assert_operator_error(result, 3, "database unavailable", "DATABASE_URL")
-    voice = invoke("voices", "add", "--name", "calm-woman", "--minimax-id", "English_CalmWoman",
-                   "--language", "en-US", "--gender", "female", env=env)
+    voice = invoke(
+        "voices",
+        "add",
+        "--name",
+        "calm-woman",
+        "--minimax-id",
+        "English_CalmWoman",
+        "--language",
+        "en-US",
+        "--gender",
+        "female",
+        env=env,
+    )
     assert_operator_error(voice, 3, "database unavailable")
     upgrade = invoke("db", "upgrade", env=env)
     assert_operator_error(upgrade, 3, "migration failed")
 
 
-def test_unmigrated_database_exits_3_and_says_so(invoke: Invoke, settings: Settings,
-                                                 backend: str, tmp_path: Path) -> None:
+def test_unmigrated_database_exits_3_and_says_so(
+    invoke: Invoke, settings: Settings, backend: str, tmp_path: Path
+) -> None:
     with empty_database(backend, tmp_path) as url:
         env = {**cli_env(settings), "DATABASE_URL": url}
-        for result in (create_user(invoke, env=env), invoke("users", "list", env=env),
-                       invoke("quota", "reset-due", env=env)):
+        for result in (
+            create_user(invoke, env=env),
+            invoke("users", "list", env=env),
+            invoke("quota", "reset-due", env=env),
+        ):
             assert_operator_error(result, 3, "DATABASE_URL", "run scripts/admin db upgrade")
 
 
 # --- voices add ----------------------------------------------------------------------------
 
-def add_voice(invoke: Invoke, name: str, minimax_id: str = "English_CalmWoman",
-              *extra: str) -> Result:
-    return invoke("voices", "add", "--name", name, "--minimax-id", minimax_id,
-                  "--language", "en-US", "--gender", "female", *extra)
+
+def add_voice(
+    invoke: Invoke, name: str, minimax_id: str = "English_CalmWoman", *extra: str
+) -> Result:
+    return invoke(
+        "voices",
+        "add",
+        "--name",
+        name,
+        "--minimax-id",
+        minimax_id,
+        "--language",
+        "en-US",
+        "--gender",
+        "female",
+        *extra,
+    )
 
 
-async def test_an_added_voice_is_usable_by_name(invoke: Invoke, run_job: JobRunner,
-                                               tmp_path: Path) -> None:
-    added = await asyncio.to_thread(add_voice, invoke, "calm-woman", "English_CalmWoman",
-                                    "--description", "Calm and even.", "--json")
+async def test_an_added_voice_is_usable_by_name(
+    invoke: Invoke, run_job: JobRunner, tmp_path: Path
+) -> None:
+    added = await asyncio.to_thread(
+        add_voice,
+        invoke,
+        "calm-woman",
+        "English_CalmWoman",
+        "--description",
+        "Calm and even.",
+        "--json",
+    )
     assert added.exit_code == 0, added.stderr
     assert json.loads(added.stdout) == {
-        "name": "calm-woman", "minimax_voice_id": "English_CalmWoman", "language": "en-US",
-        "gender": "female", "kind": "system"}
+        "name": "calm-woman",
+        "minimax_voice_id": "English_CalmWoman",
+        "language": "en-US",
+        "gender": "female",
+        "kind": "system",
+    }
     created = await asyncio.to_thread(create_user, invoke, "ada@example.com", "free", "--json")
     key = json.loads(created.stdout)["api_key"]
     out = await run_job(api_key=key, text=TEXT, voice="calm-woman")
@@ -231,8 +277,16 @@ async def test_a_voice_minimax_has_dropped_is_voice_not_found_and_free(
     (an expired clone) is refused upstream, and nothing is charged. `voices add` would
     refuse such an id, so the row is written directly, as if the clone had expired."""
     async with worker.pipeline().sessions() as session, session.begin():
-        session.add(Voice(name="ghost-voice", minimax_voice_id="No_Such_Voice_Id",
-                          language="en-US", gender="female", kind="cloned", active=True))
+        session.add(
+            Voice(
+                name="ghost-voice",
+                minimax_voice_id="No_Such_Voice_Id",
+                language="en-US",
+                gender="female",
+                kind="cloned",
+                active=True,
+            )
+        )
     created = await asyncio.to_thread(create_user, invoke, "ada@example.com", "free", "--json")
     key = json.loads(created.stdout)["api_key"]
     out = await run_job(api_key=key, text=TEXT, voice="ghost-voice")
@@ -250,32 +304,48 @@ def test_duplicate_voice_name_is_an_operator_error(invoke: Invoke, name: str) ->
 
 
 @backend_independent
-@pytest.mark.parametrize(("name", "gender"), [("Calm Woman", "female"),
-                                              ("calm-woman", "robot")])
+@pytest.mark.parametrize(("name", "gender"), [("Calm Woman", "female"), ("calm-woman", "robot")])
 def test_bad_voice_fields_are_operator_errors(invoke: Invoke, name: str, gender: str) -> None:
-    result = invoke("voices", "add", "--name", name, "--minimax-id", "English_CalmWoman",
-                    "--language", "en-US", "--gender", gender)
+    result = invoke(
+        "voices",
+        "add",
+        "--name",
+        name,
+        "--minimax-id",
+        "English_CalmWoman",
+        "--language",
+        "en-US",
+        "--gender",
+        gender,
+    )
     assert_operator_error(result, 2)
 
 
 # --- the real script -----------------------------------------------------------------------
 
+
 def test_admin_script_help_runs(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "scripts/admin.py", "--help"], cwd=ROOT,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "scripts/admin.py", "--help"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     for command in ("db", "users", "voices"):
         assert command in proc.stdout
-
 
 
 def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) -> None:
     """A copy of the project, driven from other directories with no DATABASE_URL or
     ODEATTS_DATA_DIR: every command finds the one SQLite file under the project's var/."""
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "odeatts", project / "odeatts",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "odeatts", project / "odeatts", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (project / "scripts").mkdir()
     for name in ("__init__.py", "admin.py"):
         shutil.copy(ROOT / "scripts" / name, project / "scripts" / name)
@@ -284,9 +354,15 @@ def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 
     def admin(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(project / "scripts" / "admin.py"), *args],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-                              check=False)
+        return subprocess.run(
+            [sys.executable, str(project / "scripts" / "admin.py"), *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     database = project / "var" / "odeatts.db"
     blank = admin(elsewhere, "users", "list")
@@ -296,8 +372,16 @@ def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) 
     upgraded = admin(elsewhere, "db", "upgrade", "--json")
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout)["database"].endswith(database.as_posix())
-    made = admin(project / "odeatts", "users", "create", "--name", "Ada Obi", "--email",
-                 "ada@example.com", "--json")
+    made = admin(
+        project / "odeatts",
+        "users",
+        "create",
+        "--name",
+        "Ada Obi",
+        "--email",
+        "ada@example.com",
+        "--json",
+    )
     assert made.returncode == 0, made.stderr
     listed = admin(tmp_path, "users", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -314,18 +398,27 @@ def test_scripts_admin_bootstraps_then_runs_admin_py_where_you_are(tmp_path: Pat
     (project / ".venv" / "bin").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "admin", project / "scripts" / "admin")
     bootstrap = project / "scripts" / "bootstrap"
-    bootstrap.write_text('#!/usr/bin/env bash\necho "bootstrap $*" >&2\n'
-                         'echo "$*" > "$(dirname "$0")/../bootstrapped"\n')
+    bootstrap.write_text(
+        '#!/usr/bin/env bash\necho "bootstrap $*" >&2\n'
+        'echo "$*" > "$(dirname "$0")/../bootstrapped"\n'
+    )
     bootstrap.chmod(0o755)
     (project / "scripts" / "admin.py").write_text(
-        "import json, os, sys\nprint(json.dumps({'cwd': os.getcwd(), 'args': sys.argv[1:]}))\n")
+        "import json, os, sys\nprint(json.dumps({'cwd': os.getcwd(), 'args': sys.argv[1:]}))\n"
+    )
     (project / ".venv" / "bin" / "python").symlink_to(sys.executable)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     args = ["voices", "clone", "--name", "ada voice", "--file", "ada.wav", "--json"]
-    proc = subprocess.run([str(project / "scripts" / "admin"), *args], cwd=elsewhere,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [str(project / "scripts" / "admin"), *args],
+        cwd=elsewhere,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"cwd": str(elsewhere), "args": args}
     assert (project / "bootstrapped").read_text().split() == ["requirements-dev.txt"]
@@ -344,10 +437,14 @@ def test_no_cli_module_imports_another_but_common() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "odeatts.cli":
                 names |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                    "odeatts.cli."):
+                "odeatts.cli."
+            ):
                 names.add(str(node.module).removeprefix("odeatts.cli."))
             elif isinstance(node, ast.Import):
-                names |= {a.name.removeprefix("odeatts.cli.") for a in node.names
-                          if a.name.startswith("odeatts.cli.")}
+                names |= {
+                    a.name.removeprefix("odeatts.cli.")
+                    for a in node.names
+                    if a.name.startswith("odeatts.cli.")
+                }
         found[path.stem] = names - {"common"}
     assert {name: names for name, names in found.items() if names} == {}

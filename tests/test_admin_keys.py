@@ -52,16 +52,19 @@ def listed(invoke: Invoke, user: str) -> dict[str, dict[str, Any]]:
 
 # --- issue ---------------------------------------------------------------------------------
 
+
 async def test_an_issued_key_works_and_only_its_hash_is_stored(
     invoke: Invoke, engine: Engine, settings: Settings, run_job: JobRunner
 ) -> None:
     user = await asyncio.to_thread(new_user, invoke)
-    data = ok_json(await cli(invoke, "keys", "issue", "--user", "ADA@example.com", "--label",
-                             "mobile app", "--json"))
+    data = ok_json(
+        await cli(
+            invoke, "keys", "issue", "--user", "ADA@example.com", "--label", "mobile app", "--json"
+        )
+    )
     plain = data["api_key"]
     assert KEY_SHAPE.fullmatch(plain) and data["prefix"] == plain[:13]
-    assert (data["user_id"], data["label"], data["state"]) == (user["id"], "mobile app",
-                                                               "active")
+    assert (data["user_id"], data["label"], data["state"]) == (user["id"], "mobile app", "active")
     row = key_row(engine, data["prefix"])
     assert row.key_hash == hash_key(plain, settings.pepper) and row.user_id == user["id"]
     with engine.connect() as conn:
@@ -85,12 +88,12 @@ def test_issue_mistakes(invoke: Invoke, engine: Engine) -> None:
     new_user(invoke)
     assert_operator_error(invoke("keys", "issue", "--user", "bob@example.com"), 2, "no user")
     assert_operator_error(invoke("keys", "issue", "--user", "1", "--label", " "), 2, "label")
-    assert_operator_error(invoke("keys", "issue", "--user", "1", "--label", "x" * 101), 2,
-                          "label")
+    assert_operator_error(invoke("keys", "issue", "--user", "1", "--label", "x" * 101), 2, "label")
     assert key_count(engine) == 1
 
 
 # --- list ----------------------------------------------------------------------------------
+
 
 async def test_list_shows_last_use_and_never_the_key(
     invoke: Invoke, engine: Engine, run_job: JobRunner
@@ -98,8 +101,12 @@ async def test_list_shows_last_use_and_never_the_key(
     user = await asyncio.to_thread(new_user, invoke)
     second = ok_json(await cli(invoke, "keys", "issue", "--user", "1", "--json"))
     assert "error" not in await speak(run_job, user["api_key"])
-    assert error_code(await run_job(api_key=user["api_key"], text=TEXT_TOO_LONG,
-                                    voice="british-female")) == "invalid_request"
+    assert (
+        error_code(
+            await run_job(api_key=user["api_key"], text=TEXT_TOO_LONG, voice="british-female")
+        )
+        == "invalid_request"
+    )
     result = await cli(invoke, "keys", "list", "--user", "ada@example.com", "--json")
     keys = {k["prefix"]: k for k in ok_json(result)["keys"]}
     with engine.connect() as conn:
@@ -118,8 +125,9 @@ async def test_list_shows_last_use_and_never_the_key(
 
 def test_list_states(invoke: Invoke, engine: Engine) -> None:
     new_user(invoke)
-    prefixes = [ok_json(invoke("keys", "issue", "--user", "1", "--json"))["prefix"]
-                for _ in range(3)]
+    prefixes = [
+        ok_json(invoke("keys", "issue", "--user", "1", "--json"))["prefix"] for _ in range(3)
+    ]
     now = dt.datetime.now(dt.UTC)
     set_key(engine, prefixes[0], revoked_at=now)
     set_key(engine, prefixes[1], expires_at=now + dt.timedelta(hours=1))
@@ -132,6 +140,7 @@ def test_list_states(invoke: Invoke, engine: Engine) -> None:
 
 
 # --- revoke --------------------------------------------------------------------------------
+
 
 async def test_a_revoked_key_is_refused_at_once_and_revoking_twice_is_fine(
     invoke: Invoke, engine: Engine, run_job: JobRunner
@@ -165,21 +174,30 @@ async def test_revoke_by_id(invoke: Invoke, engine: Engine, run_job: JobRunner) 
 
 def test_revoke_mistakes(invoke: Invoke, engine: Engine) -> None:
     user = new_user(invoke)
-    for args, words in (([], ["--prefix", "--id"]),
-                        (["--prefix", user["key_prefix"], "--id", "1"], ["exactly one"]),
-                        (["--prefix", "odea_abc"], ["not a key prefix"]),
-                        (["--prefix", "odea_ZZZZZZZZ"], ["no key"]),
-                        (["--id", "999"], ["no key"]), (["--id", "99999999999"], ["no key"])):
+    for args, words in (
+        ([], ["--prefix", "--id"]),
+        (["--prefix", user["key_prefix"], "--id", "1"], ["exactly one"]),
+        (["--prefix", "odea_abc"], ["not a key prefix"]),
+        (["--prefix", "odea_ZZZZZZZZ"], ["no key"]),
+        (["--id", "999"], ["no key"]),
+        (["--id", "99999999999"], ["no key"]),
+    ):
         assert_operator_error(invoke("keys", "revoke", *args, "--json"), 2, *words)
     assert key_row(engine, user["key_prefix"]).revoked_at is None
     # Two keys can share a prefix (8 random characters): ambiguity asks for the id.
     with engine.begin() as conn:
-        conn.execute(insert(KEYS).values(user_id=user["id"], prefix=user["key_prefix"],
-                                         key_hash="0" * 64, created_at=dt.datetime.now(dt.UTC)))
-    assert_operator_error(invoke("keys", "revoke", "--prefix", user["key_prefix"]), 2,
-                          "2 keys", "--id")
-    assert ok_json(invoke("keys", "revoke", "--id", "2", "--json"))["prefix"] == user[
-        "key_prefix"]
+        conn.execute(
+            insert(KEYS).values(
+                user_id=user["id"],
+                prefix=user["key_prefix"],
+                key_hash="0" * 64,
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    assert_operator_error(
+        invoke("keys", "revoke", "--prefix", user["key_prefix"]), 2, "2 keys", "--id"
+    )
+    assert ok_json(invoke("keys", "revoke", "--id", "2", "--json"))["prefix"] == user["key_prefix"]
     with engine.connect() as conn:  # id 1 is untouched
         assert conn.execute(select(KEYS.c.revoked_at).where(KEYS.c.id == 1)).scalar() is None
     # A leaked key pasted whole is named by its prefix.
@@ -190,16 +208,19 @@ def test_revoke_mistakes(invoke: Invoke, engine: Engine) -> None:
 
 # --- rotate --------------------------------------------------------------------------------
 
+
 async def test_rotate_without_grace_stops_the_old_key_at_once(
     invoke: Invoke, engine: Engine, run_job: JobRunner
 ) -> None:
     user = await asyncio.to_thread(new_user, invoke)
-    data = ok_json(await cli(invoke, "keys", "rotate", "--prefix", user["key_prefix"],
-                             "--json"))
+    data = ok_json(await cli(invoke, "keys", "rotate", "--prefix", user["key_prefix"], "--json"))
     new = data["new"]
     assert KEY_SHAPE.fullmatch(new["api_key"]) and new["label"] == "first key (rotated)"
     assert (data["old"]["state"], data["grace_seconds"], new["user_id"]) == (
-        "revoked", 0, user["id"])
+        "revoked",
+        0,
+        user["id"],
+    )
     assert error_code(await speak(run_job, user["api_key"])) == "unauthorized"
     assert "error" not in await speak(run_job, new["api_key"])
     assert key_row(engine, user["key_prefix"]).revoked_at is not None
@@ -212,18 +233,23 @@ async def test_rotate_with_grace_keeps_the_old_key_until_it_expires(
 ) -> None:
     user = await asyncio.to_thread(new_user, invoke)
     before = dt.datetime.now(dt.UTC)
-    data = ok_json(await cli(invoke, "keys", "rotate", "--prefix", user["key_prefix"],
-                             "--grace", "3600", "--json"))
+    data = ok_json(
+        await cli(
+            invoke, "keys", "rotate", "--prefix", user["key_prefix"], "--grace", "3600", "--json"
+        )
+    )
     old, new = data["old"], data["new"]
     expires = dt.datetime.fromisoformat(old["expires_at"])
     assert old["state"] == "expiring" and old["revoked_at"] is None
     assert before + dt.timedelta(seconds=3599) < expires < before + dt.timedelta(seconds=3660)
     assert "error" not in await speak(run_job, user["api_key"])
     assert "error" not in await speak(run_job, new["api_key"])
-    assert_operator_error(await cli(invoke, "keys", "rotate", "--prefix", user["key_prefix"]),
-                          2, "already rotated")
-    set_key(engine, user["key_prefix"], expires_at=dt.datetime.now(dt.UTC)
-            - dt.timedelta(seconds=1))
+    assert_operator_error(
+        await cli(invoke, "keys", "rotate", "--prefix", user["key_prefix"]), 2, "already rotated"
+    )
+    set_key(
+        engine, user["key_prefix"], expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    )
     assert error_code(await speak(run_job, user["api_key"])) == "unauthorized"
     assert "error" not in await speak(run_job, new["api_key"])
     assert (await asyncio.to_thread(listed, invoke, "1"))[user["key_prefix"]]["state"] == "expired"
@@ -233,12 +259,12 @@ def test_rotate_refusals_make_no_key(invoke: Invoke, engine: Engine) -> None:
     user = new_user(invoke)
     prefix = user["key_prefix"]
     for grace in ("-1", str(31 * 24 * 3600)):
-        assert_operator_error(invoke("keys", "rotate", "--prefix", prefix, "--grace", grace),
-                              2, "--grace")
+        assert_operator_error(
+            invoke("keys", "rotate", "--prefix", prefix, "--grace", grace), 2, "--grace"
+        )
     assert_operator_error(invoke("keys", "rotate", "--prefix", "odea_ZZZZZZZZ"), 2, "no key")
     ok_json(invoke("keys", "revoke", "--prefix", prefix, "--json"))
-    assert_operator_error(invoke("keys", "rotate", "--prefix", prefix), 2, "revoked",
-                          "keys issue")
+    assert_operator_error(invoke("keys", "rotate", "--prefix", prefix), 2, "revoked", "keys issue")
     assert key_count(engine) == 1
 
 

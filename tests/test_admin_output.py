@@ -55,9 +55,13 @@ def whole_on_one_line(output: str, value: str, *also: str) -> None:
 
 # --- every command ------------------------------------------------------------------------
 
+
 def test_every_command_takes_json() -> None:
-    missing = [" ".join(path) for path, command in commands()
-               if not any("--json" in param.opts for param in command.params)]
+    missing = [
+        " ".join(path)
+        for path, command in commands()
+        if not any("--json" in param.opts for param in command.params)
+    ]
     assert missing == []
 
 
@@ -84,16 +88,34 @@ def test_a_mistyped_top_level_option_is_one_line_too() -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["voices", "list", "--gender", "alien"], ["--gender", "alien", "male, female, neutral"]),
-    (["voices", "list", "--kind", "designed"], ["--kind", "system, cloned"]),
-    (["voices", "list", "--language", "klingon please"], ["--language", "BCP-47"]),
-    (["voices", "update", "--name", "british-male", "--gender", "robot"], ["--gender"]),
-    (["voices", "clone", "--name", "x-voice", "--file", "x.wav", "--language", "en-NG",
-      "--gender", "female", "--model", "speech-9"], ["--model", "speech-02-hd"]),
-    (["usage", "report", "--format", "xml"], ["--format", "table, csv, json"]),
-    (["usage", "report", "--json", "--format", "csv"], ["--json", "--format csv"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["voices", "list", "--gender", "alien"], ["--gender", "alien", "male, female, neutral"]),
+        (["voices", "list", "--kind", "designed"], ["--kind", "system, cloned"]),
+        (["voices", "list", "--language", "klingon please"], ["--language", "BCP-47"]),
+        (["voices", "update", "--name", "british-male", "--gender", "robot"], ["--gender"]),
+        (
+            [
+                "voices",
+                "clone",
+                "--name",
+                "x-voice",
+                "--file",
+                "x.wav",
+                "--language",
+                "en-NG",
+                "--gender",
+                "female",
+                "--model",
+                "speech-9",
+            ],
+            ["--model", "speech-02-hd"],
+        ),
+        (["usage", "report", "--format", "xml"], ["--format", "table, csv, json"]),
+        (["usage", "report", "--json", "--format", "csv"], ["--json", "--format csv"]),
+    ],
+)
 def test_a_value_outside_a_fixed_choice_is_an_error(args: list[str], words: list[str]) -> None:
     """Refused while reading the options: no database or MiniMax is asked anything."""
     result = CliRunner().invoke(app, args, env={"DATABASE_URL": "postgresql://nowhere:1/x"})
@@ -103,44 +125,80 @@ def test_a_value_outside_a_fixed_choice_is_an_error(args: list[str], words: list
 
 @EMBEDDED
 def test_a_valid_filter_still_lists(invoke: Invoke) -> None:
-    listed = json.loads(ok(invoke("voices", "list", "--gender", "female", "--language",
-                                  "EN-ng", "--json")))
+    listed = json.loads(
+        ok(invoke("voices", "list", "--gender", "female", "--language", "EN-ng", "--json"))
+    )
     assert [v["name"] for v in listed["voices"]] == ["nigerian-female"]
 
 
 @EMBEDDED
 def test_usage_report_json_is_format_json(invoke: Invoke) -> None:
     ok(create_user(invoke))
-    assert (json.loads(ok(invoke("usage", "report", "--json")))
-            == json.loads(ok(invoke("usage", "report", "--format", "json", "--json"))))
+    assert json.loads(ok(invoke("usage", "report", "--json"))) == json.loads(
+        ok(invoke("usage", "report", "--format", "json", "--json"))
+    )
 
 
 # --- piped output -------------------------------------------------------------------------
 
+
 def long_user(invoke: Invoke, engine: Engine) -> dict[str, Any]:
-    created: dict[str, Any] = json.loads(ok(invoke(
-        "users", "create", "--name", "Ada Obi", "--email", LONG_EMAIL, "--plan", "enterprise",
-        "--json")))
+    created: dict[str, Any] = json.loads(
+        ok(
+            invoke(
+                "users",
+                "create",
+                "--name",
+                "Ada Obi",
+                "--email",
+                LONG_EMAIL,
+                "--plan",
+                "enterprise",
+                "--json",
+            )
+        )
+    )
     with engine.begin() as conn:
         key_id = conn.execute(select(ApiKey.id)).scalar_one()
         now = dt.datetime.now(dt.UTC)
-        conn.execute(insert(cast(Table, Usage.__table__)).values(
-            job_id="job-1", user_id=created["id"], api_key_id=key_id, voice="british-female",
-            model="speech-02-turbo", text_chars=20, estimated_ms=2_000, status="succeeded",
-            attempts=1, created_at=now, reserved_at=now, duration_ms=100_560))
+        conn.execute(
+            insert(cast(Table, Usage.__table__)).values(
+                job_id="job-1",
+                user_id=created["id"],
+                api_key_id=key_id,
+                voice="british-female",
+                model="speech-02-turbo",
+                text_chars=20,
+                estimated_ms=2_000,
+                status="succeeded",
+                attempts=1,
+                created_at=now,
+                reserved_at=now,
+                duration_ms=100_560,
+            )
+        )
         conn.execute(update(cast(Table, User.__table__)).values(used_ms=100_560, credit_ms=60_000))
     return created
 
 
 @EMBEDDED
-def test_piped_tables_keep_every_value_whole(invoke: Invoke, engine: Engine,
-                                             settings: Settings) -> None:
+def test_piped_tables_keep_every_value_whole(
+    invoke: Invoke, engine: Engine, settings: Settings
+) -> None:
     created = long_user(invoke, engine)
     uid = str(created["id"])
     with engine.begin() as conn:
-        conn.execute(insert(cast(Table, Voice.__table__)).values(
-            name="nigerian-female-ada", minimax_voice_id=LONG_ID, language="en-NG",
-            gender="female", kind="cloned", active=True, created_at=dt.datetime.now(dt.UTC)))
+        conn.execute(
+            insert(cast(Table, Voice.__table__)).values(
+                name="nigerian-female-ada",
+                minimax_voice_id=LONG_ID,
+                language="en-NG",
+                gender="female",
+                kind="cloned",
+                active=True,
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
     env = {**cli_env(settings), **NARROW}
     runs = {
         "users show": (["users", "show", "--user", uid], ["email"]),
@@ -169,16 +227,31 @@ def test_a_piped_table_is_its_title_a_header_and_one_line_per_record(
     for n in range(3):
         ok(create_user(invoke, f"user{n}@example.com"))
     output = ok(invoke("users", "list", env={**cli_env(settings), **NARROW}))
-    lines = [line for line in output.splitlines()
-             if line.strip() and not set(line) <= set("┏━┳┓┡╇┩└─┴┘ ")]  # not the rules
+    lines = [
+        line
+        for line in output.splitlines()
+        if line.strip() and not set(line) <= set("┏━┳┓┡╇┩└─┴┘ ")
+    ]  # not the rules
     assert lines[0] == "3 users"
     assert [cell.strip() for cell in lines[1].strip().strip("┃").split("┃")] == [
-        "id", "email", "name", "plan", "active", "used s", "limit s", "keys"]
+        "id",
+        "email",
+        "name",
+        "plan",
+        "active",
+        "used s",
+        "limit s",
+        "keys",
+    ]
     assert [line.split("│")[2].strip() for line in lines[2:]] == [
-        "user0@example.com", "user1@example.com", "user2@example.com"]
+        "user0@example.com",
+        "user1@example.com",
+        "user2@example.com",
+    ]
 
 
 # --- the same units everywhere ------------------------------------------------------------
+
 
 @EMBEDDED
 def test_users_quota_keys_and_usage_print_the_same_seconds_and_times(
@@ -191,13 +264,16 @@ def test_users_quota_keys_and_usage_print_the_same_seconds_and_times(
         key_created = conn.execute(select(ApiKey.created_at)).scalar_one()
     start = row.cycle_start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     end = row.cycle_end.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    views = {name: ok(invoke(*args)) for name, args in {
-        "users show": ["users", "show", "--user", uid],
-        "users list": ["users", "list"],
-        "quota show": ["quota", "show", "--user", uid],
-        "keys list": ["keys", "list", "--user", uid],
-        "usage report": ["usage", "report"],
-    }.items()}
+    views = {
+        name: ok(invoke(*args))
+        for name, args in {
+            "users show": ["users", "show", "--user", uid],
+            "users list": ["users", "list"],
+            "quota show": ["quota", "show", "--user", uid],
+            "keys list": ["keys", "list", "--user", uid],
+            "usage report": ["usage", "report"],
+        }.items()
+    }
     for name in ("users show", "users list", "quota show", "usage report"):
         assert "100.6" in views[name], name  # 100,560 ms, one decimal everywhere
     for name in ("users show", "quota show"):

@@ -44,14 +44,27 @@ def as_json(result: Result) -> Any:
 
 # --- quota show ----------------------------------------------------------------------------
 
-def add_reservation(engine: Engine, user_id: int, job_id: str, ms: int,
-                    reserved_at: dt.datetime) -> None:
+
+def add_reservation(
+    engine: Engine, user_id: int, job_id: str, ms: int, reserved_at: dt.datetime
+) -> None:
     with engine.begin() as conn:
         key_id = conn.execute(select(ApiKey.id).where(ApiKey.user_id == user_id)).scalar_one()
-        conn.execute(insert(cast(Table, Usage.__table__)).values(
-            job_id=job_id, user_id=user_id, api_key_id=key_id, voice="british-female",
-            model="speech-02-turbo", text_chars=10, estimated_ms=ms, status="reserved",
-            attempts=1, created_at=reserved_at, reserved_at=reserved_at))
+        conn.execute(
+            insert(cast(Table, Usage.__table__)).values(
+                job_id=job_id,
+                user_id=user_id,
+                api_key_id=key_id,
+                voice="british-female",
+                model="speech-02-turbo",
+                text_chars=10,
+                estimated_ms=ms,
+                status="reserved",
+                attempts=1,
+                created_at=reserved_at,
+                reserved_at=reserved_at,
+            )
+        )
 
 
 async def test_show_reports_what_a_job_would_see(
@@ -64,8 +77,9 @@ async def test_show_reports_what_a_job_would_see(
     add_reservation(engine, user_id, "live", 5_000, now)
     add_reservation(engine, user_id, "dead", 7_000, now - dt.timedelta(hours=1))  # lapsed
 
-    data = as_json(await asyncio.to_thread(invoke, "quota", "show", "--user",
-                                           "USER0@EXAMPLE.COM", "--json"))
+    data = as_json(
+        await asyncio.to_thread(invoke, "quota", "show", "--user", "USER0@EXAMPLE.COM", "--json")
+    )
     used = done["quota"]["used_seconds"]
     assert data["user"] == {"id": user_id, "email": "user0@example.com", "plan": "basic"}
     assert data["plan_seconds"] == 3600 and data["override_seconds"] == 1200
@@ -73,8 +87,7 @@ async def test_show_reports_what_a_job_would_see(
     assert data["used_seconds"] == used and data["reserved_seconds"] == 5
     assert data["remaining_seconds"] == pytest.approx(1230 - used - 5)
     row = user_row(engine, user_id)
-    assert data["cycle"] == {"start": row.cycle_start.isoformat(),
-                             "end": row.cycle_end.isoformat()}
+    assert data["cycle"] == {"start": row.cycle_start.isoformat(), "end": row.cycle_end.isoformat()}
 
     by_id = await asyncio.to_thread(invoke, "quota", "show", "--user", str(user_id))
     assert by_id.exit_code == 0, by_id.stderr
@@ -83,6 +96,7 @@ async def test_show_reports_what_a_job_would_see(
 
 # --- quota adjust --------------------------------------------------------------------------
 
+
 async def test_a_credit_admits_a_refused_user(
     invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
 ) -> None:
@@ -90,9 +104,22 @@ async def test_a_credit_admits_a_refused_user(
     refused = await run_job(api_key=key, text=TEXT, voice="british-female")
     assert refused["error"]["code"] == "quota_exceeded"
 
-    data = as_json(await asyncio.to_thread(
-        invoke, "quota", "adjust", "--user", "user0@example.com", "--seconds", "+60",
-        "--reason", "goodwill: outage on 3 March", "--actor", "ops-ada", "--json"))
+    data = as_json(
+        await asyncio.to_thread(
+            invoke,
+            "quota",
+            "adjust",
+            "--user",
+            "user0@example.com",
+            "--seconds",
+            "+60",
+            "--reason",
+            "goodwill: outage on 3 March",
+            "--actor",
+            "ops-ada",
+            "--json",
+        )
+    )
     assert data["adjustment"]["seconds"] == 60 and data["adjustment"]["actor"] == "ops-ada"
     assert data["quota"]["credit_seconds"] == 60 and data["quota"]["remaining_seconds"] == 60
 
@@ -109,19 +136,48 @@ async def test_a_deduction_defaults_the_actor_and_cannot_exceed_the_quota(
     invoke: Invoke, engine: Engine, make_user: UserFactory
 ) -> None:
     user_id, _ = await make_user()
-    data = as_json(await asyncio.to_thread(
-        invoke, "quota", "adjust", "--user", str(user_id), "--seconds", "-100.5",
-        "--reason", "chargeback", "--json"))
+    data = as_json(
+        await asyncio.to_thread(
+            invoke,
+            "quota",
+            "adjust",
+            "--user",
+            str(user_id),
+            "--seconds",
+            "-100.5",
+            "--reason",
+            "chargeback",
+            "--json",
+        )
+    )
     assert data["quota"]["credit_seconds"] == -100.5
     assert data["quota"]["remaining_seconds"] == 499.5
     [audit] = adjustments(engine)
     assert audit.delta_ms == -100_500 and audit.actor == getpass.getuser()
-    again = await asyncio.to_thread(invoke, "quota", "adjust", "--user", str(user_id),
-                                    "--seconds=-20", "--reason", "second", "--json")
+    again = await asyncio.to_thread(
+        invoke,
+        "quota",
+        "adjust",
+        "--user",
+        str(user_id),
+        "--seconds=-20",
+        "--reason",
+        "second",
+        "--json",
+    )
     assert as_json(again)["quota"]["credit_seconds"] == -120.5
 
-    too_much = await asyncio.to_thread(invoke, "quota", "adjust", "--user", str(user_id),
-                                       "--seconds", "-480", "--reason", "too much")
+    too_much = await asyncio.to_thread(
+        invoke,
+        "quota",
+        "adjust",
+        "--user",
+        str(user_id),
+        "--seconds",
+        "-480",
+        "--reason",
+        "too much",
+    )
     assert_operator_error(too_much, 2, "cannot take back", "479.5")
     assert len(adjustments(engine)) == 2 and user_row(engine, user_id).credit_ms == -120_500
 
@@ -130,8 +186,7 @@ MISTAKES: list[tuple[list[str], list[str]]] = [
     (["show", "--user", "nobody@example.com"], ["no user", "nobody@example.com"]),
     (["show", "--user", "99999"], ["no user", "99999"]),
     (["show"], ["--user", "required"]),
-    (["adjust", "--user", "nobody@example.com", "--seconds", "10", "--reason", "x"],
-     ["no user"]),
+    (["adjust", "--user", "nobody@example.com", "--seconds", "10", "--reason", "x"], ["no user"]),
     (["adjust", "--user", "1", "--seconds", "0", "--reason", "x"], ["zero"]),
     (["adjust", "--user", "1", "--seconds", "0.0001", "--reason", "x"], ["zero"]),
     (["adjust", "--user", "1", "--seconds", "ten", "--reason", "x"], ["number"]),
@@ -140,8 +195,10 @@ MISTAKES: list[tuple[list[str], list[str]]] = [
     (["adjust", "--user", "1", "--reason", "x"], ["--seconds", "required"]),
     (["adjust", "--user", "1", "--seconds", "10"], ["--reason", "required"]),
     (["adjust", "--user", "1", "--seconds", "10", "--reason", "   "], ["--reason"]),
-    (["adjust", "--user", "1", "--seconds", "10", "--reason", "x", "--actor", "a" * 101],
-     ["--actor", "100"]),
+    (
+        ["adjust", "--user", "1", "--seconds", "10", "--reason", "x", "--actor", "a" * 101],
+        ["--actor", "100"],
+    ),
     (["reset", "--user", "ghost@example.com"], ["no user"]),
     (["reset"], ["--user", "required"]),
 ]
@@ -164,8 +221,11 @@ async def test_operator_mistakes_are_one_line_and_change_nothing(
     assert user_row(engine, user_id) == before
 
     with engine.begin() as conn:  # a cycle that has not begun has nothing to close
-        conn.execute(update(cast(Table, User.__table__)).where(User.id == user_id).values(
-            cycle_start=utcnow() + dt.timedelta(days=1)))
+        conn.execute(
+            update(cast(Table, User.__table__))
+            .where(User.id == user_id)
+            .values(cycle_start=utcnow() + dt.timedelta(days=1))
+        )
     result = await asyncio.to_thread(invoke, "quota", "reset", "--user", str(user_id))
     assert_operator_error(result, 2, "nothing to close")
     with engine.connect() as conn:
@@ -173,23 +233,29 @@ async def test_operator_mistakes_are_one_line_and_change_nothing(
 
 
 def test_unreachable_database_exits_3() -> None:
-    for args in (["show", "--user", "1"], ["reset-due"],
-                 ["adjust", "--user", "1", "--seconds", "5", "--reason", "x"]):
+    for args in (
+        ["show", "--user", "1"],
+        ["reset-due"],
+        ["adjust", "--user", "1", "--seconds", "5", "--reason", "x"],
+    ):
         result = CliRunner().invoke(app, ["quota", *args], env={"DATABASE_URL": UNREACHABLE})
         assert_operator_error(result, 3, "database unavailable")
 
 
 # --- quota reset ---------------------------------------------------------------------------
 
+
 async def test_reset_archives_the_cycle_and_starts_one_now(
     invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
 ) -> None:
     start = utcnow() - dt.timedelta(days=10)
-    user_id, key = await make_user("basic", cycle_start=start, cycle_end=next_month(start),
-                                   used_ms=90_000, credit_ms=15_000)
+    user_id, key = await make_user(
+        "basic", cycle_start=start, cycle_end=next_month(start), used_ms=90_000, credit_ms=15_000
+    )
     before = utcnow()
-    data = as_json(await asyncio.to_thread(invoke, "quota", "reset", "--user", str(user_id),
-                                           "--json"))
+    data = as_json(
+        await asyncio.to_thread(invoke, "quota", "reset", "--user", str(user_id), "--json")
+    )
     after = utcnow()
     row = user_row(engine, user_id)
     assert (row.used_ms, row.credit_ms) == (0, 0)

@@ -36,8 +36,11 @@ async def cli(invoke: Invoke, *args: str) -> Result:
 
 def set_user(engine: Engine, user_id: int, **values: Any) -> None:
     with engine.begin() as conn:
-        conn.execute(update(cast(Table, User.__table__)).where(User.__table__.c.id == user_id)
-                     .values(**values))
+        conn.execute(
+            update(cast(Table, User.__table__))
+            .where(User.__table__.c.id == user_id)
+            .values(**values)
+        )
 
 
 def user_row(engine: Engine, user_id: int) -> Any:
@@ -55,6 +58,7 @@ def error_code(out: dict[str, Any]) -> str | None:
 
 # --- show ----------------------------------------------------------------------------------
 
+
 def test_show_by_id_or_email_reports_limits_seconds_and_keys(
     invoke: Invoke, engine: Engine
 ) -> None:
@@ -64,13 +68,24 @@ def test_show_by_id_or_email_reports_limits_seconds_and_keys(
     data = ok_json(invoke("users", "show", "--user", str(uid), "--json"))
     assert ok_json(invoke("users", "show", "--user", "ADA@Example.COM", "--json")) == data
     assert (data["id"], data["email"], data["plan"], data["active"]) == (
-        uid, "ada@example.com", "basic", True)
-    assert data["limits"] == {"monthly_seconds": {"value": 3600, "source": "plan"},
-                              "rpm": {"value": 99, "source": "override"},
-                              "concurrent_streams": {"value": 2, "source": "plan"}}
-    assert data["quota"] == {"limit_seconds": 3600, "credit_seconds": 60.0,
-                             "total_seconds": 3660.0, "used_seconds": 100.5,
-                             "reserved_seconds": 0.0, "remaining_seconds": 3559.5}
+        uid,
+        "ada@example.com",
+        "basic",
+        True,
+    )
+    assert data["limits"] == {
+        "monthly_seconds": {"value": 3600, "source": "plan"},
+        "rpm": {"value": 99, "source": "override"},
+        "concurrent_streams": {"value": 2, "source": "plan"},
+    }
+    assert data["quota"] == {
+        "limit_seconds": 3600,
+        "credit_seconds": 60.0,
+        "total_seconds": 3660.0,
+        "used_seconds": 100.5,
+        "reserved_seconds": 0.0,
+        "remaining_seconds": 3559.5,
+    }
     assert data["cycle"]["start"] < data["cycle"]["end"]
     [key] = data["keys"]
     assert key["prefix"] == created["key_prefix"] and key["label"] == "first key"
@@ -86,8 +101,15 @@ def test_show_as_a_table(invoke: Invoke, engine: Engine) -> None:
     set_user(engine, created["id"], streams_override=9)
     result = invoke("users", "show", "--user", "ada@example.com")
     assert result.exit_code == 0, result.stderr
-    for word in ("ada@example.com", "pro", "9 (override)", "60 (plan)", created["key_prefix"],
-                 "active", "never"):
+    for word in (
+        "ada@example.com",
+        "pro",
+        "9 (override)",
+        "60 (plan)",
+        created["key_prefix"],
+        "active",
+        "never",
+    ):
         assert word in result.stdout, word
     assert created["api_key"] not in result.stdout
     # Names are data, not rich markup: brackets print as typed, never crash the table.
@@ -110,8 +132,7 @@ async def test_show_agrees_with_what_the_worker_enforces(
     assert data["quota"]["remaining_seconds"] == usage["quota"]["remaining_seconds"]
     assert data["quota"]["total_seconds"] == usage["limits"]["monthly_seconds"] == 3630
     assert data["limits"]["rpm"]["value"] == usage["limits"]["rpm"] == 7
-    assert (data["limits"]["concurrent_streams"]["value"]
-            == usage["limits"]["concurrent_streams"])
+    assert data["limits"]["concurrent_streams"]["value"] == usage["limits"]["concurrent_streams"]
     with engine.connect() as conn:
         last = conn.execute(select(func.max(Usage.__table__.c.created_at))).scalar_one()
     assert dt.datetime.fromisoformat(data["keys"][0]["last_used_at"]) == last
@@ -119,9 +140,15 @@ async def test_show_agrees_with_what_the_worker_enforces(
 
 def test_an_unknown_user_is_an_operator_error_everywhere(invoke: Invoke, engine: Engine) -> None:
     ok_json(create_user(invoke, "ada@example.com", "free", "--json"))
-    commands = [["users", "show"], ["users", "set-plan", "--plan", "pro"],
-                ["users", "set-limits", "--rpm", "5"], ["users", "deactivate"],
-                ["users", "activate"], ["keys", "issue"], ["keys", "list"]]
+    commands = [
+        ["users", "show"],
+        ["users", "set-plan", "--plan", "pro"],
+        ["users", "set-limits", "--rpm", "5"],
+        ["users", "deactivate"],
+        ["users", "activate"],
+        ["keys", "issue"],
+        ["keys", "list"],
+    ]
     for who in ("bob@example.com", "999", "99999999999999999999"):
         for command in commands:
             assert_operator_error(invoke(*command, "--user", who, "--json"), 2, "no user")
@@ -131,17 +158,22 @@ def test_an_unknown_user_is_an_operator_error_everywhere(invoke: Invoke, engine:
 
 def test_duplicate_email_is_refused_and_nothing_changes(invoke: Invoke, engine: Engine) -> None:
     ok_json(create_user(invoke, "ada@example.com", "free", "--json"))
-    assert_operator_error(create_user(invoke, "Ada@EXAMPLE.com", "pro", "--json"), 2,
-                          "already exists")
+    assert_operator_error(
+        create_user(invoke, "Ada@EXAMPLE.com", "pro", "--json"), 2, "already exists"
+    )
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(User.__table__)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(ApiKey.__table__)).scalar() == 1
 
 
 def test_mistyped_options_are_one_error_line(invoke: Invoke) -> None:
-    for args in (["users", "show"], ["users", "show", "--user"],
-                 ["users", "set-limits", "--user", "1", "--rpm", "many"],
-                 ["users", "show", "--usr", "1"], ["users", "promote", "--user", "1"]):
+    for args in (
+        ["users", "show"],
+        ["users", "show", "--user"],
+        ["users", "set-limits", "--user", "1", "--rpm", "many"],
+        ["users", "show", "--usr", "1"],
+        ["users", "promote", "--user", "1"],
+    ):
         result = invoke(*args)
         assert_operator_error(result, 2)
         assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -149,9 +181,13 @@ def test_mistyped_options_are_one_error_line(invoke: Invoke) -> None:
 
 # --- list ----------------------------------------------------------------------------------
 
+
 def test_list_filters_by_plan_and_activity(invoke: Invoke) -> None:
-    for email, plan in (("a@example.com", "free"), ("b@example.com", "basic"),
-                        ("c@example.com", "basic")):
+    for email, plan in (
+        ("a@example.com", "free"),
+        ("b@example.com", "basic"),
+        ("c@example.com", "basic"),
+    ):
         ok_json(create_user(invoke, email, plan, "--json"))
     ok_json(invoke("users", "deactivate", "--user", "c@example.com", "--json"))
 
@@ -167,26 +203,30 @@ def test_list_filters_by_plan_and_activity(invoke: Invoke) -> None:
     assert (first["monthly_seconds"], first["active_keys"], first["used_seconds"]) == (600, 1, 0)
     table = invoke("users", "list", "--plan", "basic")
     assert table.exit_code == 0 and "2 users" in table.stdout and "c@example.com" in table.stdout
-    assert_operator_error(invoke("users", "list", "--plan", "gold"), 2,
-                          "gold", "free", "basic", "pro", "enterprise")
+    assert_operator_error(
+        invoke("users", "list", "--plan", "gold"), 2, "gold", "free", "basic", "pro", "enterprise"
+    )
 
 
 # --- set-plan ------------------------------------------------------------------------------
+
 
 async def test_set_plan_applies_to_the_next_job(
     invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
 ) -> None:
     uid, key = await make_user("free", used_ms=600_000)
     assert error_code(await speak(run_job, key)) == "quota_exceeded"
-    data = ok_json(await cli(invoke, "users", "set-plan", "--user", str(uid), "--plan", "basic",
-                             "--json"))
+    data = ok_json(
+        await cli(invoke, "users", "set-plan", "--user", str(uid), "--plan", "basic", "--json")
+    )
     assert (data["previous_plan"], data["plan"], data["changed"]) == ("free", "basic", True)
     assert data["limits"]["monthly_seconds"] == {"value": 3600, "source": "plan"}
     out = await speak(run_job, key)
     assert "error" not in out, out
     assert out["quota"]["used_seconds"] > 600
-    again = ok_json(await cli(invoke, "users", "set-plan", "--user", str(uid), "--plan",
-                              "basic", "--json"))
+    again = ok_json(
+        await cli(invoke, "users", "set-plan", "--user", str(uid), "--plan", "basic", "--json")
+    )
     assert (again["previous_plan"], again["changed"]) == ("basic", False)
     assert user_row(engine, uid).plan_id == "basic"
 
@@ -202,24 +242,30 @@ def test_set_plan_to_an_unknown_plan_lists_the_plans(invoke: Invoke, engine: Eng
 
 # --- set-limits ----------------------------------------------------------------------------
 
+
 async def test_an_rpm_override_changes_admission(
     invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
 ) -> None:
     uid, key = await make_user("free")
     assert "error" not in await speak(run_job, key)  # one of the plan's 10 per minute
-    data = ok_json(await cli(invoke, "users", "set-limits", "--user", str(uid), "--rpm", "1",
-                             "--json"))
+    data = ok_json(
+        await cli(invoke, "users", "set-limits", "--user", str(uid), "--rpm", "1", "--json")
+    )
     assert data["previous"]["rpm"] == {"value": 10, "source": "plan"}
     assert data["limits"]["rpm"] == {"value": 1, "source": "override"}
     refused = await speak(run_job, key)
     assert error_code(refused) == "rate_limited" and refused["error"]["limit"] == 1
-    cleared = ok_json(await cli(invoke, "users", "set-limits", "--user", str(uid), "--clear",
-                                "--json"))
+    cleared = ok_json(
+        await cli(invoke, "users", "set-limits", "--user", str(uid), "--clear", "--json")
+    )
     assert cleared["limits"]["rpm"] == {"value": 10, "source": "plan"}
     assert "error" not in await speak(run_job, key)
     row = user_row(engine, uid)
     assert (row.rpm_override, row.streams_override, row.monthly_seconds_override) == (
-        None, None, None)
+        None,
+        None,
+        None,
+    )
 
 
 async def test_a_monthly_override_changes_the_quota(
@@ -227,11 +273,25 @@ async def test_a_monthly_override_changes_the_quota(
 ) -> None:
     uid, key = await make_user("enterprise", used_ms=14_400_000)
     assert error_code(await speak(run_job, key)) == "quota_exceeded"
-    data = ok_json(await cli(invoke, "users", "set-limits", "--user", str(uid),
-                             "--monthly-seconds", "20000", "--streams", "12", "--json"))
-    assert data["limits"] == {"monthly_seconds": {"value": 20000, "source": "override"},
-                              "rpm": {"value": 60, "source": "plan"},
-                              "concurrent_streams": {"value": 12, "source": "override"}}
+    data = ok_json(
+        await cli(
+            invoke,
+            "users",
+            "set-limits",
+            "--user",
+            str(uid),
+            "--monthly-seconds",
+            "20000",
+            "--streams",
+            "12",
+            "--json",
+        )
+    )
+    assert data["limits"] == {
+        "monthly_seconds": {"value": 20000, "source": "override"},
+        "rpm": {"value": 60, "source": "plan"},
+        "concurrent_streams": {"value": 12, "source": "override"},
+    }
     out = await speak(run_job, key)
     assert "error" not in out, out
     assert out["quota"]["remaining_seconds"] < 20000 - 14400
@@ -240,30 +300,34 @@ async def test_a_monthly_override_changes_the_quota(
     # Setting one limit leaves the others alone.
     await cli(invoke, "users", "set-limits", "--user", str(uid), "--rpm", "5")
     row = user_row(engine, uid)
-    assert (row.monthly_seconds_override, row.rpm_override, row.streams_override) == (
-        20000, 5, 12)
+    assert (row.monthly_seconds_override, row.rpm_override, row.streams_override) == (20000, 5, 12)
 
 
-def test_set_limits_refuses_what_is_not_a_positive_integer(
-    invoke: Invoke, engine: Engine
-) -> None:
+def test_set_limits_refuses_what_is_not_a_positive_integer(invoke: Invoke, engine: Engine) -> None:
     uid = ok_json(create_user(invoke, "ada@example.com", "enterprise", "--json"))["id"]
     ok_json(invoke("users", "set-limits", "--user", str(uid), "--rpm", "100", "--json"))
-    for args, words in ((["--rpm", "0"], ["--rpm", "positive"]),
-                        (["--streams", "-3"], ["--streams", "positive"]),
-                        (["--monthly-seconds", "0"], ["--monthly-seconds", "positive"]),
-                        (["--monthly-seconds", "3000000000"], ["positive"]),
-                        ([], ["--clear"]), (["--clear", "--rpm", "5"], ["--clear"])):
+    for args, words in (
+        (["--rpm", "0"], ["--rpm", "positive"]),
+        (["--streams", "-3"], ["--streams", "positive"]),
+        (["--monthly-seconds", "0"], ["--monthly-seconds", "positive"]),
+        (["--monthly-seconds", "3000000000"], ["positive"]),
+        ([], ["--clear"]),
+        (["--clear", "--rpm", "5"], ["--clear"]),
+    ):
         result = invoke("users", "set-limits", "--user", str(uid), *args, "--json")
         assert_operator_error(result, 2, *words)
     row = user_row(engine, uid)
     assert (row.rpm_override, row.streams_override, row.monthly_seconds_override) == (
-        100, None, None)
+        100,
+        None,
+        None,
+    )
     table = invoke("users", "set-limits", "--user", str(uid), "--streams", "4")
     assert table.exit_code == 0 and "4 (override)" in table.stdout
 
 
 # --- deactivate / activate -----------------------------------------------------------------
+
 
 async def test_a_deactivated_user_is_refused_at_once(
     invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
@@ -277,7 +341,6 @@ async def test_a_deactivated_user_is_refused_at_once(
     again = await cli(invoke, "users", "deactivate", "--user", str(uid))
     assert again.exit_code == 0 and "already inactive" in again.stdout
     assert user_row(engine, uid).active is False
-    back = ok_json(await cli(invoke, "users", "activate", "--user", "user0@example.com",
-                             "--json"))
+    back = ok_json(await cli(invoke, "users", "activate", "--user", "user0@example.com", "--json"))
     assert (back["id"], back["active"], back["changed"]) == (uid, True, True)
     assert "error" not in await speak(run_job, key)

@@ -36,15 +36,22 @@ from tests.support.cli import Invoke, cli_env
 from tests.test_admin_cli import ROOT, assert_operator_error
 
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
-SEEDED = {"nigerian-male", "nigerian-female", "british-male", "british-female",
-          "american-male", "american-female"}
-
+SEEDED = {
+    "nigerian-male",
+    "nigerian-female",
+    "british-male",
+    "british-female",
+    "american-male",
+    "american-female",
+}
 
 
 def write_wav(path: Path, seconds: float, rate: int = 8000) -> Path:
     """A mono 16-bit sine tone: real audio MiniMax (and the emulator) can measure."""
-    samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 220 * i / rate))
-                                for i in range(int(seconds * rate))))
+    samples = array.array(
+        "h",
+        (int(6000 * math.sin(2 * math.pi * 220 * i / rate)) for i in range(int(seconds * rate))),
+    )
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -55,8 +62,12 @@ def write_wav(path: Path, seconds: float, rate: int = 8000) -> Path:
 
 @pytest.fixture
 def invoke(settings: Settings, emu: Emulator) -> Invoke:
-    env = {**cli_env(settings), "MINIMAX_BASE_URL": emu.url, "MINIMAX_API_KEY": EMULATOR_KEY,
-           "MINIMAX_RETRY_BASE_SECONDS": "0.01"}
+    env = {
+        **cli_env(settings),
+        "MINIMAX_BASE_URL": emu.url,
+        "MINIMAX_API_KEY": EMULATOR_KEY,
+        "MINIMAX_RETRY_BASE_SECONDS": "0.01",
+    }
     runner = CliRunner()
 
     def run(*args: str) -> Result:
@@ -82,18 +93,23 @@ def names(listed: dict[str, Any]) -> set[str]:
 
 def cloned_rows(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(select(Voice.__table__).where(
-            Voice.__table__.c.kind == "cloned")).all())
+        return list(
+            conn.execute(select(Voice.__table__).where(Voice.__table__.c.kind == "cloned")).all()
+        )
 
 
 def backdate(engine: Engine, name: str, days: float) -> None:
     when = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     with engine.begin() as conn:
-        conn.execute(update(cast(Table, Voice.__table__)).where(Voice.__table__.c.name == name)
-                     .values(created_at=when))
+        conn.execute(
+            update(cast(Table, Voice.__table__))
+            .where(Voice.__table__.c.name == name)
+            .values(created_at=when)
+        )
 
 
 # --- pure checks ---------------------------------------------------------------------------
+
 
 def test_derived_voice_ids_follow_minimax_rules_and_never_repeat() -> None:
     for name in ("abc", "9-lives", "n" * 64):
@@ -102,9 +118,16 @@ def test_derived_voice_ids_follow_minimax_rules_and_never_repeat() -> None:
         assert catalogue.VOICE_ID.fullmatch(first), first
 
 
-@pytest.mark.parametrize("spec", ["English_CalmWoman", "English_CalmWoman=calm:en-US",
-                                  "=calm-woman:en-US:female", "X=Calm Woman:en-US:female",
-                                  "X=calm-woman:en-US:robot"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "English_CalmWoman",
+        "English_CalmWoman=calm:en-US",
+        "=calm-woman:en-US:female",
+        "X=Calm Woman:en-US:female",
+        "X=calm-woman:en-US:robot",
+    ],
+)
 def test_bad_import_specs_are_refused(spec: str) -> None:
     with pytest.raises(AdminError):
         catalogue.parse_import(spec)
@@ -112,37 +135,96 @@ def test_bad_import_specs_are_refused(spec: str) -> None:
 
 # --- add -----------------------------------------------------------------------------------
 
+
 def test_add_checks_the_id_with_minimax(invoke: Invoke, emu: Emulator, engine: Engine) -> None:
-    unknown = invoke("add", "--name", "ghost-voice", "--minimax-id", "No_Such_Voice_Id",
-                     "--language", "en-US", "--gender", "female")
+    unknown = invoke(
+        "add",
+        "--name",
+        "ghost-voice",
+        "--minimax-id",
+        "No_Such_Voice_Id",
+        "--language",
+        "en-US",
+        "--gender",
+        "female",
+    )
     one_error(unknown, 2, "MiniMax does not know voice id", "No_Such_Voice_Id")
-    added = ok_json(invoke("add", "--name", "calm-woman", "--minimax-id", "English_CalmWoman",
-                           "--language", "en-US", "--gender", "female", "--json"))
-    assert added == {"name": "calm-woman", "minimax_voice_id": "English_CalmWoman",
-                     "language": "en-US", "gender": "female", "kind": "system"}
+    added = ok_json(
+        invoke(
+            "add",
+            "--name",
+            "calm-woman",
+            "--minimax-id",
+            "English_CalmWoman",
+            "--language",
+            "en-US",
+            "--gender",
+            "female",
+            "--json",
+        )
+    )
+    assert added == {
+        "name": "calm-woman",
+        "minimax_voice_id": "English_CalmWoman",
+        "language": "en-US",
+        "gender": "female",
+        "kind": "system",
+    }
     asked = emu.stats()["requests"]["get_voice"]
-    duplicate = invoke("add", "--name", "calm-woman", "--minimax-id", "English_Upbeat_Woman",
-                       "--language", "en-US", "--gender", "female")
+    duplicate = invoke(
+        "add",
+        "--name",
+        "calm-woman",
+        "--minimax-id",
+        "English_Upbeat_Woman",
+        "--language",
+        "en-US",
+        "--gender",
+        "female",
+    )
     one_error(duplicate, 2, "calm-woman", "already exists")
-    for bad in (["--name", "Calm Woman"], ["--name", "ab"], ["--gender", "robot"],
-                ["--language", "english please"], ["--language-boost", "Yoruba"]):
-        args = dict(zip(["--name", "--gender", "--language"], ["other-voice", "male", "en-US"],
-                        strict=True))
+    for bad in (
+        ["--name", "Calm Woman"],
+        ["--name", "ab"],
+        ["--gender", "robot"],
+        ["--language", "english please"],
+        ["--language-boost", "Yoruba"],
+    ):
+        args = dict(
+            zip(["--name", "--gender", "--language"], ["other-voice", "male", "en-US"], strict=True)
+        )
         args.update(dict([bad]))
-        result = invoke("add", "--minimax-id", "English_CalmWoman",
-                        *[x for pair in args.items() for x in pair])
+        result = invoke(
+            "add", "--minimax-id", "English_CalmWoman", *[x for pair in args.items() for x in pair]
+        )
         one_error(result, 2)
     assert emu.stats()["requests"]["get_voice"] == asked, "mistakes are caught before MiniMax"
     emu.add_fault({"endpoint": "get_voice", "kind": "http", "status": 503, "times": 5})
-    down = invoke("add", "--name", "upbeat-woman", "--minimax-id", "English_Upbeat_Woman",
-                  "--language", "en-US", "--gender", "female")
+    down = invoke(
+        "add",
+        "--name",
+        "upbeat-woman",
+        "--minimax-id",
+        "English_Upbeat_Woman",
+        "--language",
+        "en-US",
+        "--gender",
+        "female",
+    )
     one_error(down, 3, "MiniMax is unavailable")
     with engine.connect() as conn:
-        assert conn.execute(select(Voice.__table__.c.name).where(Voice.__table__.c.name.in_(
-            ["ghost-voice", "other-voice", "upbeat-woman"]))).all() == []
+        assert (
+            conn.execute(
+                select(Voice.__table__.c.name).where(
+                    Voice.__table__.c.name.in_(["ghost-voice", "other-voice", "upbeat-woman"])
+                )
+            ).all()
+            == []
+        )
 
 
 # --- list, update, deactivate, activate ----------------------------------------------------
+
 
 def test_list_filters_and_shows_inactive_only_with_all(invoke: Invoke) -> None:
     everything = ok_json(invoke("list", "--json"))
@@ -150,13 +232,21 @@ def test_list_filters_and_shows_inactive_only_with_all(invoke: Invoke) -> None:
     first = everything["voices"][0]
     assert first["minimax_voice_id"] and first["used"] is None and first["expires_at"] is None
     assert names(ok_json(invoke("list", "--language", "en-ng", "--json"))) == {
-        "nigerian-male", "nigerian-female"}
+        "nigerian-male",
+        "nigerian-female",
+    }
     assert names(ok_json(invoke("list", "--gender", "male", "--kind", "system", "--json"))) == {
-        "nigerian-male", "british-male", "american-male"}
+        "nigerian-male",
+        "british-male",
+        "american-male",
+    }
     assert ok_json(invoke("list", "--kind", "cloned", "--json")) == {"voices": []}
     one_error(invoke("list", "--kind", "designed"), 2, "system", "cloned")
     assert ok_json(invoke("deactivate", "--name", "british-male", "--json")) == {
-        "name": "british-male", "active": False, "changed": True}
+        "name": "british-male",
+        "active": False,
+        "changed": True,
+    }
     assert "british-male" not in names(ok_json(invoke("list", "--json")))
     listed = ok_json(invoke("list", "--all", "--json"))
     assert {v["name"]: v["active"] for v in listed["voices"]}["british-male"] is False
@@ -165,18 +255,46 @@ def test_list_filters_and_shows_inactive_only_with_all(invoke: Invoke) -> None:
 
 
 def test_update_changes_a_voice_in_place(invoke: Invoke) -> None:
-    changed = ok_json(invoke("update", "--name", "nigerian-female", "--description",
-                             "Warm Lagos voice.", "--language-boost", "", "--json"))
+    changed = ok_json(
+        invoke(
+            "update",
+            "--name",
+            "nigerian-female",
+            "--description",
+            "Warm Lagos voice.",
+            "--language-boost",
+            "",
+            "--json",
+        )
+    )
     assert changed["description"] == "Warm Lagos voice." and changed["language_boost"] is None
-    moved = ok_json(invoke("update", "--name", "nigerian-female", "--minimax-id",
-                           "English_Upbeat_Woman", "--gender", "female", "--json"))
+    moved = ok_json(
+        invoke(
+            "update",
+            "--name",
+            "nigerian-female",
+            "--minimax-id",
+            "English_Upbeat_Woman",
+            "--gender",
+            "female",
+            "--json",
+        )
+    )
     assert moved["minimax_voice_id"] == "English_Upbeat_Woman" and moved["kind"] == "system"
     assert moved["description"] == "Warm Lagos voice."
-    one_error(invoke("update", "--name", "nigerian-female", "--minimax-id", "Nope_Voice"),
-              2, "MiniMax does not know voice id", "Nope_Voice")
+    one_error(
+        invoke("update", "--name", "nigerian-female", "--minimax-id", "Nope_Voice"),
+        2,
+        "MiniMax does not know voice id",
+        "Nope_Voice",
+    )
     one_error(invoke("update", "--name", "nigerian-female"), 2, "nothing to update")
-    one_error(invoke("update", "--name", "no-such-voice", "--description", "x"), 2,
-              "no voice named", "no-such-voice")
+    one_error(
+        invoke("update", "--name", "no-such-voice", "--description", "x"),
+        2,
+        "no voice named",
+        "no-such-voice",
+    )
     one_error(invoke("update", "--name", "nigerian-female", "--gender", "robot"), 2, "gender")
     listed = ok_json(invoke("list", "--json"))
     [row] = [v for v in listed["voices"] if v["name"] == "nigerian-female"]
@@ -210,19 +328,31 @@ async def test_a_deactivated_voice_is_voice_not_found(
 
 # --- sync ----------------------------------------------------------------------------------
 
+
 def test_sync_lists_imports_and_deactivates_and_is_safe_twice(
     invoke: Invoke, engine: Engine
 ) -> None:
     with engine.begin() as conn:  # a voice MiniMax has since retired
-        conn.execute(cast(Table, Voice.__table__).insert().values(
-            name="retired-voice", minimax_voice_id="English_Retired_Voice", language="en-US",
-            gender="male", kind="system", active=True, created_at=dt.datetime.now(dt.UTC)))
+        conn.execute(
+            cast(Table, Voice.__table__)
+            .insert()
+            .values(
+                name="retired-voice",
+                minimax_voice_id="English_Retired_Voice",
+                language="en-US",
+                gender="male",
+                kind="system",
+                active=True,
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
     report = ok_json(invoke("sync", "--match", "english_", "--json"))
     new = {v["minimax_voice_id"] for v in report["new"]}
     assert "English_CalmWoman" in new and "English_Graceful_Lady" not in new
     assert all(i.startswith("English_") for i in new)
-    assert report["missing"] == [{"name": "retired-voice",
-                                  "minimax_voice_id": "English_Retired_Voice"}]
+    assert report["missing"] == [
+        {"name": "retired-voice", "minimax_voice_id": "English_Retired_Voice"}
+    ]
     assert report["deactivated"] == []
     spec = "English_CalmWoman=calm-woman:en-US:female"
     first = ok_json(invoke("sync", "--import", spec, "--deactivate-missing", "--json"))
@@ -238,32 +368,74 @@ def test_sync_lists_imports_and_deactivates_and_is_safe_twice(
 
 
 def test_sync_refuses_bad_imports_and_changes_nothing(invoke: Invoke, engine: Engine) -> None:
-    one_error(invoke("sync", "--import", "English_Upbeat_Woman=upbeat:en-US"), 2,
-              "ID=NAME:LANGUAGE:GENDER")
-    one_error(invoke("sync", "--import", "English_Upbeat_Woman=upbeat-woman:en-US:female",
-                     "--import", "No_Such_Voice=ghost-voice:en-US:male"),
-              2, "No_Such_Voice")
-    one_error(invoke("sync", "--import", "English_Upbeat_Woman=british-male:en-GB:male"), 2,
-              "british-male", "already exists")
+    one_error(
+        invoke("sync", "--import", "English_Upbeat_Woman=upbeat:en-US"),
+        2,
+        "ID=NAME:LANGUAGE:GENDER",
+    )
+    one_error(
+        invoke(
+            "sync",
+            "--import",
+            "English_Upbeat_Woman=upbeat-woman:en-US:female",
+            "--import",
+            "No_Such_Voice=ghost-voice:en-US:male",
+        ),
+        2,
+        "No_Such_Voice",
+    )
+    one_error(
+        invoke("sync", "--import", "English_Upbeat_Woman=british-male:en-GB:male"),
+        2,
+        "british-male",
+        "already exists",
+    )
     with engine.connect() as conn:
         assert len(conn.execute(select(Voice.__table__.c.id)).all()) == len(SEEDED)
 
 
 # --- clone ---------------------------------------------------------------------------------
 
+
 def clone_args(sample: Path, name: str = "nigerian-female-ada", *extra: str) -> list[str]:
-    return ["clone", "--name", name, "--file", str(sample), "--language", "en-NG",
-            "--gender", "female", *extra]
+    return [
+        "clone",
+        "--name",
+        name,
+        "--file",
+        str(sample),
+        "--language",
+        "en-NG",
+        "--gender",
+        "female",
+        *extra,
+    ]
 
 
 async def test_a_clone_speaks_and_then_stops_expiring(
-    invoke: Invoke, run_job: JobRunner, make_user: UserFactory, engine: Engine,
-    worker: Worker, tmp_path: Path, emu: Emulator,
+    invoke: Invoke,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    engine: Engine,
+    worker: Worker,
+    tmp_path: Path,
+    emu: Emulator,
 ) -> None:
     sample = write_wav(tmp_path / "ada.wav", 12)
-    made = ok_json(await asyncio.to_thread(invoke, *clone_args(
-        sample, "nigerian-female-ada", "--description", "Ada, from Lagos.",
-        "--preview-text", "Hello from Lagos.", "--json")))
+    made = ok_json(
+        await asyncio.to_thread(
+            invoke,
+            *clone_args(
+                sample,
+                "nigerian-female-ada",
+                "--description",
+                "Ada, from Lagos.",
+                "--preview-text",
+                "Hello from Lagos.",
+                "--json",
+            ),
+        )
+    )
     voice_id = made["minimax_voice_id"]
     assert voice_id.startswith("odea-nigerian-female-ada-")
     assert made["kind"] == "cloned" and made["language_boost"] == "English"
@@ -272,14 +444,17 @@ async def test_a_clone_speaks_and_then_stops_expiring(
     # What MiniMax billed for the preview is kept for the usage report.
     assert made["preview_characters"] == emu.stats()["characters"] > 0
     [row] = cloned_rows(engine)
-    assert (row.preview_characters, row.preview_model) == (made["preview_characters"],
-                                                           worker.settings.minimax_model)
+    assert (row.preview_characters, row.preview_model) == (
+        made["preview_characters"],
+        worker.settings.minimax_model,
+    )
     fresh = ok_json(await asyncio.to_thread(invoke, "list", "--kind", "cloned", "--json"))
     [row] = fresh["voices"]
     assert row["used"] is False and row["days_left"] == 6 and row["expiring"] is False
     # MiniMax lists a clone only once used, so the stand-in cannot point at it yet.
-    early = await asyncio.to_thread(invoke, "update", "--name", "nigerian-female",
-                                    "--minimax-id", voice_id)
+    early = await asyncio.to_thread(
+        invoke, "update", "--name", "nigerian-female", "--minimax-id", voice_id
+    )
     one_error(early, 2, "MiniMax does not know voice id", "nigerian-female-ada")
 
     backdate(engine, "nigerian-female-ada", days=5.5)
@@ -294,13 +469,17 @@ async def test_a_clone_speaks_and_then_stops_expiring(
     assert "error" not in out, out
     assert out["voice"] == "nigerian-female-ada" and out["duration_seconds"] > 0
     assert ok_json(await asyncio.to_thread(invoke, "list", "--expiring", "--json")) == {
-        "voices": []}
+        "voices": []
+    }
     after = ok_json(await asyncio.to_thread(invoke, "list", "--kind", "cloned", "--json"))
     assert after["voices"][0]["used"] is True and after["voices"][0]["expires_at"] is None
 
     # Now MiniMax lists it: the stand-in takes the clone and callers keep their voice name.
-    swapped = ok_json(await asyncio.to_thread(invoke, "update", "--name", "nigerian-female",
-                                              "--minimax-id", voice_id, "--json"))
+    swapped = ok_json(
+        await asyncio.to_thread(
+            invoke, "update", "--name", "nigerian-female", "--minimax-id", voice_id, "--json"
+        )
+    )
     assert swapped["kind"] == "cloned"
     assert swapped["minimax_file_id"] == made["minimax_file_id"]
     off = await asyncio.to_thread(invoke, "deactivate", "--name", "nigerian-female-ada")
@@ -326,13 +505,19 @@ def test_clone_refuses_mistakes_before_uploading(
     sample = write_wav(tmp_path / "ada.wav", 12)
     mistakes = {
         "missing file": (clone_args(tmp_path / "nowhere.wav"), ("no such file",)),
-        "wrong extension": (clone_args(write_wav(tmp_path / "ada.ogg", 12)),
-                            (".mp3, .m4a or .wav",)),
+        "wrong extension": (
+            clone_args(write_wav(tmp_path / "ada.ogg", 12)),
+            (".mp3, .m4a or .wav",),
+        ),
         "empty file": (clone_args(tmp_path / "empty.mp3"), ("empty",)),
-        "bad voice id": (clone_args(sample, "ada-one", "--voice-id", "9-starts-with-digit"),
-                         ("voice id", "start with a letter")),
-        "model alone": (clone_args(sample, "ada-one", "--model", "speech-02-hd"),
-                        ("--preview-text",)),
+        "bad voice id": (
+            clone_args(sample, "ada-one", "--voice-id", "9-starts-with-digit"),
+            ("voice id", "start with a letter"),
+        ),
+        "model alone": (
+            clone_args(sample, "ada-one", "--model", "speech-02-hd"),
+            ("--preview-text",),
+        ),
         "name taken": (clone_args(sample, "british-male"), ("british-male", "already exists")),
         "bad gender": (clone_args(sample, "ada-one", "--gender", "robot"), ("gender",)),
     }
@@ -342,11 +527,16 @@ def test_clone_refuses_mistakes_before_uploading(
     assert emu.stats()["requests"]["files/upload"] == 0, "refused before any upload"
     assert cloned_rows(engine) == []
 
-    first = ok_json(invoke(*clone_args(sample, "ada-one", "--voice-id", "odea-ada-one-x",
-                                       "--json")))
+    first = ok_json(
+        invoke(*clone_args(sample, "ada-one", "--voice-id", "odea-ada-one-x", "--json"))
+    )
     assert first["minimax_voice_id"] == "odea-ada-one-x"
-    one_error(invoke(*clone_args(sample, "ada-two", "--voice-id", "odea-ada-one-x")), 2,
-              "odea-ada-one-x", "ada-one")
+    one_error(
+        invoke(*clone_args(sample, "ada-two", "--voice-id", "odea-ada-one-x")),
+        2,
+        "odea-ada-one-x",
+        "ada-one",
+    )
     assert emu.stats()["requests"]["files/upload"] == 1
     # Never used and past MiniMax's 7 days: it is gone there, and the list says so.
     backdate(engine, "ada-one", days=8)
@@ -358,34 +548,75 @@ def test_clone_refuses_mistakes_before_uploading(
 def _fault(rule: dict[str, Any]) -> Callable[[Emulator, Path], str | None]:
     def inject(emu: Emulator, _: Path) -> None:
         emu.add_fault(rule)
+
     return inject
 
 
-CLONE_FAILURES: dict[str, tuple[Callable[[Emulator, Path], str | None], float, int,
-                                tuple[str, ...]]] = {
+CLONE_FAILURES: dict[
+    str, tuple[Callable[[Emulator, Path], str | None], float, int, tuple[str, ...]]
+] = {
     # case: (prepare -> --voice-id or None, sample seconds, exit code, words in the error)
     "too short": (lambda emu, d: None, 5, 2, ("10 seconds to 5 minutes", "2037")),
-    "upload rejected": (_fault({"endpoint": "files/upload", "kind": "base_resp",
-                                "code": 20132}), 12, 2, ("upload", "invalid", "20132")),
-    "voice id taken": (_taken_at_minimax, 12, 2, ("already used", "2039", "not list",
-                                                  "without --voice-id")),
-    "account not verified": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
-                                     "code": 2038}), 12, 2, ("verified", "2038")),
-    "validation failed": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
-                                  "code": 1044}), 12, 2, ("validation failed", "1044")),
-    "prompt too long": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
-                                "code": 2048}), 12, 2, ("8 seconds", "2048")),
-    "minimax down": (_fault({"endpoint": "files/upload", "kind": "http", "status": 503,
-                             "times": 5}), 12, 3, ("MiniMax is unavailable",)),
-    "account refused": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
-                                "code": 1008}), 12, 3, ("MINIMAX_API_KEY",)),
-    "plan refused": (_fault({"endpoint": "voice_clone", "kind": "base_resp",
-                             "code": 2061}), 12, 3, ("MINIMAX_API_KEY", "plan")),
-    "flagged sample": (_fault({"endpoint": "voice_clone", "kind": "sensitive", "type": 3}),
-                       12, 2, ("flagged", "sensitive", "type 3", "not registered")),
-    "flagged sample, object": (_fault({"endpoint": "voice_clone", "kind": "sensitive",
-                                       "type": 6, "shape": "object"}),
-                               12, 2, ("flagged", "type 6")),
+    "upload rejected": (
+        _fault({"endpoint": "files/upload", "kind": "base_resp", "code": 20132}),
+        12,
+        2,
+        ("upload", "invalid", "20132"),
+    ),
+    "voice id taken": (
+        _taken_at_minimax,
+        12,
+        2,
+        ("already used", "2039", "not list", "without --voice-id"),
+    ),
+    "account not verified": (
+        _fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 2038}),
+        12,
+        2,
+        ("verified", "2038"),
+    ),
+    "validation failed": (
+        _fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 1044}),
+        12,
+        2,
+        ("validation failed", "1044"),
+    ),
+    "prompt too long": (
+        _fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 2048}),
+        12,
+        2,
+        ("8 seconds", "2048"),
+    ),
+    "minimax down": (
+        _fault({"endpoint": "files/upload", "kind": "http", "status": 503, "times": 5}),
+        12,
+        3,
+        ("MiniMax is unavailable",),
+    ),
+    "account refused": (
+        _fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 1008}),
+        12,
+        3,
+        ("MINIMAX_API_KEY",),
+    ),
+    "plan refused": (
+        _fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 2061}),
+        12,
+        3,
+        ("MINIMAX_API_KEY", "plan"),
+    ),
+    "flagged sample": (
+        _fault({"endpoint": "voice_clone", "kind": "sensitive", "type": 3}),
+        12,
+        2,
+        ("flagged", "sensitive", "type 3", "not registered"),
+    ),
+    "flagged sample, object": (
+        _fault({"endpoint": "voice_clone", "kind": "sensitive", "type": 6, "shape": "object"}),
+        12,
+        2,
+        ("flagged", "type 6"),
+    ),
 }
 
 
@@ -406,12 +637,16 @@ def test_a_clone_minimax_refuses_says_why_and_stores_nothing(
 
 # --- a clone whose reply is lost ----------------------------------------------------------
 
+
 def clone_requests(emu: Emulator) -> int:
     return int(emu.stats()["requests"].get("voice_clone", 0))
 
 
-LOST = {"disconnect": {"then": "disconnect"}, "5xx": {"then": "http", "status": 503},
-        "1000": {"then": "base_resp", "code": 1000}}
+LOST = {
+    "disconnect": {"then": "disconnect"},
+    "5xx": {"then": "http", "status": 503},
+    "1000": {"then": "base_resp", "code": 1000},
+}
 
 
 @backend_independent
@@ -421,11 +656,19 @@ def test_a_lost_clone_reply_is_not_retried_and_says_the_state_is_unknown(
 ) -> None:
     sample = write_wav(tmp_path / "ada.wav", 12)
     emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost", **lost})
-    args = clone_args(sample, "ada-lost", "--voice-id", "odea-ada-lost-1",
-                      "--preview-text", "Hello from Lagos.")
+    args = clone_args(
+        sample, "ada-lost", "--voice-id", "odea-ada-lost-1", "--preview-text", "Hello from Lagos."
+    )
     first = invoke(*args)
-    one_error(first, 3, "clone state unknown", "odea-ada-lost-1", "first synthesis",
-              "Nothing was registered", "--voice-id odea-ada-lost-1")
+    one_error(
+        first,
+        3,
+        "clone state unknown",
+        "odea-ada-lost-1",
+        "first synthesis",
+        "Nothing was registered",
+        "--voice-id odea-ada-lost-1",
+    )
     assert clone_requests(emu) == 1, "voice_clone is never retried blindly"
     billed = emu.stats()["characters"]
     assert billed > 0 and cloned_rows(engine) == []
@@ -443,8 +686,11 @@ def test_a_lost_reply_and_no_get_voice_is_still_unknown_not_failed(
 ) -> None:
     emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost"})
     emu.add_fault({"endpoint": "get_voice", "kind": "http", "status": 503, "times": 5})
-    result = invoke(*clone_args(write_wav(tmp_path / "ada.wav", 12), "ada-dark",
-                                "--voice-id", "odea-ada-dark-1"))
+    result = invoke(
+        *clone_args(
+            write_wav(tmp_path / "ada.wav", 12), "ada-dark", "--voice-id", "odea-ada-dark-1"
+        )
+    )
     one_error(result, 3, "clone state unknown", "could not be asked", "odea-ada-dark-1")
     assert clone_requests(emu) == 1 and cloned_rows(engine) == []
 
@@ -453,14 +699,17 @@ def test_a_clone_minimax_lists_after_a_lost_reply_is_registered(
     invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path
 ) -> None:
     sample = write_wav(tmp_path / "ada.wav", 12)
-    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost", "then": "http",
-                   "status": 502})
-    listed = {"voice_cloning": [{"voice_id": "odea-ada-kept-1", "description": [],
-                                 "created_time": "2026-12-01"}],
-              "base_resp": {"status_code": 0, "status_msg": "success"}}
+    emu.add_fault({"endpoint": "voice_clone", "kind": "clone_lost", "then": "http", "status": 502})
+    listed = {
+        "voice_cloning": [
+            {"voice_id": "odea-ada-kept-1", "description": [], "created_time": "2026-12-01"}
+        ],
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
     emu.add_fault({"endpoint": "get_voice", "kind": "reply", "body": listed})
-    made = ok_json(invoke(*clone_args(sample, "ada-kept", "--voice-id", "odea-ada-kept-1",
-                                      "--json")))
+    made = ok_json(
+        invoke(*clone_args(sample, "ada-kept", "--voice-id", "odea-ada-kept-1", "--json"))
+    )
     assert made["minimax_voice_id"] == "odea-ada-kept-1" and made["kind"] == "cloned"
     assert "reply to voice_clone was lost" in made["note"] and "registered" in made["note"]
     assert clone_requests(emu) == 1
@@ -469,20 +718,24 @@ def test_a_clone_minimax_lists_after_a_lost_reply_is_registered(
 
 
 async def test_a_2039_for_our_clone_from_a_lost_attempt_registers_it(
-    invoke: Invoke, emu: Emulator, engine: Engine, tmp_path: Path, run_job: JobRunner,
+    invoke: Invoke,
+    emu: Emulator,
+    engine: Engine,
+    tmp_path: Path,
+    run_job: JobRunner,
     make_user: UserFactory,
 ) -> None:
     sample = write_wav(tmp_path / "ada.wav", 12)
     voice_id = _taken_at_minimax(emu, sample)  # an earlier attempt made it, reply lost,
-    emu.state.voices.mark_used(voice_id)      # and it has been used since: MiniMax lists it
-    result = await asyncio.to_thread(invoke, *clone_args(sample, "ada-found", "--voice-id",
-                                                         voice_id))
+    emu.state.voices.mark_used(voice_id)  # and it has been used since: MiniMax lists it
+    result = await asyncio.to_thread(
+        invoke, *clone_args(sample, "ada-found", "--voice-id", voice_id)
+    )
     assert result.exit_code == 0, result.stderr
     flat = " ".join(result.stdout.split())
     assert "2039" in flat and "lists it as our clone" in flat and "registered" in flat
     [row] = cloned_rows(engine)
-    assert (row.name, row.minimax_voice_id, row.minimax_file_id) == ("ada-found", voice_id,
-                                                                     None)
+    assert (row.name, row.minimax_voice_id, row.minimax_file_id) == ("ada-found", voice_id, None)
     _, key = await make_user()
     out = await run_job(api_key=key, text=TEXT, voice="ada-found")
     assert "error" not in out, out
@@ -490,16 +743,32 @@ async def test_a_2039_for_our_clone_from_a_lost_attempt_registers_it(
 
 # --- what only the real command line shows -------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", ["embedded"])
 def test_a_refused_clone_prints_one_line_from_the_real_script(
     settings: Settings, emu: Emulator, tmp_path: Path
 ) -> None:
     emu.add_fault({"endpoint": "voice_clone", "kind": "base_resp", "code": 2038})
-    env = {**cli_env(settings), "MINIMAX_BASE_URL": emu.url, "MINIMAX_API_KEY": EMULATOR_KEY,
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {
+        **cli_env(settings),
+        "MINIMAX_BASE_URL": emu.url,
+        "MINIMAX_API_KEY": EMULATOR_KEY,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
     proc = subprocess.run(
-        [sys.executable, "scripts/admin.py", "voices", *clone_args(
-            write_wav(tmp_path / "ada.wav", 12))], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "scripts/admin.py",
+            "voices",
+            *clone_args(write_wav(tmp_path / "ada.wav", 12)),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "2038" in proc.stderr, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr

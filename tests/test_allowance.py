@@ -28,9 +28,16 @@ def basic() -> Plan:
 
 def user(**fields: object) -> User:
     values: dict[str, object] = {
-        "id": 7, "email": "ada@example.com", "plan_id": "basic", "used_ms": 0, "credit_ms": 0,
-        "monthly_seconds_override": None, "rpm_override": None, "streams_override": None,
-        "cycle_start": NOW - dt.timedelta(days=14), "cycle_end": NOW + dt.timedelta(days=16),
+        "id": 7,
+        "email": "ada@example.com",
+        "plan_id": "basic",
+        "used_ms": 0,
+        "credit_ms": 0,
+        "monthly_seconds_override": None,
+        "rpm_override": None,
+        "streams_override": None,
+        "cycle_start": NOW - dt.timedelta(days=14),
+        "cycle_end": NOW + dt.timedelta(days=16),
     }
     values.update(fields)
     return User(**values)
@@ -45,7 +52,10 @@ def test_the_plan_s_limits_apply_without_overrides() -> None:
     allowance = allowance_of(user(), basic())
     assert allowance.plan_id == "basic"
     assert {n: (lim.value, lim.source) for n, lim in allowance.limits.items()} == {
-        "monthly_seconds": (3600, "plan"), "rpm": (30, "plan"), "concurrent_streams": (2, "plan")}
+        "monthly_seconds": (3600, "plan"),
+        "rpm": (30, "plan"),
+        "concurrent_streams": (2, "plan"),
+    }
     assert allowance.quota_ms == 3_600_000
 
 
@@ -89,8 +99,12 @@ def test_remaining_never_goes_below_zero() -> None:
     assert not QuotaView(quota_ms=10_000, used_ms=12_000).fits(0)
 
 
-@given(quota=st.integers(-10**9, 10**9), used=st.integers(0, 10**9),
-       reserved=st.integers(0, 10**9), estimate=st.integers(0, 10**9))
+@given(
+    quota=st.integers(-(10**9), 10**9),
+    used=st.integers(0, 10**9),
+    reserved=st.integers(0, 10**9),
+    estimate=st.integers(0, 10**9),
+)
 def test_a_job_fits_exactly_when_its_estimate_is_within_what_remains(
     quota: int, used: int, reserved: int, estimate: int
 ) -> None:
@@ -102,10 +116,14 @@ def test_a_job_fits_exactly_when_its_estimate_is_within_what_remains(
 
 
 def test_the_caller_s_view_uses_the_allowance_s_quota() -> None:
-    allowance = Allowance(plan_id="free", monthly_seconds=Limit(600), rpm=Limit(10),
-                          concurrent_streams=Limit(1), credit_ms=5_000)
-    assert allowance.quota(used_ms=100_000, reserved_ms=5_000) == QuotaView(605_000, 100_000,
-                                                                          5_000)
+    allowance = Allowance(
+        plan_id="free",
+        monthly_seconds=Limit(600),
+        rpm=Limit(10),
+        concurrent_streams=Limit(1),
+        credit_ms=5_000,
+    )
+    assert allowance.quota(used_ms=100_000, reserved_ms=5_000) == QuotaView(605_000, 100_000, 5_000)
 
 
 def test_a_reservation_is_live_for_one_lease_ttl() -> None:
@@ -115,13 +133,22 @@ def test_a_reservation_is_live_for_one_lease_ttl() -> None:
 def test_the_operators_see_plan_override_credit_and_what_is_left() -> None:
     row = user(monthly_seconds_override=1200, credit_ms=30_000, used_ms=100_500)
     allowance = allowance_of(row, basic())
-    state = QuotaState(user_id=7, email="ada@example.com", allowance=allowance,
-                       quota=allowance.quota(used_ms=row.used_ms, reserved_ms=5_000),
-                       cycle_start=row.cycle_start, cycle_end=row.cycle_end)
+    state = QuotaState(
+        user_id=7,
+        email="ada@example.com",
+        allowance=allowance,
+        quota=allowance.quota(used_ms=row.used_ms, reserved_ms=5_000),
+        cycle_start=row.cycle_start,
+        cycle_end=row.cycle_end,
+    )
     assert state.to_dict() == {
         "user": {"id": 7, "email": "ada@example.com", "plan": "basic"},
-        "plan_seconds": 3600, "override_seconds": 1200, "credit_seconds": 30.0,
-        "quota_seconds": 1230.0, "used_seconds": 100.5, "reserved_seconds": 5.0,
+        "plan_seconds": 3600,
+        "override_seconds": 1200,
+        "credit_seconds": 30.0,
+        "quota_seconds": 1230.0,
+        "used_seconds": 100.5,
+        "reserved_seconds": 5.0,
         "remaining_seconds": 1124.5,
         "cycle": {"start": "2026-11-01T12:00:00+00:00", "end": "2026-12-01T12:00:00+00:00"},
     }

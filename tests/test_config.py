@@ -44,7 +44,9 @@ def test_defaults_are_embedded_sqlite_under_the_data_dir_and_no_redis(
     settings = Settings()
     assert settings.env == "development"
     assert settings.database_url is None and settings.redis_url is None
-    assert settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path.as_posix()}/odeatts.db"
+    assert (
+        settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path.as_posix()}/odeatts.db"
+    )
     assert settings.key_pepper is None and settings.pepper == DEV_PEPPER.encode()
 
 
@@ -89,7 +91,8 @@ def test_complete_production_config_is_accepted(monkeypatch: pytest.MonkeyPatch)
     settings = Settings()
     assert settings.env == "production"
     assert settings.effective_database_url == (
-        "postgresql+psycopg://odea:secret@db.internal:5432/odeatts")
+        "postgresql+psycopg://odea:secret@db.internal:5432/odeatts"
+    )
     assert settings.plain_redis_url == "redis://cache.internal:6379/0"
     assert settings.pepper == b"p" * 32
 
@@ -108,8 +111,18 @@ def test_complete_production_config_is_accepted(monkeypatch: pytest.MonkeyPatch)
         ({"BUCKET_ENDPOINT_URL": None}, "BUCKET_NAME"),
         ({"ODEATTS_LEASE_TTL_SECONDS": "10"}, "ODEATTS_LEASE_TTL_SECONDS"),
     ],
-    ids=["no-db", "sqlite-db", "no-redis", "no-pepper", "short-pepper", "dev-pepper",
-         "no-minimax-key", "no-bucket", "no-bucket-endpoint", "short-lease"],
+    ids=[
+        "no-db",
+        "sqlite-db",
+        "no-redis",
+        "no-pepper",
+        "short-pepper",
+        "dev-pepper",
+        "no-minimax-key",
+        "no-bucket",
+        "no-bucket-endpoint",
+        "short-lease",
+    ],
 )
 def test_production_refuses_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str | None], named: str
@@ -119,16 +132,26 @@ def test_production_refuses_what_is_missing(
     message = refusal()
     assert "production" in message and named in message
     # Only what is wrong is named, so the operator is not sent hunting.
-    others = {"DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY",
-              "BUCKET_NAME"} - {named}
+    others = {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ODEATTS_KEY_PEPPER",
+        "MINIMAX_API_KEY",
+        "BUCKET_NAME",
+    } - {named}
     assert not any(other in message for other in others)
 
 
 def test_production_names_everything_missing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ODEATTS_ENV", "production")
     message = refusal()
-    for name in ("DATABASE_URL", "REDIS_URL", "ODEATTS_KEY_PEPPER", "MINIMAX_API_KEY",
-                 "BUCKET_NAME"):
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ODEATTS_KEY_PEPPER",
+        "MINIMAX_API_KEY",
+        "BUCKET_NAME",
+    ):
         assert name in message
 
 
@@ -146,8 +169,15 @@ def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_handler_refuses_to_start_in_production_without_config(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ODEATTS_ENV": "production"}
-    proc = subprocess.run([sys.executable, "handler.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "handler.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -166,11 +196,22 @@ def test_env_example_lists_every_setting() -> None:
 def test_url_passwords_show_nowhere_but_where_they_are_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    set_env(monkeypatch, {**PRODUCTION, "DATABASE_URL": "postgresql://odea:pw-db-1@db/odeatts",
-                          "REDIS_URL": "rediss://:pw-redis-2@cache:6380/0"})
+    set_env(
+        monkeypatch,
+        {
+            **PRODUCTION,
+            "DATABASE_URL": "postgresql://odea:pw-db-1@db/odeatts",
+            "REDIS_URL": "rediss://:pw-redis-2@cache:6380/0",
+        },
+    )
     settings = Settings()
-    for shown in (repr(settings), str(settings), repr(settings.model_dump()),
-                  str(settings.model_dump()), settings.model_dump_json()):
+    for shown in (
+        repr(settings),
+        str(settings),
+        repr(settings.model_dump()),
+        str(settings.model_dump()),
+        settings.model_dump_json(),
+    ):
         assert "pw-db-1" not in shown and "pw-redis-2" not in shown, shown
         assert "p" * 32 not in shown and "mm-key" not in shown
     assert settings.effective_database_url == "postgresql+psycopg://odea:pw-db-1@db/odeatts"
@@ -186,11 +227,18 @@ def test_an_empty_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_secret_values_are_the_secrets_and_the_url_passwords(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    set_env(monkeypatch, {**PRODUCTION, "DATABASE_URL": "postgresql://odea:s3cr%40t@db/odeatts",
-                          "REDIS_URL": "redis://cache:6379/0",
-                          "BUCKET_SECRET_ACCESS_KEY": "bucket-secret"})
+    set_env(
+        monkeypatch,
+        {
+            **PRODUCTION,
+            "DATABASE_URL": "postgresql://odea:s3cr%40t@db/odeatts",
+            "REDIS_URL": "redis://cache:6379/0",
+            "BUCKET_SECRET_ACCESS_KEY": "bucket-secret",
+        },
+    )
     assert sorted(Settings().secret_values()) == sorted(
-        ["s3cr%40t", "s3cr@t", "p" * 32, "mm-key", "bucket-secret"])
+        ["s3cr%40t", "s3cr@t", "p" * 32, "mm-key", "bucket-secret"]
+    )
 
 
 def test_logs_are_json_in_production_and_text_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

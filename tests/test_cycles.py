@@ -28,8 +28,9 @@ async def test_the_first_job_after_a_cycle_ends_rolls_it_over(
 ) -> None:
     start = utcnow() - dt.timedelta(days=40)
     old_end = next_month(start)
-    _, key = await make_user("free", used_ms=600_000, credit_ms=5_000, cycle_start=start,
-                             cycle_end=old_end)
+    _, key = await make_user(
+        "free", used_ms=600_000, credit_ms=5_000, cycle_start=start, cycle_end=old_end
+    )
     out = await run_job(api_key=key, text=TEXT, voice="british-male")
     assert "error" not in out, out  # last month's exhausted quota does not refuse it
     user, [archived] = await state(worker)
@@ -48,8 +49,7 @@ async def test_missed_months_roll_into_the_current_cycle_once(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
     start = utcnow() - dt.timedelta(days=100)
-    _, key = await make_user("free", used_ms=10_000, cycle_start=start,
-                             cycle_end=next_month(start))
+    _, key = await make_user("free", used_ms=10_000, cycle_start=start, cycle_end=next_month(start))
     first = await run_job(api_key=key, text=TEXT, voice="british-male")
     second = await run_job(api_key=key, text=TEXT, voice="british-male")
     assert "error" not in first and "error" not in second
@@ -63,8 +63,7 @@ async def test_a_read_only_action_does_not_roll_the_cycle(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
     start = utcnow() - dt.timedelta(days=40)
-    _, key = await make_user("free", used_ms=1_000, cycle_start=start,
-                             cycle_end=next_month(start))
+    _, key = await make_user("free", used_ms=1_000, cycle_start=start, cycle_end=next_month(start))
     usage = await run_job(api_key=key, action="usage")
     assert usage["quota"]["used_seconds"] == 1.0
     user, cycles = await state(worker)

@@ -12,9 +12,19 @@ from odeatts.errors import ERROR_CODES, OdeaError
 
 # The codes documented to callers. Renaming one breaks every client that matches on it.
 DOCUMENTED_CODES = {
-    "invalid_request", "unauthorized", "quota_exceeded", "voice_not_found", "duplicate_job",
-    "content_rejected", "rate_limited", "concurrency_limited", "upstream_busy",
-    "upstream_rejected", "upstream_unavailable", "service_unavailable", "internal",
+    "invalid_request",
+    "unauthorized",
+    "quota_exceeded",
+    "voice_not_found",
+    "duplicate_job",
+    "content_rejected",
+    "rate_limited",
+    "concurrency_limited",
+    "upstream_busy",
+    "upstream_rejected",
+    "upstream_unavailable",
+    "service_unavailable",
+    "internal",
 }
 
 LEAVES = sorted(ERROR_CODES.values(), key=lambda cls: cls.code)
@@ -72,8 +82,9 @@ def test_status_codes_of_the_families() -> None:
     assert errors.InvalidRequest.status == 400 and errors.Unauthorized.status == 401
     assert errors.QuotaExceeded.status == 402 and errors.VoiceNotFound.status == 404
     assert errors.DuplicateJob.status == 409 and errors.ContentRejected.status == 422
-    assert {cls.status for cls in (errors.RateLimited, errors.ConcurrencyLimited,
-                                   errors.UpstreamBusy)} == {429}
+    assert {
+        cls.status for cls in (errors.RateLimited, errors.ConcurrencyLimited, errors.UpstreamBusy)
+    } == {429}
     assert errors.UpstreamRejected.status == 502 and errors.InternalError.status == 500
     assert errors.UpstreamUnavailable.status == errors.ServiceUnavailable.status == 503
 
@@ -84,8 +95,11 @@ def test_throttled_is_retryable_and_caller_errors_are_not() -> None:
 
 
 def test_all_lists_every_class() -> None:
-    classes = {name for name, obj in inspect.getmembers(errors, inspect.isclass)
-               if obj.__module__ == errors.__name__}
+    classes = {
+        name
+        for name, obj in inspect.getmembers(errors, inspect.isclass)
+        if obj.__module__ == errors.__name__
+    }
     assert classes <= set(errors.__all__)
     assert "ERROR_CODES" in errors.__all__ and len(set(errors.__all__)) == len(errors.__all__)
     assert all(hasattr(errors, name) for name in errors.__all__)

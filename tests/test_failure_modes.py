@@ -56,13 +56,18 @@ def redis(redis_url: str) -> Iterator[SyncRedis]:
     client.close()
 
 
-FAST_FAILURE = {"ODEATTS_DB_TIMEOUT_SECONDS": 1, "ODEATTS_REDIS_TIMEOUT_SECONDS": 0.5,
-                "ODEATTS_SETTLE_RETRY_SECONDS": 0.5, "ODEATTS_BREAKER_COOLDOWN_SECONDS": 0.3}
+FAST_FAILURE = {
+    "ODEATTS_DB_TIMEOUT_SECONDS": 1,
+    "ODEATTS_REDIS_TIMEOUT_SECONDS": 0.5,
+    "ODEATTS_SETTLE_RETRY_SECONDS": 0.5,
+    "ODEATTS_BREAKER_COOLDOWN_SECONDS": 0.3,
+}
 
 
 @pytest.fixture
-async def make_faulty(make_settings: Callable[..., Settings]
-                      ) -> AsyncIterator[Callable[..., Worker]]:
+async def make_faulty(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[Callable[..., Worker]]:
     """Workers with short deadlines, built from the test's own settings."""
     made: list[Worker] = []
 
@@ -76,16 +81,25 @@ async def make_faulty(make_settings: Callable[..., Settings]
 
 
 @pytest.fixture
-def faulty(make_faulty: Callable[..., Worker], pg_proxy: TcpProxy, redis_proxy: TcpProxy
-           ) -> Worker:
+def faulty(make_faulty: Callable[..., Worker], pg_proxy: TcpProxy, redis_proxy: TcpProxy) -> Worker:
     """A worker that reaches Postgres and Redis only through the proxies."""
     return make_faulty(DATABASE_URL=pg_proxy.url, REDIS_URL=redis_proxy.url)
 
 
-async def speak(worker: Worker, key: str, job_id: str | None = None, **options: Any
-                ) -> dict[str, Any]:
-    result = await worker.handle({"id": job_id or f"job-{uuid.uuid4().hex[:12]}", "input": {
-        "api_key": key, "text": "The world misbehaves.", "voice": "british-male", **options}})
+async def speak(
+    worker: Worker, key: str, job_id: str | None = None, **options: Any
+) -> dict[str, Any]:
+    result = await worker.handle(
+        {
+            "id": job_id or f"job-{uuid.uuid4().hex[:12]}",
+            "input": {
+                "api_key": key,
+                "text": "The world misbehaves.",
+                "voice": "british-male",
+                **options,
+            },
+        }
+    )
     return {"error": json.loads(result["error"])} if "error" in result else result
 
 
@@ -93,8 +107,9 @@ def code(out: dict[str, Any]) -> str | None:
     return out["error"]["code"] if "error" in out else None
 
 
-async def until(condition: Callable[[], Awaitable[bool] | bool], what: str,
-                timeout: float = 20.0) -> None:
+async def until(
+    condition: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -106,16 +121,19 @@ async def until(condition: Callable[[], Awaitable[bool] | bool], what: str,
 
 async def ledger(worker: Worker, user_id: int) -> tuple[int, dict[str, Usage]]:
     async with worker.pipeline().sessions() as session:
-        used = (await session.execute(select(User.used_ms).where(User.id == user_id))
-                ).scalar_one()
-        rows = (await session.execute(select(Usage).where(Usage.user_id == user_id))
-                ).scalars().all()
+        used = (await session.execute(select(User.used_ms).where(User.id == user_id))).scalar_one()
+        rows = (
+            (await session.execute(select(Usage).where(Usage.user_id == user_id))).scalars().all()
+        )
     return used, {r.job_id: r for r in rows}
 
 
 # ------------------------------------------------------------------------- defect 1
 async def test_an_admission_lost_in_a_frozen_redis_never_holds_the_lease(
-    faulty: Worker, make_user: UserFactory, redis_proxy: TcpProxy, redis: SyncRedis,
+    faulty: Worker,
+    make_user: UserFactory,
+    redis_proxy: TcpProxy,
+    redis: SyncRedis,
     settings: Settings,
 ) -> None:
     user_id, key = await make_user()  # free plan: one stream
@@ -128,18 +146,23 @@ async def test_an_admission_lost_in_a_frozen_redis_never_holds_the_lease(
     redis_proxy.resume()  # Redis wakes and runs the queued admission
 
     prefix = settings.redis_prefix
-    await until(lambda: bool(redis.exists(f"{prefix}:void:frozen#1"))
-                and redis.zcard(f"{prefix}:leases:{user_id}") == 0,
-                "the lost admission to be voided")
+    await until(
+        lambda: (
+            bool(redis.exists(f"{prefix}:void:frozen#1"))
+            and redis.zcard(f"{prefix}:leases:{user_id}") == 0
+        ),
+        "the lost admission to be voided",
+    )
     assert code(await speak(faulty, key)) is None  # not refused for the lease TTL
 
 
-async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(
-    redis_url: str
-) -> None:
-    limiter = RedisLimiter(AsyncRedis.from_url(redis_url), lease_ttl_seconds=30,
-                           upstream=UpstreamBudget(rpm=0, tpm=0),
-                           prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}")
+async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(redis_url: str) -> None:
+    limiter = RedisLimiter(
+        AsyncRedis.from_url(redis_url),
+        lease_ttl_seconds=30,
+        upstream=UpstreamBudget(rpm=0, tpm=0),
+        prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}",
+    )
     try:
         await limiter.release(user_id=1, lease_id="late#1", void=True)  # the void first
         late = await limiter.admit(user_id=1, lease_id="late#1", rpm=10, streams=1, chars=5)
@@ -152,7 +175,9 @@ async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(
 
 # --------------------------------------------------------------------- defects 2, 8
 async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
-    faulty: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
+    faulty: Worker,
+    make_user: UserFactory,
+    pg_proxy: TcpProxy,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, key = await make_user("pro")
@@ -185,8 +210,13 @@ async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
 
 # ------------------------------------------------------------------------- defect 9
 async def test_audio_made_before_postgres_dropped_is_delivered_and_charged_once(
-    faulty: Worker, worker: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
-    emu: Emulator, redis: SyncRedis, settings: Settings,
+    faulty: Worker,
+    worker: Worker,
+    make_user: UserFactory,
+    pg_proxy: TcpProxy,
+    emu: Emulator,
+    redis: SyncRedis,
+    settings: Settings,
 ) -> None:
     user_id, key = await make_user("pro")  # five streams
     assert code(await speak(faulty, key, job_id="before")) is None
@@ -199,8 +229,10 @@ async def test_audio_made_before_postgres_dropped_is_delivered_and_charged_once(
     assert [code(o) for o in outs] == [None] * 4, outs  # the audio reached the callers
 
     pg_proxy.resume()
-    await until(lambda: redis.hlen(f"{settings.redis_prefix}:outbox") == 0,
-                "the worker to apply its kept charges")
+    await until(
+        lambda: redis.hlen(f"{settings.redis_prefix}:outbox") == 0,
+        "the worker to apply its kept charges",
+    )
     used, rows = await ledger(worker, user_id)
     delivered = {f"cut-{i}": round(o["duration_seconds"] * 1000) for i, o in enumerate(outs)}
     for job_id, ms in delivered.items():
@@ -209,8 +241,12 @@ async def test_audio_made_before_postgres_dropped_is_delivered_and_charged_once(
 
 
 async def test_with_postgres_and_redis_both_gone_a_job_is_an_error_charged_nothing(
-    faulty: Worker, worker: Worker, make_user: UserFactory, pg_proxy: TcpProxy,
-    redis_proxy: TcpProxy, emu: Emulator,
+    faulty: Worker,
+    worker: Worker,
+    make_user: UserFactory,
+    pg_proxy: TcpProxy,
+    redis_proxy: TcpProxy,
+    emu: Emulator,
 ) -> None:
     user_id, key = await make_user("pro")
     assert code(await speak(faulty, key, job_id="before")) is None
@@ -229,21 +265,42 @@ async def test_with_postgres_and_redis_both_gone_a_job_is_an_error_charged_nothi
 
 
 async def test_the_hourly_job_applies_kept_charges_exactly_once(
-    worker: Worker, make_user: UserFactory, invoke: Invoke, settings: Settings,
+    worker: Worker,
+    make_user: UserFactory,
+    invoke: Invoke,
+    settings: Settings,
     redis_url: str,
 ) -> None:
     user_id, key = await make_user("pro")
     now = dt.datetime.now(dt.UTC)
     reservation = await metering.reserve(
-        worker.pipeline().sessions, key_hash=hash_key(key, settings.pepper), now=now,
+        worker.pipeline().sessions,
+        key_hash=hash_key(key, settings.pepper),
+        now=now,
         stale_after=dt.timedelta(seconds=330),
-        job=metering.JobMeta(job_id="kept", voice="british-male", model="speech-02-turbo",
-                          text_chars=20, estimated_ms=2000))
-    owed = Charge(job_id="kept", usage_id=reservation.usage_id,
-                    attempt=reservation.attempt, user_id=user_id, duration_ms=1234,
-                    billed_characters=20, trace_id="t", settled_at=now.isoformat())
-    env = {**cli_env(settings), "REDIS_URL": redis_url,
-           "ODEATTS_REDIS_PREFIX": settings.redis_prefix}
+        job=metering.JobMeta(
+            job_id="kept",
+            voice="british-male",
+            model="speech-02-turbo",
+            text_chars=20,
+            estimated_ms=2000,
+        ),
+    )
+    owed = Charge(
+        job_id="kept",
+        usage_id=reservation.usage_id,
+        attempt=reservation.attempt,
+        user_id=user_id,
+        duration_ms=1234,
+        billed_characters=20,
+        trace_id="t",
+        settled_at=now.isoformat(),
+    )
+    env = {
+        **cli_env(settings),
+        "REDIS_URL": redis_url,
+        "ODEATTS_REDIS_PREFIX": settings.redis_prefix,
+    }
 
     settled = []
     for _ in range(2):  # the same charge kept twice (two workers, a retry): applied once
@@ -261,12 +318,16 @@ async def test_the_hourly_job_applies_kept_charges_exactly_once(
 
 # --------------------------------------------------------------- MiniMax and storage
 async def test_a_silent_minimax_is_upstream_unavailable_within_seconds(
-    make_faulty: Callable[..., Worker], worker: Worker, make_user: UserFactory, emu: Emulator,
+    make_faulty: Callable[..., Worker],
+    worker: Worker,
+    make_user: UserFactory,
+    emu: Emulator,
 ) -> None:
     user_id, key = await make_user()
     with TcpProxy(emu.url, 80) as proxy:
-        faulty = make_faulty(MINIMAX_BASE_URL=proxy.url, MINIMAX_TIMEOUT_SECONDS=1,
-                             MINIMAX_MAX_RETRIES=1)
+        faulty = make_faulty(
+            MINIMAX_BASE_URL=proxy.url, MINIMAX_TIMEOUT_SECONDS=1, MINIMAX_MAX_RETRIES=1
+        )
         assert code(await speak(faulty, key)) is None
         proxy.set("silence")
         started = time.monotonic()
@@ -280,13 +341,20 @@ async def test_a_silent_minimax_is_upstream_unavailable_within_seconds(
 
 
 async def test_a_stalled_object_storage_is_service_unavailable_within_seconds(
-    make_faulty: Callable[..., Worker], worker: Worker, make_user: UserFactory, s3_url: str,
+    make_faulty: Callable[..., Worker],
+    worker: Worker,
+    make_user: UserFactory,
+    s3_url: str,
 ) -> None:
     user_id, key = await make_user()
     with TcpProxy(s3_url, 80) as proxy:
-        faulty = make_faulty(BUCKET_ENDPOINT_URL=proxy.url, BUCKET_NAME=S3_BUCKET,
-                             BUCKET_ACCESS_KEY_ID="test", BUCKET_SECRET_ACCESS_KEY="test",
-                             ODEATTS_STORAGE_TIMEOUT_SECONDS=1)
+        faulty = make_faulty(
+            BUCKET_ENDPOINT_URL=proxy.url,
+            BUCKET_NAME=S3_BUCKET,
+            BUCKET_ACCESS_KEY_ID="test",
+            BUCKET_SECRET_ACCESS_KEY="test",
+            ODEATTS_STORAGE_TIMEOUT_SECONDS=1,
+        )
         assert "audio_url" in await speak(faulty, key, output="url")
         proxy.set("stall")
         started = time.monotonic()

@@ -32,8 +32,29 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 THROTTLES = {"rate_limited", "concurrency_limited", "upstream_busy"}
 DOCUMENTED = {"quota_exceeded", *THROTTLES}
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven",
-         "brass", "bands", "play", "loud", "music", "near", "old", "river", "bridge", "at"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "brass",
+    "bands",
+    "play",
+    "loud",
+    "music",
+    "near",
+    "old",
+    "river",
+    "bridge",
+    "at",
+]
 
 
 @pytest.fixture
@@ -56,12 +77,16 @@ def fleet(fake: FakeRunPod, tmp_path: Path) -> Iterator[Fleet]:
 
 
 def fleet_env(settings: Settings, **overrides: object) -> dict[str, str]:
-    return {**worker_env(settings), "ODEATTS_LOG_LEVEL": "INFO",
-            **{k: str(v) for k, v in overrides.items()}}
+    return {
+        **worker_env(settings),
+        "ODEATTS_LOG_LEVEL": "INFO",
+        **{k: str(v) for k, v in overrides.items()},
+    }
 
 
-async def start(fleet: Fleet, count: int, env: dict[str, str], *,
-                name: str = "w") -> list[WorkerProcess]:
+async def start(
+    fleet: Fleet, count: int, env: dict[str, str], *, name: str = "w"
+) -> list[WorkerProcess]:
     """Spawn from this (the main) thread, wait in another: see Fleet."""
     workers = fleet.spawn(count, env, name=name)
     await asyncio.to_thread(fleet.wait_ready, workers)
@@ -92,8 +117,9 @@ async def usage_rows(worker: Worker, user_id: int | None = None) -> list[Usage]:
 
 async def used_ms(worker: Worker, user_id: int) -> int:
     async with worker.pipeline().sessions() as session:
-        return int((await session.execute(
-            select(User.used_ms).where(User.id == user_id))).scalar_one())
+        return int(
+            (await session.execute(select(User.used_ms).where(User.id == user_id))).scalar_one()
+        )
 
 
 def speech(key: str, text: str, voice: str = "british-female") -> dict[str, Any]:
@@ -160,8 +186,12 @@ def check_wire(results: Sequence[Result], allowed: set[str]) -> dict[str, list[d
 
 # ---------------------------------------------------------------------------- a
 async def test_one_user_hammering_a_fleet_stays_within_quota_rpm_and_streams(
-    fleet: Fleet, fake: FakeRunPod, settings: Settings, make_user: UserFactory,
-    worker: Worker, emu: Emulator,
+    fleet: Fleet,
+    fake: FakeRunPod,
+    settings: Settings,
+    make_user: UserFactory,
+    worker: Worker,
+    emu: Emulator,
 ) -> None:
     # The numbers make every limit bind, whatever the scheduling: the first job (a
     # paragraph: 78 s estimated, 50 s spoken) fits in 110 s, but once it is charged no
@@ -169,13 +199,16 @@ async def test_one_user_hammering_a_fleet_stays_within_quota_rpm_and_streams(
     # fitting until the user's 40 requests per minute are spent; 6 streams for 4 x 20
     # slots. Only the order of the short jobs' refusals is left to chance.
     quota_s, rpm, streams = 110, 40, 6
-    user_id, key = await make_user("basic", monthly_seconds_override=quota_s,
-                                   rpm_override=rpm, streams_override=streams)
-    workers = [w.worker_id for w in
-               await start(fleet, 4, fleet_env(settings, ODEATTS_MAX_CONCURRENCY=20))]
+    user_id, key = await make_user(
+        "basic", monthly_seconds_override=quota_s, rpm_override=rpm, streams_override=streams
+    )
+    workers = [
+        w.worker_id for w in await start(fleet, 4, fleet_env(settings, ODEATTS_MAX_CONCURRENCY=20))
+    ]
     emu.configure(latency_seconds=0.4, per_char_latency_seconds=0.002)
     jobs = [("hammer-first", speech(key, texts(1, seed=3, short_share=0)[0]))] + [
-        (f"hammer-{i:03d}", speech(key, text)) for i, text in enumerate(texts(149, seed=7))]
+        (f"hammer-{i:03d}", speech(key, text)) for i, text in enumerate(texts(149, seed=7))
+    ]
 
     began = time.monotonic()
     fake.put(*jobs[0])  # alone, so that one long job is certainly admitted
@@ -183,7 +216,7 @@ async def test_one_user_hammering_a_fleet_stays_within_quota_rpm_and_streams(
     fake.put_many(jobs[1:50])  # the workers take batches of up to 20 at once
     for wave in range(10):
         await asyncio.sleep(0.8)
-        fake.put_many(jobs[50 + 10 * wave: 60 + 10 * wave])
+        fake.put_many(jobs[50 + 10 * wave : 60 + 10 * wave])
     await wait_results(fake, len(jobs), timeout=60)
     await asyncio.sleep(0.3)  # a second answer for any job would show up here
     elapsed = time.monotonic() - began
@@ -216,14 +249,20 @@ async def test_one_user_hammering_a_fleet_stays_within_quota_rpm_and_streams(
 
     def charged_before(at: dt.datetime) -> int:
         cutoff = at.timestamp() - slack
-        return sum(r.duration_ms or 0 for r in ok
-                   if r.settled_at is not None and r.settled_at.timestamp() < cutoff)
+        return sum(
+            r.duration_ms or 0
+            for r in ok
+            if r.settled_at is not None and r.settled_at.timestamp() < cutoff
+        )
 
     for row in ok:
         assert charged_before(row.reserved_at) + row.estimated_ms <= quota_s * 1000
     refused_for_quota = [r for r in rows if r.error_code == "quota_exceeded"]
-    spent = [r for r in refused_for_quota
-             if charged_before(r.reserved_at) + r.estimated_ms > quota_s * 1000]
+    spent = [
+        r
+        for r in refused_for_quota
+        if charged_before(r.reserved_at) + r.estimated_ms > quota_s * 1000
+    ]
     assert len(spent) >= 10, "the quota never ran out"
     assert [r.job_id for r in ok if r.estimated_ms > 60_000] == ["hammer-first"]
 
@@ -242,20 +281,27 @@ async def test_one_user_hammering_a_fleet_stays_within_quota_rpm_and_streams(
     assert {ping[0] for ping in fake.pings()} == set(workers)
     assert fake.unauthorized == 0 and fake.bad_requests == [] and fake.stream_chunks() == []
     counts = {code: len(v) for code, v in by_code.items()}
-    print(f"\n{len(jobs)} jobs in {elapsed:.1f} s: {counts}; charged {charged} ms of "
-          f"{quota_s * 1000} (+{overshoot} ms under-estimated); worker peaks "
-          f"{sorted(peaks.values())}; quota refusals {len(refused_for_quota)}, "
-          f"{len(spent)} with the quota really spent")
+    print(
+        f"\n{len(jobs)} jobs in {elapsed:.1f} s: {counts}; charged {charged} ms of "
+        f"{quota_s * 1000} (+{overshoot} ms under-estimated); worker peaks "
+        f"{sorted(peaks.values())}; quota refusals {len(refused_for_quota)}, "
+        f"{len(spent)} with the quota really spent"
+    )
 
 
 # ---------------------------------------------------------------------------- b
 async def test_a_job_delivered_twice_is_synthesised_and_charged_once(
-    fleet: Fleet, fake: FakeRunPod, settings: Settings, make_user: UserFactory,
-    worker: Worker, emu: Emulator,
+    fleet: Fleet,
+    fake: FakeRunPod,
+    settings: Settings,
+    make_user: UserFactory,
+    worker: Worker,
+    emu: Emulator,
 ) -> None:
     user_id, key = await make_user("pro")
-    first, second = [w.worker_id for w in
-                     await start(fleet, 2, fleet_env(settings, ODEATTS_MAX_CONCURRENCY=16))]
+    first, second = [
+        w.worker_id for w in await start(fleet, 2, fleet_env(settings, ODEATTS_MAX_CONCURRENCY=16))
+    ]
     emu.configure(latency_seconds=1.5)
     job = speech(key, "Every good boy deserves fudge.")
     fake.put("twice", job, worker=first)  # at the same moment, to two workers
@@ -275,15 +321,20 @@ async def test_a_job_delivered_twice_is_synthesised_and_charged_once(
     assert all(e["status"] == 409 for e in by_code["duplicate_job"])
     [row] = await usage_rows(worker, user_id)
     assert (row.job_id, row.status, row.attempts) == ("twice", "succeeded", 1)
-    assert await used_ms(worker, user_id) == row.duration_ms == round(
-        done["duration_seconds"] * 1000)
+    assert (
+        await used_ms(worker, user_id) == row.duration_ms == round(done["duration_seconds"] * 1000)
+    )
     assert emu.stats()["requests"]["t2a_v2"] == 1
 
 
 # ---------------------------------------------------------------------------- c
 async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
-    fleet: Fleet, fake: FakeRunPod, settings: Settings, make_user: UserFactory,
-    worker: Worker, emu: Emulator,
+    fleet: Fleet,
+    fake: FakeRunPod,
+    settings: Settings,
+    make_user: UserFactory,
+    worker: Worker,
+    emu: Emulator,
 ) -> None:
     # Production refuses under 30 s; here it only has to outlast the probes below, as the
     # survivor starts beside the victim (a start, ~1.5 s of CPU, would eat into it).
@@ -330,8 +381,9 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
 
     assert early.error_json()["code"] == late.error_json()["code"] == "concurrency_limited"
     assert after.error is None, after.body
-    assert await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed#1")) \
-        is None
+    assert (
+        await asyncio.to_thread(_redis, settings, lambda r: r.zscore(lease_key, "doomed#1")) is None
+    )
     rows = {r.job_id: r for r in await usage_rows(worker, user_id)}
     assert {rows[p].error_code for p in ("probe-early", "probe-late")} == {"concurrency_limited"}
     doomed = rows["doomed"]
@@ -346,7 +398,8 @@ async def test_a_killed_workers_lease_and_reservation_lapse_after_the_ttl(
     [row] = [r for r in await usage_rows(worker, user_id) if r.job_id == "doomed"]
     assert (row.status, row.attempts) == ("succeeded", 2)
     assert await used_ms(worker, user_id) == (rows["probe-after"].duration_ms or 0) + (
-        row.duration_ms or 0)
+        row.duration_ms or 0
+    )
     assert emu.stats()["requests"]["t2a_v2"] == 3  # doomed twice, probe-after once
 
 
@@ -366,17 +419,31 @@ def _seconds_until(settings: Settings, expiry_ms: float) -> float:
 
 # ---------------------------------------------------------------------------- d
 async def test_a_burst_from_many_workers_and_users_stays_under_our_minimax_rpm(
-    fleet: Fleet, fake: FakeRunPod, settings: Settings, make_user: UserFactory,
-    worker: Worker, emu: Emulator,
+    fleet: Fleet,
+    fake: FakeRunPod,
+    settings: Settings,
+    make_user: UserFactory,
+    worker: Worker,
+    emu: Emulator,
 ) -> None:
     limit = 8
     users = [await make_user("pro", rpm_override=100, streams_override=20) for _ in range(3)]
-    await start(fleet, 3, fleet_env(settings, MINIMAX_RPM_LIMIT=limit,
-                                    ODEATTS_UPSTREAM_MAX_WAIT_SECONDS=0,
-                                    ODEATTS_MAX_CONCURRENCY=16))
+    await start(
+        fleet,
+        3,
+        fleet_env(
+            settings,
+            MINIMAX_RPM_LIMIT=limit,
+            ODEATTS_UPSTREAM_MAX_WAIT_SECONDS=0,
+            ODEATTS_MAX_CONCURRENCY=16,
+        ),
+    )
     emu.configure(latency_seconds=0.3)
-    burst = [(f"burst-{u}-{i}", speech(key, text)) for u, (_, key) in enumerate(users)
-             for i, text in enumerate(texts(10, seed=u, short_share=1))]
+    burst = [
+        (f"burst-{u}-{i}", speech(key, text))
+        for u, (_, key) in enumerate(users)
+        for i, text in enumerate(texts(10, seed=u, short_share=1))
+    ]
     fake.put_many(burst)
     await wait_results(fake, len(burst), timeout=30)
     await asyncio.sleep(0.5)
@@ -397,7 +464,9 @@ async def test_a_burst_from_many_workers_and_users_stays_under_our_minimax_rpm(
     for user_id, _ in users:  # the refused were not charged
         rows = await usage_rows(worker, user_id)
         assert {(r.status, r.error_code) for r in rows} <= {
-            ("succeeded", None), ("refused", "upstream_busy")}
+            ("succeeded", None),
+            ("refused", "upstream_busy"),
+        }
         assert await used_ms(worker, user_id) == sum(r.duration_ms or 0 for r in rows)
         refused += sum(r.status == "refused" for r in rows)
     assert refused == len(by_code["upstream_busy"])

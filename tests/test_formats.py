@@ -27,8 +27,9 @@ async def test_wav_is_a_valid_file_of_the_reported_length(
     run_job: JobRunner, make_user: UserFactory
 ) -> None:
     _, key = await make_user()
-    out = await run_job(api_key=key, text=SENTENCE, voice="british-female", format="wav",
-                        sample_rate=16000)
+    out = await run_job(
+        api_key=key, text=SENTENCE, voice="british-female", format="wav", sample_rate=16000
+    )
     audio = base64.b64decode(out["audio_base64"])
     assert out["format"] == "wav" and audio[:4] == b"RIFF"
     assert wav_seconds(audio) == pytest.approx(out["duration_seconds"], rel=0.02)
@@ -39,8 +40,9 @@ async def test_pcm_is_raw_sixteen_bit_of_the_reported_length(
     run_job: JobRunner, make_user: UserFactory
 ) -> None:
     _, key = await make_user()
-    out = await run_job(api_key=key, text=SENTENCE, voice="british-female", format="pcm",
-                        sample_rate=24000)
+    out = await run_job(
+        api_key=key, text=SENTENCE, voice="british-female", format="pcm", sample_rate=24000
+    )
     audio = base64.b64decode(out["audio_base64"])
     assert len(audio) / 2 / 24000 == pytest.approx(out["duration_seconds"], rel=0.02)
 
@@ -52,9 +54,18 @@ async def test_a_long_wav_is_joined_into_one_file(
     worker = Worker(make_settings(ODEATTS_PART_CHARS=200))
     try:
         created = await make_user("pro")
-        result = await worker.handle({"id": "wav-long", "input": {
-            "api_key": created[1], "text": SENTENCE * 8, "voice": "american-male",
-            "format": "wav", "sample_rate": 16000}})
+        result = await worker.handle(
+            {
+                "id": "wav-long",
+                "input": {
+                    "api_key": created[1],
+                    "text": SENTENCE * 8,
+                    "voice": "american-male",
+                    "format": "wav",
+                    "sample_rate": 16000,
+                },
+            }
+        )
     finally:
         await worker.aclose()
     audio = base64.b64decode(result["audio_base64"])

@@ -29,20 +29,42 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def test_runsync_over_http(settings: Settings, make_user: UserFactory,
-                                 tmp_path: Path) -> None:
+async def test_runsync_over_http(
+    settings: Settings, make_user: UserFactory, tmp_path: Path
+) -> None:
     _, key = await make_user()
     proc, url = start_api_server(server_env(settings), log=tmp_path / "worker.log")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            ok = (await http.post("/runsync", json={"input": {
-                "api_key": key, "text": "Hello from the API server.",
-                "voice": "american-female"}})).json()
-            bad_key = (await http.post("/runsync", json={"input": {
-                "api_key": "odea_AAAAAAAA_" + "B" * 32, "text": "Hi.",
-                "voice": "american-female"}})).json()
-            bad_voice = (await http.post("/runsync", json={"input": {
-                "api_key": key, "text": "Hi.", "voice": "martian"}})).json()
+            ok = (
+                await http.post(
+                    "/runsync",
+                    json={
+                        "input": {
+                            "api_key": key,
+                            "text": "Hello from the API server.",
+                            "voice": "american-female",
+                        }
+                    },
+                )
+            ).json()
+            bad_key = (
+                await http.post(
+                    "/runsync",
+                    json={
+                        "input": {
+                            "api_key": "odea_AAAAAAAA_" + "B" * 32,
+                            "text": "Hi.",
+                            "voice": "american-female",
+                        }
+                    },
+                )
+            ).json()
+            bad_voice = (
+                await http.post(
+                    "/runsync", json={"input": {"api_key": key, "text": "Hi.", "voice": "martian"}}
+                )
+            ).json()
     finally:
         stop(proc)
     assert ok["status"] == "COMPLETED", ok
@@ -60,15 +82,25 @@ async def test_runsync_over_http(settings: Settings, make_user: UserFactory,
 
 
 @backend_independent
-async def test_the_streaming_endpoint_through_the_sdk(settings: Settings, make_user: UserFactory,
-                                                      tmp_path: Path) -> None:
+async def test_the_streaming_endpoint_through_the_sdk(
+    settings: Settings, make_user: UserFactory, tmp_path: Path
+) -> None:
     """ODEATTS_HANDLER=stream: /runsync aggregates the items; /run + /stream yields them."""
     _, key = await make_user()
-    env = {**server_env(settings), "ODEATTS_HANDLER": "stream",
-           "ODEATTS_STREAM_CHUNK_BYTES": "8192"}
+    env = {
+        **server_env(settings),
+        "ODEATTS_HANDLER": "stream",
+        "ODEATTS_STREAM_CHUNK_BYTES": "8192",
+    }
     proc, url = start_api_server(env, log=tmp_path / "worker.log")
-    job = {"input": {"api_key": key, "text": "Streaming through the SDK, sentence one. "
-                     "And sentence two follows it.", "voice": "british-male", "stream": True}}
+    job = {
+        "input": {
+            "api_key": key,
+            "text": "Streaming through the SDK, sentence one. And sentence two follows it.",
+            "voice": "british-male",
+            "stream": True,
+        }
+    }
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             aggregated = (await http.post("/runsync", json=job)).json()

@@ -28,6 +28,7 @@ log = logging.getLogger("odeatts.test.logs")
 
 # --- redact(): the shapes --------------------------------------------------------------
 
+
 def test_redact_masks_api_keys() -> None:
     text = redact(f"unknown key {KEY} from caller")
     assert KEY not in text and KEY[5:13] not in text
@@ -62,18 +63,26 @@ def test_redact_masks_url_passwords() -> None:
         ("amqp://u:p@ss@h/vhost", "amqp://u:[redacted]@h/vhost"),
         ("'redis://:pw@h' and 'a@b'", "'redis://:[redacted]@h' and 'a@b'"),
         ("https://x/y?api_key=pw4&token=pw5", "https://x/y?api_key=[redacted]&token=[redacted]"),
-        ("?password=a&key=b&secret=c&access_key=d",
-         "?password=[redacted]&key=[redacted]&secret=[redacted]&access_key=[redacted]"),
-        ("host=db user=odea password=hunter2 dbname=odeatts",
-         "host=db user=odea password=[redacted] dbname=odeatts"),
-        ("https://b.s3.example.com/a.mp3?X-Amz-Credential=AKIA%2F1&X-Amz-Date=20250101"
-         "&X-Amz-Signature=f00d",
-         "https://b.s3.example.com/a.mp3?X-Amz-Credential=[redacted]&X-Amz-Date=20250101"
-         "&X-Amz-Signature=[redacted]"),
+        (
+            "?password=a&key=b&secret=c&access_key=d",
+            "?password=[redacted]&key=[redacted]&secret=[redacted]&access_key=[redacted]",
+        ),
+        (
+            "host=db user=odea password=hunter2 dbname=odeatts",
+            "host=db user=odea password=[redacted] dbname=odeatts",
+        ),
+        (
+            "https://b.s3.example.com/a.mp3?X-Amz-Credential=AKIA%2F1&X-Amz-Date=20250101"
+            "&X-Amz-Signature=f00d",
+            "https://b.s3.example.com/a.mp3?X-Amz-Credential=[redacted]&X-Amz-Date=20250101"
+            "&X-Amz-Signature=[redacted]",
+        ),
         ("{'api_key': 'odea_short', 'voice': 'x'}", "{'api_key': '[redacted]', 'voice': 'x'}"),
         ('{"password": "a\\"b", "n": 1}', '{"password": "[redacted]", "n": 1}'),
-        ("{'X-Api-Key': 'k', 'authorization': 'Basic dTpw'}",
-         "{'X-Api-Key': '[redacted]', 'authorization': '[redacted]'}"),
+        (
+            "{'X-Api-Key': 'k', 'authorization': 'Basic dTpw'}",
+            "{'X-Api-Key': '[redacted]', 'authorization': '[redacted]'}",
+        ),
     ],
 )
 def test_redact_masks_every_secret_shape(text: str, expected: str) -> None:
@@ -117,8 +126,19 @@ LEAKS = [
     f"pepper {PEPPER}",
     "driver said pw-db-literal",
 ]
-SECRET_VALUES = [KEY, "pw1", "pw2", "pw3", "pw4", "pw5", "pw6", MINIMAX_KEY, PEPPER,
-                 json.dumps(PEPPER)[1:-1], "pw-db-literal"]
+SECRET_VALUES = [
+    KEY,
+    "pw1",
+    "pw2",
+    "pw3",
+    "pw4",
+    "pw5",
+    "pw6",
+    MINIMAX_KEY,
+    PEPPER,
+    json.dumps(PEPPER)[1:-1],
+    "pw-db-literal",
+]
 
 
 @pytest.fixture
@@ -142,10 +162,14 @@ def output() -> Iterator[Callable[..., io.StringIO]]:
 
 
 def settings_for(log_format: str) -> Settings:
-    return Settings(ODEATTS_ENV="test", ODEATTS_LOG_FORMAT=log_format,
-                    MINIMAX_API_KEY=MINIMAX_KEY, ODEATTS_KEY_PEPPER=PEPPER,
-                    DATABASE_URL="postgresql://odea:pw-db-literal@db/odeatts",
-                    REDIS_URL="rediss://:pw-redis-literal@cache:6380/0")
+    return Settings(
+        ODEATTS_ENV="test",
+        ODEATTS_LOG_FORMAT=log_format,
+        MINIMAX_API_KEY=MINIMAX_KEY,
+        ODEATTS_KEY_PEPPER=PEPPER,
+        DATABASE_URL="postgresql://odea:pw-db-literal@db/odeatts",
+        REDIS_URL="rediss://:pw-redis-literal@cache:6380/0",
+    )
 
 
 def crash(leaks: list[str]) -> None:
@@ -183,11 +207,24 @@ def test_json_lines_parse_and_carry_the_redacted_traceback_as_a_string(
 ) -> None:
     stream = output(settings_for("json"))
     log_a_leaky_exception()
-    log.info("plain line", extra={"headers": {"Authorization": "Basic dTpw", "password": "hunter2"},
-                                  "voice": "british-male"})
+    log.info(
+        "plain line",
+        extra={
+            "headers": {"Authorization": "Basic dTpw", "password": "hunter2"},
+            "voice": "british-male",
+        },
+    )
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert list(first)[:8] == ["timestamp", "level", "logger", "message", "job_id", "user_id",
-                               "trace_id", "exc_info"]
+    assert list(first)[:8] == [
+        "timestamp",
+        "level",
+        "logger",
+        "message",
+        "job_id",
+        "user_id",
+        "trace_id",
+        "exc_info",
+    ]
     assert first["level"] == "ERROR" and first["logger"] == log.name
     assert first["message"].startswith("job crashed with key odea_[redacted]")
     assert isinstance(first["exc_info"], str) and "RuntimeError" in first["exc_info"]
@@ -203,8 +240,9 @@ def test_text_without_settings_still_masks_the_shapes(output: Callable[..., io.S
     log.info("caller sent %r", {"api_key": KEY, "url": "redis://:pw2@h"})
     text = stream.getvalue()
     assert KEY not in text and "pw2" not in text
-    assert text.rstrip().endswith("caller sent {'api_key': '[redacted]', "
-                                  "'url': 'redis://:[redacted]@h'}")
+    assert text.rstrip().endswith(
+        "caller sent {'api_key': '[redacted]', 'url': 'redis://:[redacted]@h'}"
+    )
 
 
 def test_the_chosen_level_applies(output: Callable[..., io.StringIO]) -> None:
@@ -214,6 +252,7 @@ def test_the_chosen_level_applies(output: Callable[..., io.StringIO]) -> None:
 
 
 # --- job context -----------------------------------------------------------------------
+
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -228,10 +267,13 @@ def test_json_lines_carry_the_job_user_and_trace(output: Callable[..., io.String
         bind(trace_id="01b8c0ffee")
         log.info("synthesised")
     log.info("between jobs")
-    contexts = [(line["job_id"], line["user_id"], line["trace_id"])
-                for line in json_lines(stream)]
-    assert contexts == [("job-1", None, None), ("job-1", 7, None), ("job-1", 7, "01b8c0ffee"),
-                        (None, None, None)]
+    contexts = [(line["job_id"], line["user_id"], line["trace_id"]) for line in json_lines(stream)]
+    assert contexts == [
+        ("job-1", None, None),
+        ("job-1", 7, None),
+        ("job-1", 7, "01b8c0ffee"),
+        (None, None, None),
+    ]
 
 
 def test_text_lines_show_the_context_compactly(output: Callable[..., io.StringIO]) -> None:
@@ -285,19 +327,22 @@ async def test_concurrent_jobs_do_not_see_each_others_context(
         step = int(line["message"].split()[3])
         assert line["job_id"] == f"job-{n}"
         assert (line["user_id"], line["trace_id"]) == (
-            (n, f"trace-{n}") if step >= 2 else (None, None))
+            (n, f"trace-{n}") if step >= 2 else (None, None)
+        )
     assert log_context()["job_id"] is None
 
 
 # --- the worker opens the context ------------------------------------------------------
+
 
 @backend_independent
 async def test_the_plain_handler_tags_its_lines(
     output: Callable[..., io.StringIO], worker: Worker
 ) -> None:
     stream = output(settings_for("json"))
-    await worker.handle({"id": "plain-1", "input": {"api_key": KEY, "text": "Hi.",
-                                                     "voice": "british-male"}})
+    await worker.handle(
+        {"id": "plain-1", "input": {"api_key": KEY, "text": "Hi.", "voice": "british-male"}}
+    )
     [failed] = [line for line in json_lines(stream) if "failed" in line["message"]]
     assert failed["job_id"] == "plain-1" and "unauthorized" in failed["message"]
     assert log_context()["job_id"] is None
@@ -309,8 +354,9 @@ async def test_a_jobs_lines_carry_its_user_and_minimax_trace_once_known(
 ) -> None:
     user_id, key = await make_user()
     stream = output(settings_for("json"))
-    result = await worker.handle({"id": "traced-1", "input": {
-        "api_key": key, "text": "Hi.", "voice": "british-male"}})
+    result = await worker.handle(
+        {"id": "traced-1", "input": {"api_key": key, "text": "Hi.", "voice": "british-male"}}
+    )
     assert "error" not in result
     [charged] = [line for line in json_lines(stream) if "charged" in line["message"]]
     assert (charged["job_id"], charged["user_id"]) == ("traced-1", user_id)
@@ -319,7 +365,8 @@ async def test_a_jobs_lines_carry_its_user_and_minimax_trace_once_known(
 
 @backend_independent
 async def test_lines_logged_while_streams_run_carry_their_own_job(
-    output: Callable[..., io.StringIO], make_settings: Callable[..., Settings],
+    output: Callable[..., io.StringIO],
+    make_settings: Callable[..., Settings],
     make_user: UserFactory,
 ) -> None:
     """Two streams at once, each in its own task as RunPod runs them: the pipeline's
@@ -329,8 +376,15 @@ async def test_lines_logged_while_streams_run_carry_their_own_job(
     stream = output(settings_for("json"))
 
     async def consume(job_id: str, key: str) -> None:
-        job = {"id": job_id, "input": {"api_key": key, "text": "One sentence. And another.",
-                                       "voice": "british-male", "stream": True}}
+        job = {
+            "id": job_id,
+            "input": {
+                "api_key": key,
+                "text": "One sentence. And another.",
+                "voice": "british-male",
+                "stream": True,
+            },
+        }
         items = [item async for item in streamer.handler(job)]
         assert log_context()["job_id"] is None  # the finished job left nothing behind
         assert len(items) >= 2, items  # chunks, then the final item
@@ -349,10 +403,15 @@ async def test_lines_logged_while_streams_run_carry_their_own_job(
 def test_production_logs_json_unless_told_text(
     output: Callable[..., io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    production = {"ODEATTS_ENV": "production", "DATABASE_URL": "postgresql://u:pw1@db/odeatts",
-                  "REDIS_URL": "redis://:pw2@cache:6379/0", "ODEATTS_KEY_PEPPER": "p" * 32,
-                  "MINIMAX_API_KEY": MINIMAX_KEY, "BUCKET_NAME": "b",
-                  "BUCKET_ENDPOINT_URL": "https://s3.example.com"}
+    production = {
+        "ODEATTS_ENV": "production",
+        "DATABASE_URL": "postgresql://u:pw1@db/odeatts",
+        "REDIS_URL": "redis://:pw2@cache:6379/0",
+        "ODEATTS_KEY_PEPPER": "p" * 32,
+        "MINIMAX_API_KEY": MINIMAX_KEY,
+        "BUCKET_NAME": "b",
+        "BUCKET_ENDPOINT_URL": "https://s3.example.com",
+    }
     for name, value in production.items():
         monkeypatch.setenv(name, value)
     as_json = output(Settings())

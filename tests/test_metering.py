@@ -23,8 +23,7 @@ TEXT = "Every good boy deserves fudge."
 
 async def used_ms(worker: Worker, user_id: int) -> int:
     async with worker.pipeline().sessions() as session:
-        return (await session.execute(select(User.used_ms).where(User.id == user_id))
-                ).scalar_one()
+        return (await session.execute(select(User.used_ms).where(User.id == user_id))).scalar_one()
 
 
 async def statuses(worker: Worker) -> list[tuple[str, str | None]]:
@@ -51,8 +50,9 @@ async def test_a_job_delivered_twice_at_once_is_synthesised_and_charged_once(
 ) -> None:
     user_id, key = await make_user("pro")
     emu.configure(latency_seconds=0.3)
-    results = await asyncio.gather(*[
-        run_job("twin", api_key=key, text=TEXT, voice="british-female") for _ in range(4)])
+    results = await asyncio.gather(
+        *[run_job("twin", api_key=key, text=TEXT, voice="british-female") for _ in range(4)]
+    )
     ok = [r for r in results if "error" not in r]
     assert len(ok) == 1
     assert {r["error"]["code"] for r in results if "error" in r} == {"duplicate_job"}
@@ -65,8 +65,9 @@ async def test_a_failed_job_can_be_retried_under_the_same_id(
 ) -> None:
     user_id, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": 1026, "times": 1})
-    assert (await run_job("retry-me", api_key=key, text=TEXT, voice="british-female")
-            )["error"]["code"] == "content_rejected"
+    assert (await run_job("retry-me", api_key=key, text=TEXT, voice="british-female"))["error"][
+        "code"
+    ] == "content_rejected"
     out = await run_job("retry-me", api_key=key, text=TEXT, voice="british-female")
     assert "error" not in out
     async with worker.pipeline().sessions() as session:
@@ -93,16 +94,21 @@ async def test_enterprise_override_and_plan_change_apply_to_the_next_job(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
     user_id, key = await make_user("free", used_ms=600_000)
-    assert (await run_job(api_key=key, text=TEXT, voice="british-female")
-            )["error"]["code"] == "quota_exceeded"
+    assert (await run_job(api_key=key, text=TEXT, voice="british-female"))["error"][
+        "code"
+    ] == "quota_exceeded"
     async with worker.pipeline().sessions() as session, session.begin():
         await session.execute(update(User).where(User.id == user_id).values(plan_id="basic"))
     assert "error" not in await run_job(api_key=key, text=TEXT, voice="british-female")
     async with worker.pipeline().sessions() as session, session.begin():
-        await session.execute(update(User).where(User.id == user_id)
-                              .values(plan_id="enterprise", monthly_seconds_override=1))
-    assert (await run_job(api_key=key, text=TEXT, voice="british-female")
-            )["error"]["code"] == "quota_exceeded"
+        await session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(plan_id="enterprise", monthly_seconds_override=1)
+        )
+    assert (await run_job(api_key=key, text=TEXT, voice="british-female"))["error"][
+        "code"
+    ] == "quota_exceeded"
 
 
 async def test_rpm_is_enforced_with_retry_after(
@@ -118,8 +124,11 @@ async def test_rpm_is_enforced_with_retry_after(
     assert (await statuses(worker))[-1] == ("refused", "rate_limited")
     charged = await used_ms(worker, user_id)
     async with worker.pipeline().sessions() as session:
-        total = (await session.execute(select(Usage.duration_ms).where(
-            Usage.status == "succeeded"))).scalars().all()
+        total = (
+            (await session.execute(select(Usage.duration_ms).where(Usage.status == "succeeded")))
+            .scalars()
+            .all()
+        )
     assert charged == sum(cast(Sequence[int], total))  # succeeded: never None
 
 
@@ -128,8 +137,9 @@ async def test_concurrent_streams_are_limited_per_plan(
 ) -> None:
     _, key = await make_user("basic")  # 2 streams
     emu.configure(latency_seconds=0.5)
-    results = await asyncio.gather(*[
-        run_job(api_key=key, text="Hi.", voice="british-male") for _ in range(4)])
+    results = await asyncio.gather(
+        *[run_job(api_key=key, text="Hi.", voice="british-male") for _ in range(4)]
+    )
     codes = sorted(r.get("error", {}).get("code", "ok") for r in results)
     assert codes == ["concurrency_limited", "concurrency_limited", "ok", "ok"]
     assert emu.stats()["in_flight_max"] <= 2
@@ -142,8 +152,11 @@ async def test_a_cancelled_job_releases_its_lease_and_reservation(
 ) -> None:
     user_id, key = await make_user()  # free: one stream
     emu.configure(latency_seconds=2.0)
-    task = asyncio.create_task(worker.handle({"id": "cancel-me", "input": {
-        "api_key": key, "text": TEXT, "voice": "british-male"}}))
+    task = asyncio.create_task(
+        worker.handle(
+            {"id": "cancel-me", "input": {"api_key": key, "text": TEXT, "voice": "british-male"}}
+        )
+    )
     deadline = time.monotonic() + 10
     while emu.stats()["in_flight"] == 0:  # cancelled mid-synthesis, holding everything
         assert not task.done(), task.result()
@@ -164,15 +177,25 @@ async def test_a_dead_workers_reservation_lapses_after_the_lease_ttl(
     user_id, key = await make_user("free", used_ms=590_000)  # 10 s left
     # A worker died holding a 9 s reservation: it counts until the TTL passes.
     async with worker.pipeline().sessions() as session, session.begin():
-        session.add(Usage(job_id="dead", user_id=user_id, api_key_id=1, voice="british-male",
-                          model="speech-02-turbo", text_chars=100, estimated_ms=9_000,
-                          status="reserved", attempts=1))
-    assert (await run_job(api_key=key, text=TEXT, voice="british-male")
-            )["error"]["code"] == "quota_exceeded"
+        session.add(
+            Usage(
+                job_id="dead",
+                user_id=user_id,
+                api_key_id=1,
+                voice="british-male",
+                model="speech-02-turbo",
+                text_chars=100,
+                estimated_ms=9_000,
+                status="reserved",
+                attempts=1,
+            )
+        )
+    assert (await run_job(api_key=key, text=TEXT, voice="british-male"))["error"][
+        "code"
+    ] == "quota_exceeded"
     old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=worker.settings.lease_ttl_seconds + 1)
     async with worker.pipeline().sessions() as session, session.begin():
-        await session.execute(update(Usage).where(Usage.job_id == "dead")
-                              .values(reserved_at=old))
+        await session.execute(update(Usage).where(Usage.job_id == "dead").values(reserved_at=old))
     assert "error" not in await run_job(api_key=key, text=TEXT, voice="british-male")
     # And RunPod re-delivering the dead job takes its row over instead of double-charging.
     out = await run_job("dead", api_key=key, text="Hi.", voice="british-male")
@@ -193,7 +216,8 @@ async def test_usage_action_reports_plan_limits_and_recent_rows(
     assert out["limits"] == {"monthly_seconds": 3600, "rpm": 30, "concurrent_streams": 2}
     assert out["quota"]["used_seconds"] == pytest.approx(done["duration_seconds"], abs=0.001)
     assert out["quota"]["remaining_seconds"] == pytest.approx(
-        3600 - done["duration_seconds"], abs=0.001)
+        3600 - done["duration_seconds"], abs=0.001
+    )
     assert [r["request_id"] for r in out["recent"]] == ["u-1"]
     assert out["recent"][0]["status"] == "succeeded"
     assert out["cycle"]["start"] < out["cycle"]["end"]

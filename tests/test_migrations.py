@@ -37,18 +37,18 @@ from odeatts.models import Base, Plan, User, Voice, utcnow
 from tests.support.services import require
 
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-TABLES = {"plans", "users", "api_keys", "voices", "usage", "quota_adjustments",
-          "billing_cycles"}
+TABLES = {"plans", "users", "api_keys", "voices", "usage", "quota_adjustments", "billing_cycles"}
 PLANS = {
     # id: (monthly_seconds, rpm, max_streams, price_cents)
     "free": (600, 10, 1, 0),
     "basic": (3600, 30, 2, 1900),
     "pro": (14400, 60, 5, 7000),
 }
-VOICES = {f"{accent}-{gender}": (language, gender)
-          for accent, language in (("nigerian", "en-NG"), ("british", "en-GB"),
-                                   ("american", "en-US"))
-          for gender in ("male", "female")}
+VOICES = {
+    f"{accent}-{gender}": (language, gender)
+    for accent, language in (("nigerian", "en-NG"), ("british", "en-GB"), ("american", "en-US"))
+    for gender in ("male", "female")
+}
 
 
 @contextlib.contextmanager
@@ -130,8 +130,12 @@ def test_upgrade_seeds_the_six_voices(empty_url: str, engine: Engine) -> None:
     assert set(seeded) == set(VOICES)
     for name, (language, gender) in VOICES.items():
         row = seeded[name]
-        assert (row.language, row.gender, row.kind, row.active) == (language, gender,
-                                                                   "system", True)
+        assert (row.language, row.gender, row.kind, row.active) == (
+            language,
+            gender,
+            "system",
+            True,
+        )
         assert row.minimax_voice_id
     assert len({row.minimax_voice_id for row in seeded.values()}) == 6
 
@@ -150,9 +154,20 @@ def test_upgrade_twice_is_a_no_op(empty_url: str, engine: Engine) -> None:
     upgrade(empty_url)
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(cast(Table, User.__table__).insert().values(
-            name="Ada", email="ada@example.com", plan_id="free", active=True, used_ms=1234,
-            cycle_start=now, cycle_end=now, created_at=now))
+        conn.execute(
+            cast(Table, User.__table__)
+            .insert()
+            .values(
+                name="Ada",
+                email="ada@example.com",
+                plan_id="free",
+                active=True,
+                used_ms=1234,
+                cycle_start=now,
+                cycle_end=now,
+                created_at=now,
+            )
+        )
     upgrade(empty_url)
     assert version(engine) == HEAD
     assert len(plans(engine)) == 4 and len(voices(engine)) == 6
@@ -163,7 +178,8 @@ def test_upgrade_twice_is_a_no_op(empty_url: str, engine: Engine) -> None:
 def schema_differences(engine: Engine, metadata: MetaData) -> list[object]:
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True})
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
         return list(compare_metadata(context, metadata))
 
 

@@ -36,8 +36,7 @@ async def _no_sleep(_: float) -> None:
 
 
 def make_client(handler: Handler, retries: int = 2) -> MiniMaxClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler),
-                             base_url="http://minimax.test")
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://minimax.test")
     return MiniMaxClient(http, api_key="k", max_retries=retries, sleep=_no_sleep)
 
 
@@ -45,8 +44,14 @@ class Replies:
     """A MockTransport handler answering every request with the same reply; counts them.
     ``piece``: the body arrives in reads of that many bytes (as a network delivers it)."""
 
-    def __init__(self, body: Any = None, *, content: bytes | None = None,
-                 content_type: str = "application/json", piece: int | None = None) -> None:
+    def __init__(
+        self,
+        body: Any = None,
+        *,
+        content: bytes | None = None,
+        content_type: str = "application/json",
+        piece: int | None = None,
+    ) -> None:
         self.content = content if content is not None else json.dumps(body).encode()
         self.content_type, self.piece, self.calls = content_type, piece, 0
 
@@ -60,16 +65,24 @@ class Replies:
 
 async def _reads(content: bytes, size: int) -> AsyncIterator[bytes]:
     for start in range(0, len(content), size):
-        yield content[start:start + size]
+        yield content[start : start + size]
 
 
 def valid(audio: bytes | None = None, length: int = MP3_MS, **extra: Any) -> dict[str, Any]:
     return {
         "data": {"audio": (mp3(40) if audio is None else audio).hex(), "status": 2},
-        "extra_info": {"audio_length": length, "audio_sample_rate": 32000,
-                       "audio_size": 16680, "bitrate": 128000, "word_count": 1,
-                       "invisible_character_ratio": 0, "usage_characters": 6,
-                       "audio_format": "mp3", "audio_channel": 1, **extra},
+        "extra_info": {
+            "audio_length": length,
+            "audio_sample_rate": 32000,
+            "audio_size": 16680,
+            "bitrate": 128000,
+            "word_count": 1,
+            "invisible_character_ratio": 0,
+            "usage_characters": 6,
+            "audio_format": "mp3",
+            "audio_channel": 1,
+            **extra,
+        },
         "trace_id": TRACE,
         "base_resp": {"status_code": 0, "status_msg": "success"},
     }
@@ -86,8 +99,7 @@ def with_(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return copy
 
 
-async def synthesize(handler: Handler, params: SpeechParams = PARAMS, retries: int = 2
-                     ) -> Speech:
+async def synthesize(handler: Handler, params: SpeechParams = PARAMS, retries: int = 2) -> Speech:
     client = make_client(handler, retries)
     try:
         return await client.synthesize(params, request_id="req-1")
@@ -100,7 +112,11 @@ async def test_a_valid_reply_is_speech() -> None:
     speech = await synthesize(Replies(valid()))
     assert speech.audio == mp3(40) and speech.duration_ms == MP3_MS
     assert (speech.sample_rate, speech.format, speech.billed_characters, speech.trace_id) == (
-        32000, "mp3", 6, TRACE)
+        32000,
+        "mp3",
+        6,
+        TRACE,
+    )
 
 
 INVALID = {
@@ -147,11 +163,16 @@ async def test_an_invalid_reply_is_retried_then_upstream_unavailable(
     assert "req-1" in caplog.text
 
 
-@pytest.mark.parametrize("content", [b"<html>502</html>", b"[" * 100_000, b"\xff\xfe{}",
-                                     b'{"base_resp": {"status_code": 1' + b"0" * 5000 + b"}}"])
-async def test_a_body_that_is_not_json_is_retried_then_upstream_unavailable(
-    content: bytes
-) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<html>502</html>",
+        b"[" * 100_000,
+        b"\xff\xfe{}",
+        b'{"base_resp": {"status_code": 1' + b"0" * 5000 + b"}}",
+    ],
+)
+async def test_a_body_that_is_not_json_is_retried_then_upstream_unavailable(content: bytes) -> None:
     replies = Replies(content=content)
     with pytest.raises(UpstreamUnavailable):
         await synthesize(replies)
@@ -159,8 +180,11 @@ async def test_a_body_that_is_not_json_is_retried_then_upstream_unavailable(
 
 
 async def test_an_error_reply_may_have_data_null_and_odd_fields() -> None:
-    body = {"data": None, "extra_info": "?", "base_resp": {"status_code": 1026,
-                                                          "status_msg": SECRET_MSG}}
+    body = {
+        "data": None,
+        "extra_info": "?",
+        "base_resp": {"status_code": 1026, "status_msg": SECRET_MSG},
+    }
     with pytest.raises(OdeaError) as failure:
         await synthesize(Replies(body))
     assert failure.value.code == "content_rejected"
@@ -178,8 +202,7 @@ async def test_status_msg_goes_to_the_log_not_to_the_caller(
     code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     msg = SECRET_MSG + " Bearer sk-live-123456 " + "x" * 400
-    body = {"data": None, "trace_id": TRACE, "base_resp": {"status_code": code,
-                                                          "status_msg": msg}}
+    body = {"data": None, "trace_id": TRACE, "base_resp": {"status_code": code, "status_msg": msg}}
     with pytest.raises(OdeaError) as failure:
         await synthesize(Replies(body))
     assert "mm-internal" not in failure.value.to_wire()
@@ -190,7 +213,7 @@ async def test_status_msg_goes_to_the_log_not_to_the_caller(
 
 
 async def test_a_claim_far_above_the_audio_is_charged_the_audio(
-    caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="odeatts.minimax"):
         speech = await synthesize(Replies(valid(length=3_000_000)))
@@ -200,11 +223,14 @@ async def test_a_claim_far_above_the_audio_is_charged_the_audio(
     assert all(s in warning.getMessage() for s in ("3000000", str(MP3_MS), TRACE, "req-1"))
 
 
-@pytest.mark.parametrize(("claimed", "charged", "warned"), [
-    (MP3_MS - 20, MP3_MS - 20, False),   # encoder padding: MiniMax's figure, smaller
-    (MP3_MS + 200, MP3_MS, False),        # within 250 ms: the measure, smaller, no noise
-    (MP3_MS - 400, MP3_MS - 400, True),   # MiniMax says less: never charge more than it bills
-])
+@pytest.mark.parametrize(
+    ("claimed", "charged", "warned"),
+    [
+        (MP3_MS - 20, MP3_MS - 20, False),  # encoder padding: MiniMax's figure, smaller
+        (MP3_MS + 200, MP3_MS, False),  # within 250 ms: the measure, smaller, no noise
+        (MP3_MS - 400, MP3_MS - 400, True),  # MiniMax says less: never charge more than it bills
+    ],
+)
 async def test_the_smaller_figure_is_charged(
     claimed: int, charged: int, warned: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -213,20 +239,31 @@ async def test_the_smaller_figure_is_charged(
     assert any("audio_length" in r.getMessage() for r in caplog.records) is warned
 
 
-@pytest.mark.parametrize(("fmt", "audio", "measured"), [
-    ("wav", wav(16000, rate=32000), 500),
-    ("pcm", bytes(32000), 500),
-    ("flac", flac(44100), 1000),
-], ids=["wav", "pcm", "flac"])
+@pytest.mark.parametrize(
+    ("fmt", "audio", "measured"),
+    [
+        ("wav", wav(16000, rate=32000), 500),
+        ("pcm", bytes(32000), 500),
+        ("flac", flac(44100), 1000),
+    ],
+    ids=["wav", "pcm", "flac"],
+)
 async def test_other_formats_are_measured_too(fmt: str, audio: bytes, measured: int) -> None:
     params = SpeechParams(text="Hi.", voice_id="v", model="speech-2.8-turbo", format=fmt)
     speech = await synthesize(Replies(valid(audio, 900_000, audio_format=fmt)), params)
     assert speech.duration_ms == measured and speech.format == fmt
 
 
-@pytest.mark.parametrize(("fmt", "audio"), [
-    ("wav", mp3(10)), ("pcm", bytes(3)), ("flac", wav(100)), ("flac", flac(0)),
-], ids=["mp3 as wav", "odd pcm", "wav as flac", "flac without a sample count"])
+@pytest.mark.parametrize(
+    ("fmt", "audio"),
+    [
+        ("wav", mp3(10)),
+        ("pcm", bytes(3)),
+        ("flac", wav(100)),
+        ("flac", flac(0)),
+    ],
+    ids=["mp3 as wav", "odd pcm", "wav as flac", "flac without a sample count"],
+)
 async def test_audio_not_of_the_asked_format_is_upstream_unavailable(
     fmt: str, audio: bytes
 ) -> None:
@@ -241,15 +278,26 @@ def sse(*events: Any) -> bytes:
 
 
 def chunk(audio: bytes) -> dict[str, Any]:
-    return {"data": {"audio": audio.hex(), "status": 1}, "trace_id": TRACE,
-            "base_resp": {"status_code": 0, "status_msg": ""}}
+    return {
+        "data": {"audio": audio.hex(), "status": 1},
+        "trace_id": TRACE,
+        "base_resp": {"status_code": 0, "status_msg": ""},
+    }
 
 
 def final(length: int, **extra: Any) -> dict[str, Any]:
-    return {"data": {"audio": "", "status": 2}, "trace_id": TRACE,
-            "extra_info": {"audio_length": length, "audio_sample_rate": 32000,
-                           "usage_characters": 6, "audio_format": "mp3", **extra},
-            "base_resp": {"status_code": 0, "status_msg": "success"}}
+    return {
+        "data": {"audio": "", "status": 2},
+        "trace_id": TRACE,
+        "extra_info": {
+            "audio_length": length,
+            "audio_sample_rate": 32000,
+            "usage_characters": 6,
+            "audio_format": "mp3",
+            **extra,
+        },
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
 
 
 async def stream(handler: Handler, params: SpeechParams = PARAMS) -> list[bytes | StreamEnd]:
@@ -274,21 +322,22 @@ async def test_a_pcm_stream_is_measured_at_the_asked_rate() -> None:
     assert isinstance(end, StreamEnd) and end.duration_ms == 1000
 
 
-@pytest.mark.parametrize(("events", "attempts"), [
-    ([{"data": {"audio": "", "status": 1}, "base_resp": "ok"}, chunk(mp3(2)), final(50)], 3),
-    ([["not", "an", "object"], final(50)], 3),
-    ([final(50)], 3),                                          # an end, nothing delivered
-    # Once a chunk is out a retry would repeat audio: the stream fails, not retried.
-    ([chunk(mp3(2)), {**final(50), "extra_info": None}], 1),  # status 2, no extra_info
-    ([chunk(b"<html>oops</html>"), final(50)], 1),             # chunks that are not mp3
-    ([chunk(mp3(2)), final(1_000_000_000)], 1),
-    ([chunk(mp3(2)), final(50, audio_sample_rate="abc")], 1),
-    ([chunk(mp3(2)), {**chunk(mp3(2)), "base_resp": "ok"}], 1),
-    ([chunk(mp3(2))], 1),                                      # no final event
-])
-async def test_an_invalid_stream_is_upstream_unavailable(
-    events: list[Any], attempts: int
-) -> None:
+@pytest.mark.parametrize(
+    ("events", "attempts"),
+    [
+        ([{"data": {"audio": "", "status": 1}, "base_resp": "ok"}, chunk(mp3(2)), final(50)], 3),
+        ([["not", "an", "object"], final(50)], 3),
+        ([final(50)], 3),  # an end, nothing delivered
+        # Once a chunk is out a retry would repeat audio: the stream fails, not retried.
+        ([chunk(mp3(2)), {**final(50), "extra_info": None}], 1),  # status 2, no extra_info
+        ([chunk(b"<html>oops</html>"), final(50)], 1),  # chunks that are not mp3
+        ([chunk(mp3(2)), final(1_000_000_000)], 1),
+        ([chunk(mp3(2)), final(50, audio_sample_rate="abc")], 1),
+        ([chunk(mp3(2)), {**chunk(mp3(2)), "base_resp": "ok"}], 1),
+        ([chunk(mp3(2))], 1),  # no final event
+    ],
+)
+async def test_an_invalid_stream_is_upstream_unavailable(events: list[Any], attempts: int) -> None:
     replies = Replies(content=sse(*events), content_type="text/event-stream")
     with pytest.raises(UpstreamUnavailable):
         await stream(replies)
@@ -304,8 +353,11 @@ async def test_retries_back_off_doubling_slower_when_busy_each_through_the_gate(
     monkeypatch.setattr(random, "random", lambda: 0.5)  # the jitter's midpoint: none
     busy = {"base_resp": {"status_code": 1002, "status_msg": "rate limit"}}
     unknown = {"base_resp": {"status_code": 1000, "status_msg": "unknown error"}}
-    success = (Replies(valid()) if call == "synthesize" else
-               Replies(content=sse(chunk(mp3(2)), final(50)), content_type="text/event-stream"))
+    success = (
+        Replies(valid())
+        if call == "synthesize"
+        else Replies(content=sse(chunk(mp3(2)), final(50)), content_type="text/event-stream")
+    )
     replies = [Replies(busy), Replies(unknown), success]
     waits: list[str] = []
 
@@ -315,10 +367,10 @@ async def test_retries_back_off_doubling_slower_when_busy_each_through_the_gate(
     async def gate() -> None:
         waits.append("gate")
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: replies.pop(0)(r)),
-                             base_url="http://minimax.test")
-    client = MiniMaxClient(http, api_key="k", max_retries=2, retry_base_seconds=0.5,
-                           sleep=sleep)
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: replies.pop(0)(r)), base_url="http://minimax.test"
+    )
+    client = MiniMaxClient(http, api_key="k", max_retries=2, retry_base_seconds=0.5, sleep=sleep)
     try:
         if call == "synthesize":
             await client.synthesize(PARAMS, request_id="req-1", retry_gate=gate)
@@ -336,6 +388,7 @@ async def test_a_stream_error_event_s_message_stays_in_the_log() -> None:
         await stream(replies)
     assert failure.value.code == "invalid_request"
     assert "mm-internal" not in failure.value.to_wire()
+
 
 # ----------------------------------------------------- streams as MiniMax may send them
 # Server-sent events as the SSE spec defines them (not only as our emulator writes
@@ -380,51 +433,85 @@ SIZE: dict[str, Any] = {"audio_size": len(ABT)}  # Any: mypy matches **SIZE to a
 # id: (body, the chunks the client must yield, the duration it must charge)
 STREAMS: dict[str, tuple[bytes, list[bytes], int]] = {
     # 1. An event ends at a blank line OR at the end of the stream.
-    "last event without its blank line": (
-        sse(chunk(A), chunk(B)) + data(ending()), [A, B], ms(40)),
+    "last event without its blank line": (sse(chunk(A), chunk(B)) + data(ending()), [A, B], ms(40)),
     "last event ends in a single newline": (
-        sse(chunk(A), chunk(B)) + data(ending()) + b"\n", [A, B], ms(40)),
+        sse(chunk(A), chunk(B)) + data(ending()) + b"\n",
+        [A, B],
+        ms(40),
+    ),
     # 2. The data lines of one event are joined with a newline.
     "an event's data over two lines": (
-        two_data_lines(chunk(A)) + b"\n\n" + sse(chunk(B), ending()), [A, B], ms(40)),
+        two_data_lines(chunk(A)) + b"\n\n" + sse(chunk(B), ending()),
+        [A, B],
+        ms(40),
+    ),
     # 3. audio_size decides what the final event's audio is.
     "the final event carries the tail": (
-        sse(chunk(A), chunk(B), ending(ms(45), TAIL, **SIZE)), [A, B, TAIL], ms(45)),
+        sse(chunk(A), chunk(B), ending(ms(45), TAIL, **SIZE)),
+        [A, B, TAIL],
+        ms(45),
+    ),
     "the final event repeats all the audio": (
-        sse(chunk(A), chunk(B), ending(ms(40), AB, audio_size=len(AB))), [A, B], ms(40)),
+        sse(chunk(A), chunk(B), ending(ms(40), AB, audio_size=len(AB))),
+        [A, B],
+        ms(40),
+    ),
     "the final event holds all, the chunks fell short": (
-        sse(chunk(A), chunk(B), ending(ms(45), ABT, **SIZE)), [A, B, TAIL], ms(45)),
+        sse(chunk(A), chunk(B), ending(ms(45), ABT, **SIZE)),
+        [A, B, TAIL],
+        ms(45),
+    ),
     "no audio_size: the final event's audio is dropped": (
-        sse(chunk(A), chunk(B), ending(ms(40), AB)), [A, B], ms(40)),
-    "the final event is all there is": (
-        sse(ending(ms(45), ABT, **SIZE)), [ABT], ms(45)),
+        sse(chunk(A), chunk(B), ending(ms(40), AB)),
+        [A, B],
+        ms(40),
+    ),
+    "the final event is all there is": (sse(ending(ms(45), ABT, **SIZE)), [ABT], ms(45)),
     # 4. The end is data.status 2, not extra_info; audio_length may be missing.
     "extra_info on a chunk is not the end": (
         sse({**chunk(A), "extra_info": final(ms(20))["extra_info"]}, chunk(B), ending()),
-        [A, B], ms(40)),
+        [A, B],
+        ms(40),
+    ),
     "a final event without audio_length": (
         sse(chunk(A), chunk(B), ending(None, **SIZE | {"audio_size": len(AB)})),
-        [A, B], ms(40)),
+        [A, B],
+        ms(40),
+    ),
     "a final event with audio_length null": (
         sse(chunk(A), chunk(B), with_(ending(), "extra_info.audio_length", None)),
-        [A, B], ms(40)),
+        [A, B],
+        ms(40),
+    ),
     # The rest of the SSE spec, and what MiniMax's peers tolerate.
     "comments": (
         b": keep-alive\n\n" + data(chunk(A)) + b"\n: still here\n\n" + sse(chunk(B), ending()),
-        [A, B], ms(40)),
-    "CRLF line ends": (
-        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r\n"), [A, B], ms(40)),
-    "CR line ends": (
-        sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r"), [A, B], ms(40)),
+        [A, B],
+        ms(40),
+    ),
+    "CRLF line ends": (sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r\n"), [A, B], ms(40)),
+    "CR line ends": (sse(chunk(A), chunk(B), ending()).replace(b"\n", b"\r"), [A, B], ms(40)),
     "event and id fields": (
-        b"event: message\nid: 1\n" + data(chunk(A)) + b"\n\nid: 2\nretry: 100\n"
-        + sse(chunk(B)) + b"event: done\n" + sse(ending()), [A, B], ms(40)),
+        b"event: message\nid: 1\n"
+        + data(chunk(A))
+        + b"\n\nid: 2\nretry: 100\n"
+        + sse(chunk(B))
+        + b"event: done\n"
+        + sse(ending()),
+        [A, B],
+        ms(40),
+    ),
     "no space after data:": (
-        sse(chunk(A), chunk(B), ending()).replace(b"data: ", b"data:"), [A, B], ms(40)),
+        sse(chunk(A), chunk(B), ending()).replace(b"data: ", b"data:"),
+        [A, B],
+        ms(40),
+    ),
     "[DONE] after the final event": (
-        sse(chunk(A), chunk(B), ending()) + b"data: [DONE]\n\n", [A, B], ms(40)),
-    "a multi-MB line": (
-        sse(chunk(BIG), ending(ms(5000))), [BIG], ms(5000)),
+        sse(chunk(A), chunk(B), ending()) + b"data: [DONE]\n\n",
+        [A, B],
+        ms(40),
+    ),
+    "a multi-MB line": (sse(chunk(BIG), ending(ms(5000))), [BIG], ms(5000)),
 }
 
 
@@ -443,7 +530,7 @@ async def test_a_stream_is_read_as_the_sse_spec_and_minimax_s_docs_say(
 
 
 async def test_a_final_event_s_audio_without_audio_size_is_dropped_and_logged(
-    caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="odeatts.minimax")
     body = sse(chunk(A), chunk(B), ending(ms(40), AB))
@@ -454,7 +541,7 @@ async def test_a_final_event_s_audio_without_audio_size_is_dropped_and_logged(
 
 
 async def test_a_final_event_s_audio_that_does_not_add_up_is_dropped_and_warned(
-    caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="odeatts.minimax")
     body = sse(chunk(A), chunk(B), ending(ms(40), TAIL, audio_size=len(ABT) + 1))
@@ -473,15 +560,25 @@ async def test_a_json_success_reply_to_a_stream_request_is_one_chunk_then_the_en
     assert replies.calls == 1  # a success: not retried
 
 
-@pytest.mark.parametrize(("body", "code", "attempts"), [
-    ({"data": None, "base_resp": {"status_code": 1002, "status_msg": "rpm"}},
-     "upstream_busy", 3),
-    ({"data": None, "base_resp": {"status_code": 2013, "status_msg": SECRET_MSG}},
-     "invalid_request", 1),
-    (with_(valid(), "extra_info", None), "upstream_unavailable", 3),
-    (with_(valid(), "data.audio", ""), "upstream_unavailable", 3),
-    (with_(valid(), "data.audio", b"<html>oops</html>".hex()), "upstream_unavailable", 3),
-], ids=["1002", "2013", "no extra_info", "no audio", "audio not mp3"])
+@pytest.mark.parametrize(
+    ("body", "code", "attempts"),
+    [
+        (
+            {"data": None, "base_resp": {"status_code": 1002, "status_msg": "rpm"}},
+            "upstream_busy",
+            3,
+        ),
+        (
+            {"data": None, "base_resp": {"status_code": 2013, "status_msg": SECRET_MSG}},
+            "invalid_request",
+            1,
+        ),
+        (with_(valid(), "extra_info", None), "upstream_unavailable", 3),
+        (with_(valid(), "data.audio", ""), "upstream_unavailable", 3),
+        (with_(valid(), "data.audio", b"<html>oops</html>".hex()), "upstream_unavailable", 3),
+    ],
+    ids=["1002", "2013", "no extra_info", "no audio", "audio not mp3"],
+)
 async def test_a_json_reply_to_a_stream_request_that_is_not_speech_is_an_error(
     body: Any, code: str, attempts: int
 ) -> None:
@@ -494,8 +591,9 @@ async def test_a_json_reply_to_a_stream_request_that_is_not_speech_is_an_error(
 # ------------------------------------------------------------------ voice replies
 async def test_voice_list_upload_and_clone_replies_are_validated() -> None:
     ok = {"base_resp": {"status_code": 0, "status_msg": "success"}}
-    client = make_client(Replies({**ok, "system_voice": [{"voice_id": "A", "voice_name": "a",
-                                                          "description": []}]}))
+    client = make_client(
+        Replies({**ok, "system_voice": [{"voice_id": "A", "voice_name": "a", "description": []}]})
+    )
     assert (await client.list_voices())["system_voice"][0]["voice_id"] == "A"
     cases: list[tuple[dict[str, Any], Callable[[MiniMaxClient], Awaitable[Any]]]] = [
         ({**ok, "system_voice": "A"}, lambda c: c.list_voices()),
@@ -521,13 +619,17 @@ async def test_an_invalid_clone_reply_is_not_retried() -> None:
 OK = {"status_code": 0, "status_msg": "success"}
 
 
-@pytest.mark.parametrize("reply", [
-    httpx.Response(502, text="<html>bad gateway</html>"),
-    httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1000}}),
-    httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1001}}),
-    httpx.Response(200, content=b"{\"demo_audio\": "),
-    httpx.ReadTimeout("silent"),
-], ids=["502", "1000", "1001", "cut body", "timeout"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1000}}),
+        httpx.Response(200, json={"demo_audio": "", "base_resp": {"status_code": 1001}}),
+        httpx.Response(200, content=b'{"demo_audio": '),
+        httpx.ReadTimeout("silent"),
+    ],
+    ids=["502", "1000", "1001", "cut body", "timeout"],
+)
 async def test_a_clone_that_may_exist_is_never_retried(
     reply: httpx.Response | httpx.ReadTimeout,
 ) -> None:
@@ -540,15 +642,17 @@ async def test_a_clone_that_may_exist_is_never_retried(
         return reply
 
     with pytest.raises(CloneUnconfirmed) as failure:
-        await make_client(handler).clone_voice(file_id=1, voice_id="Voice_0001",
-                                               preview_text="Hi.", model="speech-02-hd")
+        await make_client(handler).clone_voice(
+            file_id=1, voice_id="Voice_0001", preview_text="Hi.", model="speech-02-hd"
+        )
     assert len(calls) == 1
     assert failure.value.error.code == "upstream_unavailable"
 
 
-@pytest.mark.parametrize(("code", "error"), [(2039, "upstream_rejected"),
-                                             (1008, "service_unavailable"),
-                                             (1002, "upstream_busy")])
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(2039, "upstream_rejected"), (1008, "service_unavailable"), (1002, "upstream_busy")],
+)
 async def test_a_clone_refused_for_sure_is_its_error(code: int, error: str) -> None:
     replies = Replies({"demo_audio": "", "base_resp": {"status_code": code, "status_msg": ""}})
     with pytest.raises(OdeaError) as failure:
@@ -556,21 +660,28 @@ async def test_a_clone_refused_for_sure_is_its_error(code: int, error: str) -> N
     assert failure.value.code == error and replies.calls == 1
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ({"input_sensitive": False, "input_sensitive_type": 0}, None),
-    ({}, None),
-    ({"input_sensitive": True, "input_sensitive_type": 3}, 3),
-    ({"input_sensitive": True}, 0),
-    ({"input_sensitive": False, "input_sensitive_type": 2}, 2),
-    ({"input_sensitive": {"type": 5}}, 5),
-    ({"input_sensitive": {"type": 0}}, None),
-], ids=["clean", "absent", "bool and type", "bool alone", "type alone", "object",
-        "object clean"])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"input_sensitive": False, "input_sensitive_type": 0}, None),
+        ({}, None),
+        ({"input_sensitive": True, "input_sensitive_type": 3}, 3),
+        ({"input_sensitive": True}, 0),
+        ({"input_sensitive": False, "input_sensitive_type": 2}, 2),
+        ({"input_sensitive": {"type": 5}}, 5),
+        ({"input_sensitive": {"type": 0}}, None),
+    ],
+    ids=["clean", "absent", "bool and type", "bool alone", "type alone", "object", "object clean"],
+)
 async def test_a_flagged_sample_is_read_from_either_documented_shape(
     flags: dict[str, Any], expected: int | None
 ) -> None:
-    body = {"demo_audio": "https://x/demo.mp3", **flags, "extra_info": {"usage_characters": 9},
-            "base_resp": OK}
+    body = {
+        "demo_audio": "https://x/demo.mp3",
+        **flags,
+        "extra_info": {"usage_characters": 9},
+        "base_resp": OK,
+    }
     reply = await make_client(Replies(body)).clone_voice(file_id=1, voice_id="Voice_0001")
     assert reply.sensitive_type == expected
     assert (reply.demo_audio, reply.billed_characters) == ("https://x/demo.mp3", 9)
@@ -584,16 +695,33 @@ async def test_odd_preview_billing_does_not_undo_a_clone() -> None:
 
 # --------------------------------------------------------------------------- fuzz
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64)
+    | st.text(max_size=12)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8)
-PATHS = ["data", "data.audio", "data.status", "extra_info", "extra_info.audio_length",
-         "extra_info.audio_sample_rate", "extra_info.usage_characters",
-         "extra_info.audio_format", "extra_info.audio_size", "extra_info.bitrate",
-         "extra_info.invisible_character_ratio", "trace_id", "base_resp",
-         "base_resp.status_code", "base_resp.status_msg"]
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+PATHS = [
+    "data",
+    "data.audio",
+    "data.status",
+    "extra_info",
+    "extra_info.audio_length",
+    "extra_info.audio_sample_rate",
+    "extra_info.usage_characters",
+    "extra_info.audio_format",
+    "extra_info.audio_size",
+    "extra_info.bitrate",
+    "extra_info.invisible_character_ratio",
+    "trace_id",
+    "base_resp",
+    "base_resp.status_code",
+    "base_resp.status_msg",
+]
 CODES = st.sampled_from([0, 1000, 1002, 1004, 1026, 1042, 2013, 2042, 2056, 9999, -1])
 
 
@@ -606,11 +734,16 @@ def mutated(body: dict[str, Any], changes: list[tuple[str, Any]]) -> Any:
 
 REPLY = st.one_of(
     st.lists(st.tuples(st.sampled_from(PATHS), JSON | CODES), min_size=1, max_size=4).map(
-        lambda changes: mutated(with_(valid(), "base_resp.status_msg", SECRET_MSG), changes)),
+        lambda changes: mutated(with_(valid(), "base_resp.status_msg", SECRET_MSG), changes)
+    ),
     st.fixed_dictionaries(
-        {"base_resp": st.fixed_dictionaries({"status_code": CODES | JSON,
-                                             "status_msg": st.just(SECRET_MSG)})},
-        optional={"data": JSON, "extra_info": JSON, "trace_id": JSON}),
+        {
+            "base_resp": st.fixed_dictionaries(
+                {"status_code": CODES | JSON, "status_msg": st.just(SECRET_MSG)}
+            )
+        },
+        optional={"data": JSON, "extra_info": JSON, "trace_id": JSON},
+    ),
     JSON,
 )
 
@@ -624,6 +757,7 @@ def outcome(handler: Handler, run: Callable[[MiniMaxClient], Any]) -> Any:
             return exc
         finally:
             await client.aclose()
+
     return asyncio.run(go())
 
 
@@ -633,8 +767,9 @@ def assert_safe(result: Any) -> None:
         assert "mm-internal" not in result.to_wire()
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(REPLY)
 def test_any_reply_is_speech_or_a_clean_upstream_error(body: Any) -> None:
     result = outcome(Replies(body), lambda c: c.synthesize(PARAMS, request_id="fuzz"))
@@ -643,10 +778,13 @@ def test_any_reply_is_speech_or_a_clean_upstream_error(body: Any) -> None:
         assert 0 <= result.duration_ms <= duration_ms(result.audio, "mp3", 32000)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2), st.lists(st.tuples(st.sampled_from(PATHS), JSON | CODES),
-                                   min_size=1, max_size=3))
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    st.integers(0, 2),
+    st.lists(st.tuples(st.sampled_from(PATHS), JSON | CODES), min_size=1, max_size=3),
+)
 def test_any_stream_event_gives_chunks_then_an_end_or_a_clean_error(
     index: int, changes: list[tuple[str, Any]]
 ) -> None:

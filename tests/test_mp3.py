@@ -20,8 +20,13 @@ from minimax_emulator.encode import SOURCE_RATE, encode
 from odeatts import mp3
 from odeatts.schemas import BITRATES, SAMPLE_RATES
 
-_TONE = array("h", (int(8000 * math.sin(2 * math.pi * 440 * i / SOURCE_RATE))
-                    for i in range(SOURCE_RATE * 2 // 5)))  # 0.4 s of 440 Hz
+_TONE = array(
+    "h",
+    (
+        int(8000 * math.sin(2 * math.pi * 440 * i / SOURCE_RATE))
+        for i in range(SOURCE_RATE * 2 // 5)
+    ),
+)  # 0.4 s of 440 Hz
 
 
 def _made(sample_rate: int, bitrate: int = 32000, channels: int = 1) -> bytes:
@@ -33,8 +38,13 @@ def _mutagen_frame(file: io.BytesIO) -> mp3.Frame:
     """The frame at ``file``'s position as mutagen reads it; moves ``file`` past it."""
     start = file.tell()
     frame = mutagen.mp3.MPEGFrame(file)
-    return mp3.Frame(start, file.tell() - start, 1152 if frame.version == 1 else 576,
-                     frame.sample_rate, frame.bitrate)
+    return mp3.Frame(
+        start,
+        file.tell() - start,
+        1152 if frame.version == 1 else 576,
+        frame.sample_rate,
+        frame.bitrate,
+    )
 
 
 def _mutagen_frames(data: bytes) -> list[mp3.Frame]:
@@ -47,11 +57,18 @@ def _mutagen_frames(data: bytes) -> list[mp3.Frame]:
     return found
 
 
-def _header(version: int, bitrate_index: int, rate_index: int, padding: int = 0,
-            channel_mode: int = 3) -> bytes:
+def _header(
+    version: int, bitrate_index: int, rate_index: int, padding: int = 0, channel_mode: int = 3
+) -> bytes:
     """A Layer III header without CRC: version 3 MPEG-1, 2 MPEG-2, 0 MPEG-2.5."""
-    return bytes([0xFF, 0xE0 | version << 3 | 0b01 << 1 | 1,
-                  bitrate_index << 4 | rate_index << 2 | padding << 1, channel_mode << 6])
+    return bytes(
+        [
+            0xFF,
+            0xE0 | version << 3 | 0b01 << 1 | 1,
+            bitrate_index << 4 | rate_index << 2 | padding << 1,
+            channel_mode << 6,
+        ]
+    )
 
 
 # ----------------------------------------------------------------------- the spec
@@ -74,15 +91,42 @@ def test_the_tables_are_the_spec_s() -> None:
         return frame
 
     assert [read(3, i, 0).bitrate // 1000 for i in range(1, 15)] == [
-        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320]
+        32,
+        40,
+        48,
+        56,
+        64,
+        80,
+        96,
+        112,
+        128,
+        160,
+        192,
+        224,
+        256,
+        320,
+    ]
     for lsf in (2, 0):
         assert [read(lsf, i, 0).bitrate // 1000 for i in range(1, 15)] == [
-            8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160]
+            8,
+            16,
+            24,
+            32,
+            40,
+            48,
+            56,
+            64,
+            80,
+            96,
+            112,
+            128,
+            144,
+            160,
+        ]
     assert [read(3, 9, i).sample_rate for i in range(3)] == [44100, 48000, 32000]
     assert [read(2, 9, i).sample_rate for i in range(3)] == [22050, 24000, 16000]
     assert [read(0, 5, i).sample_rate for i in range(3)] == [11025, 12000, 8000]
-    assert (read(3, 9, 0).samples, read(2, 9, 0).samples, read(0, 5, 0).samples) == (
-        1152, 576, 576)
+    assert (read(3, 9, 0).samples, read(2, 9, 0).samples, read(0, 5, 0).samples) == (1152, 576, 576)
     # 144 x bitrate / rate bytes in MPEG-1, 72 x in MPEG-2 and 2.5; floored; + padding.
     assert (read(3, 9, 0).length, read(3, 9, 0, 1).length) == (417, 418)
     assert read(3, 9, 2).length == 576
@@ -90,15 +134,18 @@ def test_the_tables_are_the_spec_s() -> None:
     assert read(0, 5, 2).length == 360
 
 
-@pytest.mark.parametrize("header", [
-    _header(1, 9, 0),  # version 01 is reserved
-    bytes([0xFF, 0xE0 | 3 << 3 | 0b11 << 1 | 1, 0x90, 0xC0]),  # Layer I
-    bytes([0xFF, 0xE0 | 3 << 3 | 0b10 << 1 | 1, 0x90, 0xC0]),  # Layer II
-    _header(3, 0, 0),  # free format
-    _header(3, 15, 0),  # a bad bitrate index
-    _header(3, 9, 3),  # a reserved sample rate
-    b"\xff\xdb\x90\xc0",  # 10 sync bits, not 11
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        _header(1, 9, 0),  # version 01 is reserved
+        bytes([0xFF, 0xE0 | 3 << 3 | 0b11 << 1 | 1, 0x90, 0xC0]),  # Layer I
+        bytes([0xFF, 0xE0 | 3 << 3 | 0b10 << 1 | 1, 0x90, 0xC0]),  # Layer II
+        _header(3, 0, 0),  # free format
+        _header(3, 15, 0),  # a bad bitrate index
+        _header(3, 9, 3),  # a reserved sample rate
+        b"\xff\xdb\x90\xc0",  # 10 sync bits, not 11
+    ],
+)
 def test_headers_the_spec_does_not_allow_are_not_frames(header: bytes) -> None:
     assert mp3.frame_at(header + bytes(1000), 0) is None
     assert mp3.frame_at(_header(3, 9, 0)[:3], 0) is None  # a header cut short
@@ -106,15 +153,15 @@ def test_headers_the_spec_does_not_allow_are_not_frames(header: bytes) -> None:
 
 @pytest.mark.parametrize("sample_rate", SAMPLE_RATES)
 @pytest.mark.parametrize("bitrate", BITRATES)
-def test_what_the_emulator_makes_reads_as_mutagen_reads_it(sample_rate: int,
-                                                           bitrate: int) -> None:
+def test_what_the_emulator_makes_reads_as_mutagen_reads_it(sample_rate: int, bitrate: int) -> None:
     data = _made(sample_rate, bitrate)
     frames = mp3.frames(data)
     assert frames == _mutagen_frames(data)
     assert {f.sample_rate for f in frames} == {sample_rate}
     # Without a Xing tag mutagen estimates from the size and the bitrate: padding aside.
     assert mp3.duration_ms(data) == pytest.approx(
-        mutagen.mp3.MP3(io.BytesIO(data)).info.length * 1000, abs=1)
+        mutagen.mp3.MP3(io.BytesIO(data)).info.length * 1000, abs=1
+    )
     assert frames[-1].offset + frames[-1].length == len(data)
 
 
@@ -128,18 +175,24 @@ def _tag_frame(data: bytes, tag: bytes, count: int) -> bytes:
     mpeg1, mono = first.samples == 1152, data[3] >> 6 == 3
     body = bytearray(data[:4] + bytes(first.length - 4))
     if tag == b"VBRI":  # version 1, delay, quality, bytes, frames, an empty table
-        fields = (b"VBRI\x00\x01" + bytes(4) + len(data).to_bytes(4, "big")
-                  + count.to_bytes(4, "big") + bytes([0, 0, 0, 1, 0, 2, 0, 0]))
-        body[36:36 + len(fields)] = fields
+        fields = (
+            b"VBRI\x00\x01"
+            + bytes(4)
+            + len(data).to_bytes(4, "big")
+            + count.to_bytes(4, "big")
+            + bytes([0, 0, 0, 1, 0, 2, 0, 0])
+        )
+        body[36 : 36 + len(fields)] = fields
     else:  # the frames field only
         at = 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
-        body[at:at + 12] = tag + b"\x00\x00\x00\x01" + count.to_bytes(4, "big")
+        body[at : at + 12] = tag + b"\x00\x00\x00\x01" + count.to_bytes(4, "big")
     return bytes(body)
 
 
 @pytest.mark.parametrize("tag", [b"Info", b"Xing", b"VBRI"])
-@pytest.mark.parametrize(("sample_rate", "channels"), [
-    (44100, 1), (44100, 2), (24000, 1), (24000, 2), (8000, 1)])
+@pytest.mark.parametrize(
+    ("sample_rate", "channels"), [(44100, 1), (44100, 2), (24000, 1), (24000, 2), (8000, 1)]
+)
 def test_a_tag_frame_first_holds_no_audio(tag: bytes, sample_rate: int, channels: int) -> None:
     data = _made(sample_rate, 64000, channels)
     audio = mp3.frames(data)
@@ -164,12 +217,14 @@ def test_id3_tags_are_skipped() -> None:
     v24_footer = b"ID3" + footer_flag_128_bytes + bytes(128) + b"3DI" + footer_flag_128_bytes
     v1 = b"TAG" + bytes(125)
     expected = mp3.frames(data)
-    for tagged, shift in [(v23 + data, len(v23)), (v24_footer + data, len(v24_footer)),
-                          (v23 + v24_footer + data, len(v23) + len(v24_footer)),
-                          (data + v1, 0)]:
+    for tagged, shift in [
+        (v23 + data, len(v23)),
+        (v24_footer + data, len(v24_footer)),
+        (v23 + v24_footer + data, len(v23) + len(v24_footer)),
+        (data + v1, 0),
+    ]:
         assert [f.offset - shift for f in mp3.frames(tagged)] == [f.offset for f in expected]
-    assert _mutagen_frames(v23 + data) == [f._replace(offset=f.offset + len(v23))
-                                           for f in expected]
+    assert _mutagen_frames(v23 + data) == [f._replace(offset=f.offset + len(v23)) for f in expected]
 
 
 # ---------------------------------------------------------- partial streams and junk
@@ -243,14 +298,28 @@ def test_split_cuts_at_frames_and_joins_back_exactly() -> None:
 
 def test_the_emulator_takes_the_parser_and_nothing_else_of_the_worker() -> None:
     """minimax_emulator may import odeatts.mp3 (stdlib only), never the worker's runtime."""
-    code = ("import sys; import minimax_emulator.app, minimax_emulator.server; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'odeatts'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parents[1]).stdout
+    code = (
+        "import sys; import minimax_emulator.app, minimax_emulator.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'odeatts'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    ).stdout
     assert out.strip() == "['odeatts', 'odeatts.mp3']"
-    code = ("import sys; before = set(sys.modules); import odeatts.mp3; "
-            "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
-            " - set(sys.stdlib_module_names)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parents[1]).stdout
+    code = (
+        "import sys; before = set(sys.modules); import odeatts.mp3; "
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
+        " - set(sys.stdlib_module_names)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    ).stdout
     assert out.strip() == "['odeatts']"

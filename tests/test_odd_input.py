@@ -32,7 +32,10 @@ pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
 
 @pytest.mark.parametrize("job_id", ["job\x00", "a\ud800b", "x" * 129])
 async def test_an_odd_job_id_is_invalid_request_not_an_outage(
-    worker: Worker, make_user: UserFactory, run_job: JobRunner, job_id: str,
+    worker: Worker,
+    make_user: UserFactory,
+    run_job: JobRunner,
+    job_id: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -42,8 +45,7 @@ async def test_an_odd_job_id_is_invalid_request_not_an_outage(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-@pytest.mark.parametrize(("field", "value"), [("speed", True), ("pitch", "3"),
-                                              ("stream", "yes")])
+@pytest.mark.parametrize(("field", "value"), [("speed", True), ("pitch", "3"), ("stream", "yes")])
 async def test_a_string_or_bool_where_a_number_belongs_is_named(
     make_user: UserFactory, run_job: JobRunner, field: str, value: Any
 ) -> None:
@@ -55,43 +57,83 @@ async def test_a_string_or_bool_where_a_number_belongs_is_named(
 # --- the fuzz ---------------------------------------------------------------------------
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 TEXT = st.text(st.characters(codec=None), min_size=0, max_size=80) | st.sampled_from(
-    ["Hello.", "<#0.5#> pause", "\x00", "\ud800", "a" * 300])
+    ["Hello.", "<#0.5#> pause", "\x00", "\ud800", "a" * 300]
+)
 FRESH = "<a fresh RunPod id>"  # most jobs get a new id; repeats are duplicates, on purpose
-IDS = st.one_of(st.just(FRESH), st.just(FRESH), st.text(max_size=12), st.sampled_from(
-    ["job-1", "sync-abc-e1", "", "a\x00", "\udfff", "x" * 200]))
-VOICES = ["british-male", "british-female", "american-male", "american-female",
-          "nigerian-male", "nigerian-female"]
+IDS = st.one_of(
+    st.just(FRESH),
+    st.just(FRESH),
+    st.text(max_size=12),
+    st.sampled_from(["job-1", "sync-abc-e1", "", "a\x00", "\udfff", "x" * 200]),
+)
+VOICES = [
+    "british-male",
+    "british-female",
+    "american-male",
+    "american-female",
+    "nigerian-male",
+    "nigerian-female",
+]
 
 
 VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
-    "speed": st.floats(0.5, 2.0), "pitch": st.integers(-12, 12), "volume": st.floats(0.1, 10),
-    "emotion": st.sampled_from(EMOTIONS), "format": st.sampled_from(["mp3", "wav", "pcm"]),
-    "sample_rate": st.sampled_from(SAMPLE_RATES), "bitrate": st.sampled_from(BITRATES),
-    "output": st.sampled_from(["auto", "base64"]), "model": st.sampled_from(MODELS),
+    "speed": st.floats(0.5, 2.0),
+    "pitch": st.integers(-12, 12),
+    "volume": st.floats(0.1, 10),
+    "emotion": st.sampled_from(EMOTIONS),
+    "format": st.sampled_from(["mp3", "wav", "pcm"]),
+    "sample_rate": st.sampled_from(SAMPLE_RATES),
+    "bitrate": st.sampled_from(BITRATES),
+    "output": st.sampled_from(["auto", "base64"]),
+    "model": st.sampled_from(MODELS),
     "language_boost": st.sampled_from(["English", "auto"]),
 }
-WILD_FIELDS = [*VALID_FIELDS, "text", "voice", "api_key", "action", "stream", "limit",
-               "language", "gender", "unknown"]
+WILD_FIELDS = [
+    *VALID_FIELDS,
+    "text",
+    "voice",
+    "api_key",
+    "action",
+    "stream",
+    "limit",
+    "language",
+    "gender",
+    "unknown",
+]
 
 
 def job_inputs(key: str) -> st.SearchStrategy[dict[str, Any]]:
     """Valid jobs, valid jobs with one field made wrong, and jobs of any shape."""
     valid = st.fixed_dictionaries(
-        {"api_key": st.just(key), "voice": st.sampled_from(VOICES),
-         "text": st.text(st.characters(categories=["L", "N", "P", "Zs"]), min_size=1,
-                         max_size=60)},
-        optional=VALID_FIELDS)
-    mutated = st.builds(lambda job, name, value: {**job, name: value}, valid,
-                        st.sampled_from(WILD_FIELDS), JSON | TEXT)
-    wild = st.dictionaries(st.sampled_from(WILD_FIELDS) | st.text(max_size=8), JSON | TEXT,
-                           max_size=6)
+        {
+            "api_key": st.just(key),
+            "voice": st.sampled_from(VOICES),
+            "text": st.text(
+                st.characters(categories=["L", "N", "P", "Zs"]), min_size=1, max_size=60
+            ),
+        },
+        optional=VALID_FIELDS,
+    )
+    mutated = st.builds(
+        lambda job, name, value: {**job, name: value},
+        valid,
+        st.sampled_from(WILD_FIELDS),
+        JSON | TEXT,
+    )
+    wild = st.dictionaries(
+        st.sampled_from(WILD_FIELDS) | st.text(max_size=8), JSON | TEXT, max_size=6
+    )
     return st.one_of(valid, valid, mutated, wild)
 
 
@@ -109,8 +151,12 @@ def fuzz_worker(make_settings: Callable[..., Settings]) -> Iterator[tuple[Worker
 async def unlimited_user(worker: Worker) -> str:
     """A caller whose plan never refuses, so the fuzz reaches every step of the job."""
     created = await accounts.create_user(
-        worker.pipeline().sessions, name="Fuzz", email="fuzz@example.com", plan="pro",
-        pepper=worker.settings.pepper)
+        worker.pipeline().sessions,
+        name="Fuzz",
+        email="fuzz@example.com",
+        plan="pro",
+        pepper=worker.settings.pepper,
+    )
     async with worker.pipeline().sessions() as session, session.begin():
         user = await session.get(User, created.user.id)
         assert user is not None
@@ -126,9 +172,12 @@ def test_fuzzed_jobs_get_audio_or_a_documented_error(
     caplog.set_level(logging.INFO)
     key = loop.run_until_complete(unlimited_user(worker))
 
-    @settings(max_examples=150, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                     HealthCheck.too_slow])
+    @settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(job_id=IDS, job_input=job_inputs(key))
     def one(job_id: str, job_input: dict[str, Any]) -> None:
         if job_id == FRESH:
@@ -144,5 +193,6 @@ def test_fuzzed_jobs_get_audio_or_a_documented_error(
     one()
     logged = caplog.text
     assert key not in logged and EMULATOR_KEY not in logged
-    assert not [r for r in caplog.records
-                if r.levelno >= logging.ERROR and r.name.startswith("odeatts")]
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("odeatts")
+    ]

@@ -21,13 +21,19 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
 
 
-async def test_database_down_is_service_unavailable(
-    make_settings: Callable[..., Settings]
-) -> None:
+async def test_database_down_is_service_unavailable(make_settings: Callable[..., Settings]) -> None:
     worker = Worker(make_settings(DATABASE_URL=DEAD_PG))
     try:
-        result = await worker.handle({"id": "j", "input": {
-            "api_key": "odea_AAAAAAAA_" + "B" * 32, "text": "Hi.", "voice": "british-male"}})
+        result = await worker.handle(
+            {
+                "id": "j",
+                "input": {
+                    "api_key": "odea_AAAAAAAA_" + "B" * 32,
+                    "text": "Hi.",
+                    "voice": "british-male",
+                },
+            }
+        )
     finally:
         await worker.aclose()
     error = json.loads(result["error"])
@@ -41,8 +47,9 @@ async def test_redis_down_refunds_the_reservation(
     _, key = await make_user()
     broken = Worker(make_settings(REDIS_URL=DEAD_REDIS))
     try:
-        result = await broken.handle({"id": "r-1", "input": {
-            "api_key": key, "text": "Hi.", "voice": "british-male"}})
+        result = await broken.handle(
+            {"id": "r-1", "input": {"api_key": key, "text": "Hi.", "voice": "british-male"}}
+        )
     finally:
         await broken.aclose()
     assert json.loads(result["error"])["code"] == "service_unavailable"

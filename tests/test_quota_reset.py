@@ -57,6 +57,7 @@ def ended(days_ago: float = 1, *, length: int = 30) -> dict[str, dt.datetime]:
 
 # --- reset-due -------------------------------------------------------------------------------
 
+
 async def test_reset_due_archives_ended_cycles_once(
     invoke: Invoke, engine: Engine, make_user: UserFactory
 ) -> None:
@@ -70,7 +71,10 @@ async def test_reset_due_archives_ended_cycles_once(
     assert data["users_reset"] == 1 and data["users"][0]["user"]["id"] == due_id
     [cycle] = rows(engine, BillingCycle)
     assert (cycle.user_id, cycle.cycle_start, cycle.cycle_end) == (
-        due_id, due["cycle_start"], due["cycle_end"])
+        due_id,
+        due["cycle_start"],
+        due["cycle_end"],
+    )
     assert (cycle.used_ms, cycle.credit_ms, cycle.quota_ms) == (1_234_000, 60_000, 3_660_000)
     users = {u.id: u for u in rows(engine, User)}
     reset = users[due_id]
@@ -90,18 +94,23 @@ async def test_missed_months_make_one_combined_archive(
     engine: Engine, make_user: UserFactory, settings: Settings
 ) -> None:
     start = dt.datetime(2026, 1, 10, 9, 30, tzinfo=dt.UTC)
-    user_id, _ = await make_user(used_ms=777_000, cycle_start=start,
-                                 cycle_end=next_month(start))
+    user_id, _ = await make_user(used_ms=777_000, cycle_start=start, cycle_end=next_month(start))
     now = dt.datetime(2026, 4, 20, tzinfo=dt.UTC)  # the cron missed February and March
     assert settings.database_url
     summary = await asyncio.to_thread(reset_in_own_engine, settings.effective_database_url, now)
     assert [a.user_id for a in summary.archives] == [user_id]
     [cycle] = rows(engine, BillingCycle)
     assert (cycle.cycle_start, cycle.cycle_end, cycle.used_ms) == (
-        start, dt.datetime(2026, 4, 10, 9, 30, tzinfo=dt.UTC), 777_000)
+        start,
+        dt.datetime(2026, 4, 10, 9, 30, tzinfo=dt.UTC),
+        777_000,
+    )
     [user] = rows(engine, User)
     assert (user.cycle_start, user.cycle_end, user.used_ms) == (
-        cycle.cycle_end, dt.datetime(2026, 5, 10, 9, 30, tzinfo=dt.UTC), 0)
+        cycle.cycle_end,
+        dt.datetime(2026, 5, 10, 9, 30, tzinfo=dt.UTC),
+        0,
+    )
     again = await asyncio.to_thread(reset_in_own_engine, settings.effective_database_url, now)
     assert again.archives == [] and len(rows(engine, BillingCycle)) == 1
 
@@ -115,21 +124,27 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 
 async def test_reset_while_jobs_run_loses_no_usage(
-    engine: Engine, make_user: UserFactory, run_job: JobRunner, emu: Emulator,
+    engine: Engine,
+    make_user: UserFactory,
+    run_job: JobRunner,
+    emu: Emulator,
     settings: Settings,
 ) -> None:
     """Three jobs reserve before the reset and settle after it; three more race it."""
     user_id, key = await make_user("pro", streams_override=10, used_ms=42_000, **ended())
     emu.add_fault({"endpoint": "t2a_v2", "kind": "delay", "seconds": 1.0, "times": 3})
-    slow = [asyncio.create_task(run_job(api_key=key, text=TEXT, voice="british-female"))
-            for _ in range(3)]
+    slow = [
+        asyncio.create_task(run_job(api_key=key, text=TEXT, voice="british-female"))
+        for _ in range(3)
+    ]
     # Reserved, and held inside MiniMax (the emulator counts a request on arrival).
     await until(lambda: emu.stats()["requests"]["t2a_v2"] >= 3, "three jobs at MiniMax")
     assert settings.database_url
     racing = [run_job(api_key=key, text=TEXT, voice="american-male") for _ in range(3)]
     # A ResetSummary then job outputs: mypy would call each of them `object`.
     results: list[Any] = await asyncio.gather(
-        asyncio.to_thread(reset_in_own_engine, settings.effective_database_url), *racing)
+        asyncio.to_thread(reset_in_own_engine, settings.effective_database_url), *racing
+    )
     summary, *raced = results
     assert not any(t.done() for t in slow), "the reset should finish inside the delay"
     done = [*raced, *await asyncio.gather(*slow)]
@@ -154,8 +169,9 @@ async def test_two_resets_at_once_archive_each_cycle_once(
         await make_user(used_ms=1000 * n, **ended(days_ago=1 + n))
     assert settings.database_url
     url = settings.effective_database_url
-    first, second = await asyncio.gather(asyncio.to_thread(reset_in_own_engine, url),
-                                         asyncio.to_thread(reset_in_own_engine, url))
+    first, second = await asyncio.gather(
+        asyncio.to_thread(reset_in_own_engine, url), asyncio.to_thread(reset_in_own_engine, url)
+    )
     reset_ids = sorted(a.user_id for a in [*first.archives, *second.archives])
     assert reset_ids == list(range(1, 13))
     cycles = rows(engine, BillingCycle)
@@ -166,10 +182,17 @@ async def test_two_resets_at_once_archive_each_cycle_once(
 
 # --- scripts/reset_quotas.py -----------------------------------------------------------------
 
+
 def script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "scripts/reset_quotas.py", *args], cwd=ROOT,
-                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "scripts/reset_quotas.py", *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("backend", ["real"])  # a process costs ~1 s; cron runs on Postgres
@@ -193,10 +216,16 @@ def test_the_cron_script_exits_3_without_a_database() -> None:
 
 def image_ships(path: str) -> bool:
     """Whether a COPY line of the Dockerfile names ``path`` or a folder holding it."""
-    copies = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines()
-              if line.startswith("COPY ")]
-    return any(source.rstrip("/") in (path, path.rsplit("/", 1)[0], ".")
-               for sources in copies for source in sources)
+    copies = [
+        line.split()[1:-1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    ]
+    return any(
+        source.rstrip("/") in (path, path.rsplit("/", 1)[0], ".")
+        for sources in copies
+        for source in sources
+    )
 
 
 def test_the_image_ships_the_cron_script() -> None:

@@ -21,9 +21,13 @@ class Clock:
 
 
 def dependency(breaker: Breaker | None = None, timeout: float = 0.2) -> Dependency:
-    return Dependency(name="db", timeout=timeout, error=ServiceUnavailable,
-                      is_failure=lambda exc: isinstance(exc, (ServiceUnavailable, OSError)),
-                      breaker=breaker or Breaker("db", threshold=3, cooldown=1.0))
+    return Dependency(
+        name="db",
+        timeout=timeout,
+        error=ServiceUnavailable,
+        is_failure=lambda exc: isinstance(exc, (ServiceUnavailable, OSError)),
+        breaker=breaker or Breaker("db", threshold=3, cooldown=1.0),
+    )
 
 
 async def broken() -> None:
@@ -75,8 +79,7 @@ async def test_the_job_budget_caps_every_deadline() -> None:
     assert calls == []
 
 
-async def test_the_breaker_opens_fails_fast_then_probes(caplog: pytest.LogCaptureFixture
-                                                        ) -> None:
+async def test_the_breaker_opens_fails_fast_then_probes(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="odeatts.resilience")
     clock = Clock()
     breaker = Breaker("postgres", threshold=3, cooldown=1.0, clock=clock)

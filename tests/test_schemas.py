@@ -50,10 +50,20 @@ def test_speech_defaults() -> None:
 
 
 def test_speech_accepts_every_documented_field() -> None:
-    request = parse_job(speech(speed=0.5, pitch=-12, volume=10, emotion="calm",
-                               model="speech-02-hd", sample_rate=44100, bitrate=256000,
-                               format="mp3", language_boost="English"),
-                        max_text_chars=MAX).request
+    request = parse_job(
+        speech(
+            speed=0.5,
+            pitch=-12,
+            volume=10,
+            emotion="calm",
+            model="speech-02-hd",
+            sample_rate=44100,
+            bitrate=256000,
+            format="mp3",
+            language_boost="English",
+        ),
+        max_text_chars=MAX,
+    ).request
     assert isinstance(request, SpeechRequest)
     assert (request.speed, request.pitch, request.volume) == (0.5, -12, 10)
     assert (request.emotion, request.model, request.sample_rate) == ("calm", "speech-02-hd", 44100)
@@ -98,10 +108,18 @@ def test_language_boost_takes_minimax_s_list(boost: str) -> None:
     assert isinstance(request, SpeechRequest) and request.language_boost == boost
 
 
-@pytest.mark.parametrize(("boost", "hint"), [
-    ("Yoruba", ""), ("Pidgin", ""), ("en", ""), ("english", "did you mean 'English'?"),
-    ("Cantonese", ""), ("AUTO", "did you mean 'auto'?"), ("Chinese, Yue", ""),
-])
+@pytest.mark.parametrize(
+    ("boost", "hint"),
+    [
+        ("Yoruba", ""),
+        ("Pidgin", ""),
+        ("en", ""),
+        ("english", "did you mean 'English'?"),
+        ("Cantonese", ""),
+        ("AUTO", "did you mean 'auto'?"),
+        ("Chinese, Yue", ""),
+    ],
+)
 def test_a_language_boost_minimax_would_refuse_is_refused_first(boost: str, hint: str) -> None:
     exc = invalid(speech(language_boost=boost))
     assert exc.details["field"] == "language_boost" and "language_boost" in exc.message
@@ -159,8 +177,9 @@ def test_voices_action() -> None:
     request = parse_job(job(action="voices"), max_text_chars=MAX).request
     assert isinstance(request, VoicesRequest)
     assert request.language is None and request.gender is None
-    request = parse_job(job(action="voices", language="en-NG", gender="female"),
-                        max_text_chars=MAX).request
+    request = parse_job(
+        job(action="voices", language="en-NG", gender="female"), max_text_chars=MAX
+    ).request
     assert isinstance(request, VoicesRequest)
     assert (request.language, request.gender) == ("en-NG", "female")
     assert invalid(job(action="voices", gender="robot")).details["field"] == "gender"
@@ -191,31 +210,47 @@ def test_job_without_an_id_is_invalid(raw: Any) -> None:
     assert invalid(raw).details["field"] == "id"
 
 
-@pytest.mark.parametrize("job_id", ["a\ud800b", "job\x00", "x" * 129, "two words",
-                                    "-leading-dash", "é-accent", "job\n"],
-                         ids=["surrogate", "nul", "129-chars", "space", "dash", "accent",
-                              "newline"])
+@pytest.mark.parametrize(
+    "job_id",
+    ["a\ud800b", "job\x00", "x" * 129, "two words", "-leading-dash", "é-accent", "job\n"],
+    ids=["surrogate", "nul", "129-chars", "space", "dash", "accent", "newline"],
+)
 def test_a_job_id_runpod_would_never_send_is_invalid(job_id: str) -> None:
     assert invalid({"id": job_id, "input": {"api_key": KEY}}).details["field"] == "id"
 
 
-@pytest.mark.parametrize("job_id", ["7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-u1",
-                                    "sync-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-e1",
-                                    "test-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f",
-                                    "local_test", "x" * 128])
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-u1",
+        "sync-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f-e1",
+        "test-7b1e5d3a-9f0c-4a57-8a43-1a2b3c4d5e6f",
+        "local_test",
+        "x" * 128,
+    ],
+)
 def test_runpods_job_ids_are_accepted(job_id: str) -> None:
     assert parse_job({**speech(), "id": job_id}, max_text_chars=MAX).id == job_id
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"speed": True}, "speed"), ({"speed": "1.5"}, "speed"), ({"pitch": "3"}, "pitch"),
-    ({"pitch": 3.5}, "pitch"), ({"pitch": False}, "pitch"), ({"volume": "2"}, "volume"),
-    ({"stream": "yes"}, "stream"), ({"stream": 1}, "stream"), ({"sample_rate": "32000"},
-    "sample_rate"), ({"bitrate": True}, "bitrate"), ({"text": 42}, "text"),
-    ({"voice": ["british-male"]}, "voice"),
-])
-def test_json_types_are_strict_and_the_field_is_named(fields: dict[str, Any], field: str
-                                                      ) -> None:
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"speed": True}, "speed"),
+        ({"speed": "1.5"}, "speed"),
+        ({"pitch": "3"}, "pitch"),
+        ({"pitch": 3.5}, "pitch"),
+        ({"pitch": False}, "pitch"),
+        ({"volume": "2"}, "volume"),
+        ({"stream": "yes"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"sample_rate": "32000"}, "sample_rate"),
+        ({"bitrate": True}, "bitrate"),
+        ({"text": 42}, "text"),
+        ({"voice": ["british-male"]}, "voice"),
+    ],
+)
+def test_json_types_are_strict_and_the_field_is_named(fields: dict[str, Any], field: str) -> None:
     exc = invalid(speech(**fields))
     assert exc.details["field"] == field and f"`{field}`" in exc.message
 
@@ -255,8 +290,7 @@ def test_missing_api_key_wins_over_other_bad_fields() -> None:
 
 
 def test_max_text_chars_is_enforced_with_the_limit_in_details() -> None:
-    assert isinstance(parse_job(speech(text="x" * 100), max_text_chars=100).request,
-                      SpeechRequest)
+    assert isinstance(parse_job(speech(text="x" * 100), max_text_chars=100).request, SpeechRequest)
     exc = invalid(speech(text="x" * 101), max_text_chars=100)
     assert exc.details == {"field": "text", "max_chars": 100}
     assert "100" in exc.message and "101" in exc.message

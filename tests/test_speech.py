@@ -32,8 +32,16 @@ async def test_valid_job_returns_mp3_and_charges_its_real_duration(
     run_job: JobRunner, make_user: UserFactory, worker: Worker
 ) -> None:
     _, key = await make_user()
-    out = await run_job("job-1", api_key=key, text=TEXT, voice="nigerian-female",
-                        speed=1.0, pitch=0, emotion="happy", model="speech-02-turbo")
+    out = await run_job(
+        "job-1",
+        api_key=key,
+        text=TEXT,
+        voice="nigerian-female",
+        speed=1.0,
+        pitch=0,
+        emotion="happy",
+        model="speech-02-turbo",
+    )
     assert "error" not in out, out
     assert out["format"] == "mp3" and out["voice"] == "nigerian-female"
     assert out["request_id"] == "job-1" and out["characters"] == len(TEXT)
@@ -42,7 +50,8 @@ async def test_valid_job_returns_mp3_and_charges_its_real_duration(
     assert mp3_seconds(out) == pytest.approx(out["duration_seconds"], rel=0.05, abs=0.1)
     assert out["quota"]["used_seconds"] == pytest.approx(out["duration_seconds"], abs=0.001)
     assert out["quota"]["remaining_seconds"] == pytest.approx(
-        600 - out["duration_seconds"], abs=0.001)
+        600 - out["duration_seconds"], abs=0.001
+    )
     [row] = await usage_rows(worker)
     assert (row.job_id, row.status, row.voice) == ("job-1", "succeeded", "nigerian-female")
     assert row.duration_ms == round(out["duration_seconds"] * 1000)
@@ -58,8 +67,7 @@ async def test_voice_settings_reach_minimax(run_job: JobRunner, make_user: UserF
 
 
 @pytest.mark.parametrize("api_key", ["", "not-a-key", "odea_AAAAAAAA_" + "B" * 32])
-async def test_bad_keys_are_unauthorized(run_job: JobRunner, api_key: str,
-                                         worker: Worker) -> None:
+async def test_bad_keys_are_unauthorized(run_job: JobRunner, api_key: str, worker: Worker) -> None:
     out = await run_job(api_key=api_key, text=TEXT, voice="british-male")
     assert out["error"]["code"] == "unauthorized" and out["error"]["status"] == 401
     assert await usage_rows(worker) == []
@@ -78,13 +86,15 @@ async def test_revoked_key_and_inactive_user_are_unauthorized(
     assert "error" not in await run_job(api_key=key, text="Hello.", voice="british-male")
     async with worker.pipeline().sessions() as session, session.begin():
         await session.execute(update(ApiKey).values(revoked_at=utcnow()))
-    assert (await run_job(api_key=key, text="Hello.", voice="british-male")
-            )["error"]["code"] == "unauthorized"
+    assert (await run_job(api_key=key, text="Hello.", voice="british-male"))["error"][
+        "code"
+    ] == "unauthorized"
     other_id, other_key = await make_user()
     async with worker.pipeline().sessions() as session, session.begin():
         await session.execute(update(User).where(User.id == other_id).values(active=False))
-    assert (await run_job(api_key=other_key, text="Hello.", voice="british-male")
-            )["error"]["code"] == "unauthorized"
+    assert (await run_job(api_key=other_key, text="Hello.", voice="british-male"))["error"][
+        "code"
+    ] == "unauthorized"
 
 
 @backend_independent
@@ -118,14 +128,21 @@ async def test_invalid_requests_name_the_field(
 
 
 @backend_independent
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"emotion": "whisper"}, "emotion"),               # the default model lacks it
-    ({"emotion": "fluent", "model": "speech-02-hd"}, "emotion"),
-    ({"language_boost": "Yoruba"}, "language_boost"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"emotion": "whisper"}, "emotion"),  # the default model lacks it
+        ({"emotion": "fluent", "model": "speech-02-hd"}, "emotion"),
+        ({"language_boost": "Yoruba"}, "language_boost"),
+    ],
+)
 async def test_what_minimax_would_refuse_is_refused_before_anything_is_reserved(
-    run_job: JobRunner, make_user: UserFactory, worker: Worker, emu: Emulator,
-    fields: dict[str, Any], field: str,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
+    emu: Emulator,
+    fields: dict[str, Any],
+    field: str,
 ) -> None:
     assert worker.settings.minimax_model == "speech-02-turbo"
     _, key = await make_user()
@@ -133,8 +150,9 @@ async def test_what_minimax_would_refuse_is_refused_before_anything_is_reserved(
     assert (out["error"]["code"], out["error"]["field"]) == ("invalid_request", field)
     assert await usage_rows(worker) == []
     assert emu.stats()["requests"].get("t2a_v2", 0) == 0
-    ok = await run_job(api_key=key, text=TEXT, voice="british-male", emotion="whisper",
-                       model="speech-2.6-turbo")
+    ok = await run_job(
+        api_key=key, text=TEXT, voice="british-male", emotion="whisper", model="speech-2.6-turbo"
+    )
     assert "error" not in ok, ok
 
 

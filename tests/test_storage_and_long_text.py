@@ -29,12 +29,18 @@ SENTENCE = "The quick brown fox jumps over the lazy dog near the riverbank. "
 
 
 @pytest.fixture
-def storage_settings(make_settings: Callable[..., Settings], s3_url: str
-                     ) -> Callable[..., Settings]:
+def storage_settings(
+    make_settings: Callable[..., Settings], s3_url: str
+) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        return make_settings(BUCKET_ENDPOINT_URL=s3_url, BUCKET_NAME=BUCKET,
-                             BUCKET_ACCESS_KEY_ID="test", BUCKET_SECRET_ACCESS_KEY="test",
-                             **overrides)
+        return make_settings(
+            BUCKET_ENDPOINT_URL=s3_url,
+            BUCKET_NAME=BUCKET,
+            BUCKET_ACCESS_KEY_ID="test",
+            BUCKET_SECRET_ACCESS_KEY="test",
+            **overrides,
+        )
+
     return make
 
 
@@ -55,17 +61,24 @@ async def test_output_url_uploads_with_content_type_and_presigns(
     try:
         key = await user_key(worker, make_user)
         job_id = f"url-{uuid.uuid4().hex[:8]}"  # the bucket outlives one test
-        out = await run(worker, key, job_id, text="Hello, storage.", voice="british-male",
-                        output="url")
+        out = await run(
+            worker, key, job_id, text="Hello, storage.", voice="british-male", output="url"
+        )
     finally:
         await worker.aclose()
     assert "audio_base64" not in out and out["url_expires_in"] == 3600
     reply = httpx.get(out["audio_url"])
     assert reply.status_code == 200
     assert MP3(io.BytesIO(reply.content)).info.length == pytest.approx(
-        out["duration_seconds"], abs=0.1)
-    s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="test",
-                      aws_secret_access_key="test", region_name="us-east-1")
+        out["duration_seconds"], abs=0.1
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
     [obj] = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"audio/{job_id}/")["Contents"]
     assert s3.head_object(Bucket=BUCKET, Key=obj["Key"])["ContentType"] == "audio/mpeg"
 
@@ -94,8 +107,7 @@ async def test_a_thirty_minute_text_is_one_valid_mp3_behind_a_url(
     # 430 make ten parts, each sent once.
     assert parts == len(split_text(text, worker.settings.part_chars)) == 10
     audio = httpx.get(out["audio_url"], timeout=60).content
-    assert MP3(io.BytesIO(audio)).info.length == pytest.approx(out["duration_seconds"],
-                                                              rel=0.005)
+    assert MP3(io.BytesIO(audio)).info.length == pytest.approx(out["duration_seconds"], rel=0.005)
     assert used == row.duration_ms == round(out["duration_seconds"] * 1000)
     assert row.estimated_ms >= used * 0.8  # one reservation covered the whole job
 
@@ -129,18 +141,19 @@ async def test_parts_join_frame_accurately_inline(
         await worker.aclose()
     assert emu.stats()["requests"]["t2a_v2"] >= 3
     audio = base64.b64decode(out["audio_base64"])
-    assert MP3(io.BytesIO(audio)).info.length == pytest.approx(out["duration_seconds"],
-                                                              rel=0.02)
+    assert MP3(io.BytesIO(audio)).info.length == pytest.approx(out["duration_seconds"], rel=0.02)
 
 
 @backend_independent
-async def test_flac_cannot_be_joined(make_settings: Callable[..., Settings],
-                                     make_user: UserFactory, emu: Emulator) -> None:
+async def test_flac_cannot_be_joined(
+    make_settings: Callable[..., Settings], make_user: UserFactory, emu: Emulator
+) -> None:
     worker = Worker(make_settings(ODEATTS_PART_CHARS=300))
     try:
         key = await user_key(worker, make_user)
-        out = await run(worker, key, "flac-1", text=SENTENCE * 12, voice="british-female",
-                        format="flac")
+        out = await run(
+            worker, key, "flac-1", text=SENTENCE * 12, voice="british-female", format="flac"
+        )
     finally:
         await worker.aclose()
     assert out["error"]["field"] == "format"
@@ -156,8 +169,9 @@ async def test_without_storage_large_results_are_refused_before_synthesis(
         key = await user_key(worker, make_user)
         big = await run(worker, key, "big-1", text=SENTENCE * 20, voice="british-male")
         url = await run(worker, key, "url-2", text="Hi.", voice="british-male", output="url")
-        inline = await run(worker, key, "big-2", text=SENTENCE * 20, voice="british-male",
-                           output="base64")
+        inline = await run(
+            worker, key, "big-2", text=SENTENCE * 20, voice="british-male", output="base64"
+        )
         async with worker.pipeline().sessions() as session:
             rows = (await session.execute(select(Usage))).scalars().all()
     finally:

@@ -20,8 +20,10 @@ from odeatts.models import Usage, User
 from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory, backend_independent
 
-TEXT = ("Voice bots need the first audio fast. This sentence streams in pieces, "
-        "and so does this one. The end arrives last.")
+TEXT = (
+    "Voice bots need the first audio fast. This sentence streams in pieces, "
+    "and so does this one. The end arrives last."
+)
 
 
 @pytest.fixture
@@ -46,8 +48,9 @@ async def test_a_stream_yields_chunks_that_join_into_the_reported_audio(
     streamer: Worker, make_user: UserFactory
 ) -> None:
     _, key = await make_user()
-    items = await collect(streamer, "s-1", api_key=key, text=TEXT, voice="british-female",
-                          stream=True)
+    items = await collect(
+        streamer, "s-1", api_key=key, text=TEXT, voice="british-female", stream=True
+    )
     *chunks, final = items
     assert len(chunks) >= 3 and [c["chunk"] for c in chunks] == list(range(len(chunks)))
     pieces = [base64.b64decode(c["audio_base64"]) for c in chunks]
@@ -55,7 +58,8 @@ async def test_a_stream_yields_chunks_that_join_into_the_reported_audio(
     audio = b"".join(pieces)
     assert final["done"] is True and final["chunks"] == len(chunks)
     assert MP3(io.BytesIO(audio)).info.length == pytest.approx(
-        final["duration_seconds"], rel=0.03, abs=0.06)
+        final["duration_seconds"], rel=0.03, abs=0.06
+    )
     used, row = await charged(streamer)
     assert used == round(final["duration_seconds"] * 1000) == row.duration_ms
     assert final["quota"]["used_seconds"] == used / 1000
@@ -71,17 +75,21 @@ async def test_a_non_streamed_job_on_the_stream_endpoint_is_one_item(
     assert item["audio_base64"] and item["duration_seconds"] > 0
 
 
-@pytest.mark.parametrize("fault", [
-    {"kind": "stream_break", "after_chunks": 2},
-    {"kind": "stream_error", "after_chunks": 2, "code": 1000},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "stream_break", "after_chunks": 2},
+        {"kind": "stream_error", "after_chunks": 2, "code": 1000},
+    ],
+)
 async def test_a_broken_stream_ends_in_a_clean_error_and_charges_nothing(
     streamer: Worker, make_user: UserFactory, emu: Emulator, fault: dict[str, Any]
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "times": 0, **fault})
-    items = await collect(streamer, "s-3", api_key=key, text=TEXT, voice="british-female",
-                          stream=True)
+    items = await collect(
+        streamer, "s-3", api_key=key, text=TEXT, voice="british-female", stream=True
+    )
     error = json.loads(items[-1]["error"])
     assert error["code"] == "upstream_unavailable"
     assert error["delivered_chunks"] == len(items) - 1 >= 1
@@ -97,8 +105,9 @@ async def test_an_error_before_the_stream_starts_is_retried(
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": 1002, "times": 1})
-    items = await collect(streamer, "s-4", api_key=key, text=TEXT, voice="british-female",
-                          stream=True)
+    items = await collect(
+        streamer, "s-4", api_key=key, text=TEXT, voice="british-female", stream=True
+    )
     assert items[-1]["done"] is True
     assert emu.stats()["requests"]["t2a_v2"] == 2
 
@@ -108,8 +117,12 @@ async def test_a_stream_stopped_by_the_caller_is_charged_what_it_delivered(
 ) -> None:
     _, key = await make_user()
     emu.configure(chunk_delay_seconds=0.2)
-    stream = streamer.handler({"id": "s-5", "input": {
-        "api_key": key, "text": TEXT * 2, "voice": "british-female", "stream": True}})
+    stream = streamer.handler(
+        {
+            "id": "s-5",
+            "input": {"api_key": key, "text": TEXT * 2, "voice": "british-female", "stream": True},
+        }
+    )
     received = [await stream.__anext__() for _ in range(3)]
     await stream.aclose()
     audio = b"".join(base64.b64decode(c["audio_base64"]) for c in received)
@@ -125,8 +138,9 @@ async def test_a_stream_stopped_by_the_caller_is_charged_what_it_delivered(
 @backend_independent
 async def test_wav_cannot_be_streamed(streamer: Worker, make_user: UserFactory) -> None:
     _, key = await make_user()
-    [item] = await collect(streamer, "s-6", api_key=key, text=TEXT, voice="british-female",
-                           stream=True, format="wav")
+    [item] = await collect(
+        streamer, "s-6", api_key=key, text=TEXT, voice="british-female", stream=True, format="wav"
+    )
     assert json.loads(item["error"])["field"] == "stream"
 
 
@@ -142,8 +156,16 @@ async def test_the_plain_endpoint_refuses_to_stream(
 @backend_independent
 async def test_pcm_streams_too(streamer: Worker, make_user: UserFactory) -> None:
     _, key = await make_user()
-    items = await collect(streamer, "s-7", api_key=key, text=TEXT, voice="british-female",
-                          stream=True, format="pcm", sample_rate=16000)
+    items = await collect(
+        streamer,
+        "s-7",
+        api_key=key,
+        text=TEXT,
+        voice="british-female",
+        stream=True,
+        format="pcm",
+        sample_rate=16000,
+    )
     *chunks, final = items
     pcm = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
     assert final["format"] == "pcm"

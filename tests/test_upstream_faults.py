@@ -21,8 +21,12 @@ from tests.conftest import JobRunner, UserFactory, backend_independent
 # A few representative codes end to end (retried, busy, final, content, the caller's,
 # an operator's): tests/test_minimax_errors.py checks every row of the table.
 RETRIED = {1000: "upstream_unavailable", 1002: "upstream_busy"}
-FINAL = {1026: "content_rejected", 2013: "invalid_request", 2042: "voice_not_found",
-         9999: "upstream_rejected"}
+FINAL = {
+    1026: "content_rejected",
+    2013: "invalid_request",
+    2042: "voice_not_found",
+    9999: "upstream_rejected",
+}
 OPERATOR = {1008: "service_unavailable", 2056: "service_unavailable"}
 MAX_ATTEMPTS = 3  # MINIMAX_MAX_RETRIES defaults to 2
 
@@ -43,8 +47,12 @@ async def assert_recovers(run_job: JobRunner, key: str) -> None:
 
 @pytest.mark.parametrize(("code", "expected"), sorted(RETRIED.items()))
 async def test_retryable_codes_are_retried_then_mapped(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
-    code: int, expected: str,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
+    code: int,
+    expected: str,
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": code, "times": 0})
@@ -64,14 +72,26 @@ async def test_retryable_codes_are_retried_then_mapped(
     ("backend", "code", "expected"),
     [("embedded", code, expected) for code, expected in sorted({**FINAL, **OPERATOR}.items())]
     + [("real", 1026, FINAL[1026])],
-    indirect=["backend"])
+    indirect=["backend"],
+)
 async def test_final_codes_are_not_retried(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
-    code: int, expected: str,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
+    code: int,
+    expected: str,
 ) -> None:
     _, key = await make_user()
-    emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": code, "times": 0,
-                   "msg": "invalid params, secret-ish upstream detail"})
+    emu.add_fault(
+        {
+            "endpoint": "t2a_v2",
+            "kind": "base_resp",
+            "code": code,
+            "times": 0,
+            "msg": "invalid params, secret-ish upstream detail",
+        }
+    )
     out = await run_job(api_key=key, text="Hello there.", voice="american-male")
     assert out["error"]["code"] == expected
     assert emu.stats()["requests"]["t2a_v2"] == 1
@@ -83,17 +103,30 @@ async def test_final_codes_are_not_retried(
 @backend_independent
 @pytest.mark.parametrize("code", sorted(OPERATOR))
 async def test_an_account_problem_alerts_operators_once_and_not_the_caller(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, code: int,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    code: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
     _, key = await make_user()
-    emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": code, "times": 0,
-                   "msg": "usage limit exceeded, 5-hour usage limit reached"})
+    emu.add_fault(
+        {
+            "endpoint": "t2a_v2",
+            "kind": "base_resp",
+            "code": code,
+            "times": 0,
+            "msg": "usage limit exceeded, 5-hour usage limit reached",
+        }
+    )
     out = await run_job(api_key=key, text="Hello there.", voice="american-male")
     assert out["error"]["code"] == "service_unavailable" and "5-hour" not in str(out)
-    alerts = [r for r in caplog.records if r.levelno >= logging.ERROR
-              and r.getMessage().startswith("ALERT minimax account:")]
+    alerts = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.getMessage().startswith("ALERT minimax account:")
+    ]
     assert len(alerts) == 1 and str(code) in alerts[0].getMessage()
 
 
@@ -127,8 +160,13 @@ async def test_a_transient_error_is_retried_and_charged_once(
     ],
 )
 async def test_transport_faults(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
-    fault: dict[str, Any], expected: str, attempts: int,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
+    fault: dict[str, Any],
+    expected: str,
+    attempts: int,
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "times": 0, **fault})
@@ -147,11 +185,23 @@ async def test_a_slow_answer_times_out(
     worker = Worker(make_settings(MINIMAX_TIMEOUT_SECONDS=0.3, MINIMAX_MAX_RETRIES=0))
     try:
         created = await accounts.create_user(
-            worker.pipeline().sessions, name="Slow", email="slow@example.com", plan="free",
-            pepper=worker.settings.pepper)
+            worker.pipeline().sessions,
+            name="Slow",
+            email="slow@example.com",
+            plan="free",
+            pepper=worker.settings.pepper,
+        )
         emu.add_fault({"endpoint": "t2a_v2", "kind": "delay", "seconds": 2, "times": 0})
-        result = await worker.handle({"id": "slow-1", "input": {
-            "api_key": created.key.plain, "text": "Hello.", "voice": "british-female"}})
+        result = await worker.handle(
+            {
+                "id": "slow-1",
+                "input": {
+                    "api_key": created.key.plain,
+                    "text": "Hello.",
+                    "voice": "british-female",
+                },
+            }
+        )
         assert json.loads(result["error"])["code"] == "upstream_unavailable"
         await assert_nothing_charged(worker, "upstream_unavailable")
     finally:
@@ -165,10 +215,22 @@ async def test_wrong_minimax_key_is_our_problem_not_the_callers(
     worker = Worker(make_settings(MINIMAX_API_KEY="wrong-key"))
     try:
         created = await accounts.create_user(
-            worker.pipeline().sessions, name="K", email="k@example.com", plan="free",
-            pepper=worker.settings.pepper)
-        result = await worker.handle({"id": "k-1", "input": {
-            "api_key": created.key.plain, "text": "Hello.", "voice": "british-female"}})
+            worker.pipeline().sessions,
+            name="K",
+            email="k@example.com",
+            plan="free",
+            pepper=worker.settings.pepper,
+        )
+        result = await worker.handle(
+            {
+                "id": "k-1",
+                "input": {
+                    "api_key": created.key.plain,
+                    "text": "Hello.",
+                    "voice": "british-female",
+                },
+            }
+        )
         error = json.loads(result["error"])
         assert error["code"] == "service_unavailable" and error["status"] == 503
         assert "wrong-key" not in result["error"]

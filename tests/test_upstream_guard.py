@@ -30,15 +30,20 @@ async def guarded(make_settings: Callable[..., Settings]) -> AsyncIterator[Calla
 
 
 async def speak(worker: Worker, key: str, text: str, job_id: str) -> dict[str, Any]:
-    result = await worker.handle({"id": job_id, "input": {
-        "api_key": key, "text": text, "voice": "american-male"}})
+    result = await worker.handle(
+        {"id": job_id, "input": {"api_key": key, "text": text, "voice": "american-male"}}
+    )
     return json.loads(result["error"]) if "error" in result else result
 
 
 async def new_key(worker: Worker, n: int) -> str:
-    created = await accounts.create_user(worker.pipeline().sessions, name=f"U{n}",
-                                         email=f"u{n}@example.com", plan="pro",
-                                         pepper=worker.settings.pepper)
+    created = await accounts.create_user(
+        worker.pipeline().sessions,
+        name=f"U{n}",
+        email=f"u{n}@example.com",
+        plan="pro",
+        pepper=worker.settings.pepper,
+    )
     return created.key.plain
 
 
@@ -54,9 +59,7 @@ async def test_account_rpm_is_shared_by_all_callers(
     assert emu.stats()["requests"]["t2a_v2"] == 3
 
 
-async def test_account_tpm_counts_characters(
-    guarded: Callable[..., Worker], emu: Emulator
-) -> None:
+async def test_account_tpm_counts_characters(guarded: Callable[..., Worker], emu: Emulator) -> None:
     worker = guarded(MINIMAX_TPM_LIMIT=60)
     key = await new_key(worker, 0)
     first = await speak(worker, key, "a" * 25 + " words here.", "t1")

@@ -56,7 +56,10 @@ INVALID = {
 
 @pytest.mark.parametrize("fault", INVALID.values(), ids=INVALID.keys())
 async def test_an_invalid_reply_is_upstream_unavailable_and_charges_nothing(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
     fault: dict[str, Any],
 ) -> None:
     _, key = await make_user()
@@ -76,30 +79,48 @@ async def test_non_mp3_bytes_in_a_long_text_s_part(
     worker = Worker(make_settings(ODEATTS_PART_CHARS=200))
     try:
         _, key = await make_user("pro")
-        emu.add_fault({"endpoint": "t2a_v2", "kind": "audio_bytes", "times": times,
-                       "hex": b"\x00\x01not an mp3 frame".hex()})
-        out = await worker.handle({"id": f"long-{times}", "input": {
-            "api_key": key, "text": SENTENCE * 8, "voice": "american-male"}})
+        emu.add_fault(
+            {
+                "endpoint": "t2a_v2",
+                "kind": "audio_bytes",
+                "times": times,
+                "hex": b"\x00\x01not an mp3 frame".hex(),
+            }
+        )
+        out = await worker.handle(
+            {
+                "id": f"long-{times}",
+                "input": {"api_key": key, "text": SENTENCE * 8, "voice": "american-male"},
+            }
+        )
         if times:
             assert "error" not in out, out
             audio = base64.b64decode(out["audio_base64"])
             assert MP3(io.BytesIO(audio)).info.length == pytest.approx(
-                out["duration_seconds"], rel=0.03)
+                out["duration_seconds"], rel=0.03
+            )
             used, row = await charged(worker)
             assert used == row.duration_ms == round(out["duration_seconds"] * 1000)
         else:
             assert json.loads(out["error"])["code"] == "upstream_unavailable"
             await assert_nothing_charged(worker, "upstream_unavailable")
         emu.reset()
-        again = await worker.handle({"id": "long-next", "input": {
-            "api_key": key, "text": SENTENCE * 8, "voice": "american-male"}})
+        again = await worker.handle(
+            {
+                "id": "long-next",
+                "input": {"api_key": key, "text": SENTENCE * 8, "voice": "american-male"},
+            }
+        )
         assert "error" not in again, again
     finally:
         await worker.aclose()
 
 
 async def test_an_audio_length_beyond_the_audio_is_charged_the_audio(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, key = await make_user()
@@ -118,8 +139,12 @@ async def test_an_audio_length_beyond_the_audio_is_charged_the_audio(
 
 @pytest.mark.parametrize("code", [2013, 1004, 2042, 1026, 9999])
 async def test_minimax_s_words_reach_the_log_not_the_caller(
-    emu: Emulator, run_job: JobRunner, make_user: UserFactory, worker: Worker,
-    caplog: pytest.LogCaptureFixture, code: int,
+    emu: Emulator,
+    run_job: JobRunner,
+    make_user: UserFactory,
+    worker: Worker,
+    caplog: pytest.LogCaptureFixture,
+    code: int,
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "kind": "base_resp", "code": code, "msg": INTERNAL})
@@ -142,23 +167,47 @@ async def streamer(make_settings: Callable[..., Settings]) -> AsyncIterator[Work
 
 
 async def collect(worker: Worker, job_id: str, key: str) -> list[dict[str, Any]]:
-    return [item async for item in worker.handler({"id": job_id, "input": {
-        "api_key": key, "text": SENTENCE * 2, "voice": "british-female", "stream": True}})]
+    return [
+        item
+        async for item in worker.handler(
+            {
+                "id": job_id,
+                "input": {
+                    "api_key": key,
+                    "text": SENTENCE * 2,
+                    "voice": "british-female",
+                    "stream": True,
+                },
+            }
+        )
+    ]
 
 
 ODD_EVENT = {"data": {"audio": "", "status": 1}, "base_resp": "success"}
 
 
-@pytest.mark.parametrize(("fault", "attempts"), [
-    ({"kind": "stream_event", "event": ODD_EVENT, "after_chunks": 0, "times": 0}, MAX_ATTEMPTS),
-    ({"kind": "stream_event", "event": ODD_EVENT, "after_chunks": 2}, 1),
-    ({"kind": "stream_event", "event": [1, 2], "after_chunks": 2}, 1),
-    ({"kind": "lie", "audio_length": 1_000_000_000}, 1),
-    ({"kind": "lie", "extra_info": {"audio_sample_rate": "abc"}}, 1),
-], ids=["base_resp a string first", "base_resp a string mid-stream", "an event not an object",
-        "audio_length 1e9", "audio_sample_rate abc"])
+@pytest.mark.parametrize(
+    ("fault", "attempts"),
+    [
+        ({"kind": "stream_event", "event": ODD_EVENT, "after_chunks": 0, "times": 0}, MAX_ATTEMPTS),
+        ({"kind": "stream_event", "event": ODD_EVENT, "after_chunks": 2}, 1),
+        ({"kind": "stream_event", "event": [1, 2], "after_chunks": 2}, 1),
+        ({"kind": "lie", "audio_length": 1_000_000_000}, 1),
+        ({"kind": "lie", "extra_info": {"audio_sample_rate": "abc"}}, 1),
+    ],
+    ids=[
+        "base_resp a string first",
+        "base_resp a string mid-stream",
+        "an event not an object",
+        "audio_length 1e9",
+        "audio_sample_rate abc",
+    ],
+)
 async def test_an_invalid_stream_event_ends_the_stream_cleanly_and_charges_nothing(
-    streamer: Worker, make_user: UserFactory, emu: Emulator, fault: dict[str, Any],
+    streamer: Worker,
+    make_user: UserFactory,
+    emu: Emulator,
+    fault: dict[str, Any],
     attempts: int,
 ) -> None:
     _, key = await make_user()
@@ -192,8 +241,13 @@ async def test_a_stream_s_audio_length_is_checked_against_what_it_delivered(
 # every byte MiniMax made, once, and is charged once for what the audio holds.
 CHUNK_WITH_EXTRA_INFO = {
     "data": {"audio": "", "status": 1},
-    "extra_info": {"audio_length": 400, "audio_sample_rate": 32000, "audio_size": 6400,
-                   "audio_format": "mp3", "usage_characters": 3},
+    "extra_info": {
+        "audio_length": 400,
+        "audio_sample_rate": 32000,
+        "audio_size": 6400,
+        "audio_format": "mp3",
+        "usage_characters": 3,
+    },
     "base_resp": {"status_code": 0, "status_msg": ""},
 }
 FAITHFUL = {
@@ -202,7 +256,10 @@ FAITHFUL = {
     "the final event carries the tail": {"kind": "stream_tail"},
     "a final event without audio_length": {"kind": "lie", "omit": ["audio_length"]},
     "extra_info on a chunk is not the end": {
-        "kind": "stream_event", "event": CHUNK_WITH_EXTRA_INFO, "after_chunks": 1},
+        "kind": "stream_event",
+        "event": CHUNK_WITH_EXTRA_INFO,
+        "after_chunks": 1,
+    },
     "one JSON reply": {"kind": "stream_json"},
 }
 
@@ -221,7 +278,7 @@ async def test_a_stream_minimax_may_send_reaches_the_caller_whole_and_charged_on
     assert final.get("done") is True, final
     audio = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
     assert emu.stats()["audio"] == [fingerprint(audio)]  # every byte MiniMax made, once
-    assert emu.stats()["requests"]["t2a_v2"] == 1       # a success, not retried
+    assert emu.stats()["requests"]["t2a_v2"] == 1  # a success, not retried
     measured = duration_ms(audio, "mp3", 32000)
     assert MP3(io.BytesIO(audio)).info.length * 1000 == pytest.approx(measured, abs=30)
     assert final["duration_seconds"] * 1000 == pytest.approx(measured, rel=0.03, abs=60)
@@ -235,9 +292,22 @@ async def test_a_pcm_stream_s_tail_in_the_final_event_is_delivered(
 ) -> None:
     _, key = await make_user()
     emu.add_fault({"endpoint": "t2a_v2", "kind": "stream_tail"})
-    *chunks, final = [item async for item in streamer.handler({"id": "s-pcm", "input": {
-        "api_key": key, "text": SENTENCE * 2, "voice": "british-female", "stream": True,
-        "format": "pcm", "sample_rate": 16000}})]
+    *chunks, final = [
+        item
+        async for item in streamer.handler(
+            {
+                "id": "s-pcm",
+                "input": {
+                    "api_key": key,
+                    "text": SENTENCE * 2,
+                    "voice": "british-female",
+                    "stream": True,
+                    "format": "pcm",
+                    "sample_rate": 16000,
+                },
+            }
+        )
+    ]
     pcm = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
     assert emu.stats()["audio"] == [fingerprint(pcm)]
     assert final["duration_seconds"] * 1000 == len(pcm) // 2 * 1000 // 16000

@@ -1,11 +1,11 @@
 """The admin CLI (Typer): thin command groups over the package's own functions.
 
-    admin.py db ...       schema migrations          (cli/db.py)
-    admin.py users ...    customers and plans        (cli/users.py)
-    admin.py keys ...     API keys                   (cli/keys.py)
-    admin.py quota ...    seconds, credits, resets   (cli/quota.py)
-    admin.py voices ...   the voice catalogue        (cli/voices.py)
-    admin.py usage ...    usage reports              (cli/usage.py)
+admin.py db ...       schema migrations          (cli/db.py)
+admin.py users ...    customers and plans        (cli/users.py)
+admin.py keys ...     API keys                   (cli/keys.py)
+admin.py quota ...    seconds, credits, resets   (cli/quota.py)
+admin.py voices ...   the voice catalogue        (cli/voices.py)
+admin.py usage ...    usage reports              (cli/usage.py)
 """
 
 from __future__ import annotations
@@ -20,14 +20,21 @@ from odeatts.logs import configure_logging
 
 __all__ = ["app"]
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
-                  help="Operate OdeaTTS: database, users, keys, quotas, voices and usage.")
+app = typer.Typer(
+    cls=OneLineErrors,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Operate OdeaTTS: database, users, keys, quotas, voices and usage.",
+)
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                       help="Show the package's warnings on stderr.")) -> None:
+def _main(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show the package's warnings on stderr."
+    ),
+) -> None:
     """Library warnings (a MiniMax retry, say) would land above the one `error:` line an
     operator reads; they appear only when asked for, and always with secrets masked
     (the configured ones verbatim too, in the configured format)."""

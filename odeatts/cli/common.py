@@ -91,8 +91,9 @@ class OneLineErrors(TyperGroup):
     Required options are declared required (``...``), so ``--help`` marks them
     ``[required]``; leaving one out reads ``error: --user is required``."""
 
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: Context | None = None, **extra: Any) -> Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
         """The top level's own options (``admin.py --bogus``) are parsed here, outside
         ``invoke``; a group's are parsed inside its parent's ``invoke``."""
         try:
@@ -128,8 +129,10 @@ def settings() -> Settings:
 
 # --- options whose values are a fixed choice ------------------------------------------------
 
-def choice(names: str, values: Sequence[str], help: str, default: Any = None,
-           metavar: str | None = None) -> Any:
+
+def choice(
+    names: str, values: Sequence[str], help: str, default: Any = None, metavar: str | None = None
+) -> Any:
     """An option that takes one of ``values`` (``default=...``: a required one).
 
     ``--help`` lists the values; anything else is one ``error:`` line naming them, where a
@@ -140,8 +143,9 @@ def choice(names: str, values: Sequence[str], help: str, default: Any = None,
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
         return value
 
-    return typer.Option(default, names, metavar=metavar or "|".join(values), help=help,
-                        callback=check)
+    return typer.Option(
+        default, names, metavar=metavar or "|".join(values), help=help, callback=check
+    )
 
 
 def language_option(help: str, default: Any = None) -> Any:
@@ -157,6 +161,7 @@ def language_option(help: str, default: Any = None) -> Any:
 
 
 # --- running one operation against the database --------------------------------------------
+
 
 def _where(config: Settings) -> str:
     if config.database_url is not None:
@@ -196,13 +201,10 @@ def run(work: Callable[[Sessions], Awaitable[T]]) -> T:
         fail(f"{exc.code}: {exc.message}", code=3 if exc.retryable else 2)
     except SQLAlchemyError as exc:
         if _unmigrated(exc):
-            fail(f"{_where(config)} has no OdeaTTS schema, or an old one: {UPGRADE_HINT}",
-                 code=3)
-        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?",
-             code=3)
+            fail(f"{_where(config)} has no OdeaTTS schema, or an old one: {UPGRADE_HINT}", code=3)
+        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?", code=3)
     except ConnectionError as exc:
-        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?",
-             code=3)
+        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?", code=3)
 
 
 @asynccontextmanager
@@ -217,6 +219,7 @@ async def minimax() -> AsyncIterator[MiniMaxClient]:
 
 # --- units ---------------------------------------------------------------------------------
 
+
 def seconds(value: float) -> str:
     """An amount of audio, in seconds: one decimal in every view (JSON has the exact ms)."""
     return f"{value:.1f}"
@@ -230,6 +233,7 @@ def utc(moment: dt.datetime | None) -> str:
 
 
 # --- output --------------------------------------------------------------------------------
+
 
 def piped() -> bool:
     """Whether stdout is a file or a pipe rather than a terminal (asked at each print:
@@ -262,8 +266,9 @@ def _print_flat(human: Table, file: IO[str] | None) -> None:
     console = Console(file=file, width=max(_natural_width(human), 1), soft_wrap=True)
     try:
         if title:
-            console.print(title if isinstance(title, Text) else Text.from_markup(title),
-                          highlight=False)
+            console.print(
+                title if isinstance(title, Text) else Text.from_markup(title), highlight=False
+            )
         console.print(human)
     finally:
         human.title = title
@@ -302,6 +307,7 @@ def emit(data: Any, as_json: bool, human: Table | str | None = None) -> None:
 
 # --- views two command groups share ---------------------------------------------------------
 
+
 def _key_state(key: accounts.KeyView) -> str:
     if key.state in ("expiring", "expired") and key.expires_at is not None:
         return ("expires " if key.state == "expiring" else "expired ") + utc(key.expires_at)
@@ -310,8 +316,17 @@ def _key_state(key: accounts.KeyView) -> str:
 
 def key_table(title: str, keys: list[accounts.KeyView]) -> Table:
     """A user's keys (``keys list``, ``users show``): never the key or its hash."""
-    rows = [[k.id, k.prefix, k.label or "", utc(k.created_at),
-             utc(k.last_used_at) or "never", _key_state(k)] for k in keys]
+    rows = [
+        [
+            k.id,
+            k.prefix,
+            k.label or "",
+            utc(k.created_at),
+            utc(k.last_used_at) or "never",
+            _key_state(k),
+        ]
+        for k in keys
+    ]
     result = table(title, ["id", "prefix", "label", "created", "last used", "state"], rows)
     result.columns[1].no_wrap = True  # a prefix cut short names no key
     return result

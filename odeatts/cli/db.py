@@ -1,6 +1,6 @@
 """``admin.py db``: the schema.
 
-    db upgrade [REVISION] [--json]     migrate to REVISION (default: head)
+db upgrade [REVISION] [--json]     migrate to REVISION (default: head)
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ def _revision(url: str) -> str | None:
     """The schema's current revision; None for a database that has none (or no file yet,
     which this does not create)."""
     parsed = make_url(url)
-    if (parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:")
-            and not Path(str(parsed.database)).exists()):
+    if (
+        parsed.drivername.startswith("sqlite")
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(str(parsed.database)).exists()
+    ):
         return None
     engine = create_engine(migrate.sync_url(url), poolclass=NullPool)
     try:
@@ -39,8 +42,10 @@ def _revision(url: str) -> str | None:
 
 
 @app.command("upgrade")
-def upgrade(revision: str = typer.Argument("head", help="Alembic revision; head is the latest."),
-            as_json: bool = JSON) -> None:
+def upgrade(
+    revision: str = typer.Argument("head", help="Alembic revision; head is the latest."),
+    as_json: bool = JSON,
+) -> None:
     """Migrate the database named by DATABASE_URL (or the embedded SQLite) to REVISION."""
     config = settings()
     url = config.effective_database_url
@@ -54,12 +59,21 @@ def upgrade(revision: str = typer.Argument("head", help="Alembic revision; head 
         cause = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's SQL
         lines = str(cause).strip().splitlines() or [""]
         fail(f"migration failed: {type(exc).__name__}: {lines[0]}", code=3)
-    where = ("DATABASE_URL" if config.database_url is not None
-             else f"the embedded SQLite file {config.data_dir / 'odeatts.db'}")
-    data = {"database": make_url(url).render_as_string(hide_password=True),
-            "target": revision, "from": before, "to": after, "changed": before != after}
+    where = (
+        "DATABASE_URL"
+        if config.database_url is not None
+        else f"the embedded SQLite file {config.data_dir / 'odeatts.db'}"
+    )
+    data = {
+        "database": make_url(url).render_as_string(hide_password=True),
+        "target": revision,
+        "from": before,
+        "to": after,
+        "changed": before != after,
+    }
     emit(data, as_json)
     if not as_json:  # stderr, as it always was: stdout stays empty for scripts
         was = f"was {before or 'empty'}" if before != after else "already"
-        err.print(f"database at {revision} ({after}; {was}): {where}", markup=False,
-                  highlight=False)
+        err.print(
+            f"database at {revision} ({after}; {was}): {where}", markup=False, highlight=False
+        )

@@ -40,8 +40,9 @@ from odeatts.outbox import RedisOutbox
 
 __all__ = ["app"]
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
-                  help="A user's seconds, credits and billing cycles.")
+app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, help="A user's seconds, credits and billing cycles."
+)
 
 USER = typer.Option(..., "--user", help="A user id or email.")
 
@@ -61,7 +62,8 @@ def _state_table(title: str, state: billing.QuotaState) -> Table:
     """The JSON's fields, in the units every view uses."""
     monthly, quota = state.allowance.monthly_seconds, state.quota
     rows: list[list[object]] = [
-        ["user", f"{state.email} (id {state.user_id})"], ["plan", state.plan_id],
+        ["user", f"{state.email} (id {state.user_id})"],
+        ["plan", state.plan_id],
         ["plan_seconds", monthly.plan],
         ["override_seconds", "none" if monthly.override is None else monthly.override],
         ["credit_seconds", seconds(state.allowance.credit_ms / 1000)],
@@ -69,7 +71,9 @@ def _state_table(title: str, state: billing.QuotaState) -> Table:
         ["used_seconds", seconds(quota.used_ms / 1000)],
         ["reserved_seconds", seconds(quota.reserved_ms / 1000)],
         ["remaining_seconds", seconds(quota.remaining_ms / 1000)],
-        ["cycle_start", utc(state.cycle_start)], ["cycle_end", utc(state.cycle_end)]]
+        ["cycle_start", utc(state.cycle_start)],
+        ["cycle_end", utc(state.cycle_end)],
+    ]
     return table(title, ["field", "value"], rows)
 
 
@@ -84,8 +88,12 @@ def show(user: str = USER, as_json: bool = JSON) -> None:
 @app.command("adjust")
 def adjust(
     user: str = USER,
-    delta: str = typer.Option(..., "--seconds", metavar="±SECONDS",
-                              help="Seconds to grant (+) or take back (-) for this cycle."),
+    delta: str = typer.Option(
+        ...,
+        "--seconds",
+        metavar="±SECONDS",
+        help="Seconds to grant (+) or take back (-) for this cycle.",
+    ),
     reason: str = typer.Option(..., "--reason", help="Why; kept in the audit trail."),
     actor: str = typer.Option(None, "--actor", help="Who; default: the OS user."),
     as_json: bool = JSON,
@@ -96,24 +104,53 @@ def adjust(
         delta_ms = billing.parse_seconds(delta)
     except AdminError as exc:
         fail(str(exc))
-    row, state = run(lambda s: billing.adjust_quota(
-        s, user=user, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(),
-        lease_ttl=ttl))
-    data = {"adjustment": {"id": row.id, "user_id": row.user_id, "seconds": row.delta_ms / 1000,
-                           "reason": row.reason, "actor": row.actor,
-                           "created_at": row.created_at.isoformat()},
-            "quota": state.to_dict()}
+    row, state = run(
+        lambda s: billing.adjust_quota(
+            s, user=user, delta_ms=delta_ms, reason=reason, actor=actor or _os_user(), lease_ttl=ttl
+        )
+    )
+    data = {
+        "adjustment": {
+            "id": row.id,
+            "user_id": row.user_id,
+            "seconds": row.delta_ms / 1000,
+            "reason": row.reason,
+            "actor": row.actor,
+            "created_at": row.created_at.isoformat(),
+        },
+        "quota": state.to_dict(),
+    }
     sign = "+" if row.delta_ms > 0 else ""
-    emit(data, as_json, _state_table(
-        f"quota adjusted by {sign}{seconds(row.delta_ms / 1000)} s", state))
+    emit(
+        data,
+        as_json,
+        _state_table(f"quota adjusted by {sign}{seconds(row.delta_ms / 1000)} s", state),
+    )
 
 
 def _archive_table(title: str, archives: list[billing.CycleArchive]) -> Table:
-    result = Table("id", "email", "archived from", "to", "used s", "credit s", "next reset",
-                   title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    result = Table(
+        "id",
+        "email",
+        "archived from",
+        "to",
+        "used s",
+        "credit s",
+        "next reset",
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for a in archives:
-        result.add_row(str(a.user_id), escape(a.email), utc(a.cycle_start), utc(a.cycle_end),
-                       seconds(a.used_ms / 1000), seconds(a.credit_ms / 1000), utc(a.new_end))
+        result.add_row(
+            str(a.user_id),
+            escape(a.email),
+            utc(a.cycle_start),
+            utc(a.cycle_end),
+            seconds(a.used_ms / 1000),
+            seconds(a.credit_ms / 1000),
+            utc(a.new_end),
+        )
     return result
 
 
@@ -137,8 +174,7 @@ def reset_due(as_json: bool = JSON) -> None:
     async def reset(sessions: Sessions) -> billing.ResetSummary:
         if not config.plain_redis_url:  # the embedded default keeps no outbox here
             return await billing.reset_due(sessions, stale_after=stale)
-        redis = Redis.from_url(config.plain_redis_url, socket_timeout=10,
-                               socket_connect_timeout=10)
+        redis = Redis.from_url(config.plain_redis_url, socket_timeout=10, socket_connect_timeout=10)
         try:
             outbox = RedisOutbox(redis, prefix=config.redis_prefix)
             return await billing.reset_due(sessions, stale_after=stale, outbox=outbox)
@@ -149,8 +185,11 @@ def reset_due(as_json: bool = JSON) -> None:
     if as_json:
         emit(summary.to_dict(), True)
         return
-    say(f"{len(summary.archives)} user(s) reset at {utc(summary.now)}; "
+    say(
+        f"{len(summary.archives)} user(s) reset at {utc(summary.now)}; "
         f"{summary.abandoned} abandoned reservation(s) closed; "
-        f"{summary.outbox_settled} outbox charge(s) applied", markup=False)
+        f"{summary.outbox_settled} outbox charge(s) applied",
+        markup=False,
+    )
     if summary.archives:
         print_whole(_archive_table("cycles archived", summary.archives))

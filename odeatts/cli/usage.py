@@ -49,8 +49,20 @@ T = TypeVar("T")
 
 BATCH_USERS = 500
 FORMATS = ("table", "csv", "json")
-CSV_COLUMNS = ["user_id", "email", "plan", "requests", "succeeded", "failed", "refused",
-               "seconds", "billed_characters", "cost_usd", "period_from", "period_to"]
+CSV_COLUMNS = [
+    "user_id",
+    "email",
+    "plan",
+    "requests",
+    "succeeded",
+    "failed",
+    "refused",
+    "seconds",
+    "billed_characters",
+    "cost_usd",
+    "period_from",
+    "period_to",
+]
 
 
 def _checked(parse: Callable[[], T]) -> T:
@@ -83,8 +95,10 @@ class _ProgressBar:
 def _json(report: billing.UsageReport) -> str:
     data = {
         "period": report.period(),
-        "prices_usd_per_million_characters": {"turbo": report.prices.turbo_per_million,
-                                              "hd": report.prices.hd_per_million},
+        "prices_usd_per_million_characters": {
+            "turbo": report.prices.turbo_per_million,
+            "hd": report.prices.hd_per_million,
+        },
         "users": [line.to_dict() for line in report.lines],
         "totals": report.totals(),
         "clones": report.clones.to_dict() if report.clones is not None else None,
@@ -112,15 +126,32 @@ def _table(report: billing.UsageReport) -> Table:
     for name in ("req", "ok", "fail", "refused", "seconds", "chars", "cost $"):
         result.add_column(name, justify="right", no_wrap=True)
     for x in report.lines:
-        result.add_row(str(x.user_id), escape(x.email), x.plan_id, str(x.requests),
-                       str(x.succeeded), str(x.failed), str(x.refused),
-                       seconds(x.duration_ms / 1000),
-                       str(x.billed_characters), f"{x.cost_usd:.4f}")
+        result.add_row(
+            str(x.user_id),
+            escape(x.email),
+            x.plan_id,
+            str(x.requests),
+            str(x.succeeded),
+            str(x.failed),
+            str(x.refused),
+            seconds(x.duration_ms / 1000),
+            str(x.billed_characters),
+            f"{x.cost_usd:.4f}",
+        )
     t = report.totals()
     result.add_section()
-    result.add_row("", f"{t['users']} user(s)", "", str(t["requests"]), str(t["succeeded"]),
-                   str(t["failed"]), str(t["refused"]), seconds(t["seconds"]),
-                   str(t["billed_characters"]), f"{t['cost_usd']:.4f}")
+    result.add_row(
+        "",
+        f"{t['users']} user(s)",
+        "",
+        str(t["requests"]),
+        str(t["succeeded"]),
+        str(t["failed"]),
+        str(t["refused"]),
+        seconds(t["seconds"]),
+        str(t["billed_characters"]),
+        f"{t['cost_usd']:.4f}",
+    )
     return result
 
 
@@ -128,8 +159,10 @@ def _clone_line(report: billing.UsageReport) -> str:
     c = report.clones
     if c is None:
         return ""
-    return (f"clone previews: {c.previews}, {c.preview_characters} characters, "
-            f"${c.cost_usd:.4f} (not in the users' totals)\n")
+    return (
+        f"clone previews: {c.previews}, {c.preview_characters} characters, "
+        f"${c.cost_usd:.4f} (not in the users' totals)\n"
+    )
 
 
 def _write(report: billing.UsageReport, fmt: str, output: Path | None) -> None:
@@ -156,15 +189,21 @@ def _write(report: billing.UsageReport, fmt: str, output: Path | None) -> None:
 
 @app.command("report")
 def report(
-    start: str = typer.Option(None, "--from", metavar="DATE",
-                              help="First day or instant (UTC); default: this month's first."),
-    end: str = typer.Option(None, "--to", metavar="DATE",
-                            help="End, excluded (UTC); default: next month's first."),
+    start: str = typer.Option(
+        None,
+        "--from",
+        metavar="DATE",
+        help="First day or instant (UTC); default: this month's first.",
+    ),
+    end: str = typer.Option(
+        None, "--to", metavar="DATE", help="End, excluded (UTC); default: next month's first."
+    ),
     user: str = typer.Option(None, "--user", help="Only this user (id or email)."),
     fmt: str | None = choice("--format", FORMATS, "table (the default), csv or json."),
     as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
-    output: str = typer.Option(None, "--output", metavar="FILE",
-                               help="Write to FILE instead of stdout."),
+    output: str = typer.Option(
+        None, "--output", metavar="FILE", help="Write to FILE instead of stdout."
+    ),
 ) -> None:
     """Per user: requests, outcomes, seconds, billed characters and upstream cost."""
     if as_json and fmt not in (None, "json"):
@@ -172,13 +211,23 @@ def report(
     fmt = "json" if as_json else fmt or "table"
     start_at, end_at = _checked(lambda: billing.parse_period(start, end, now=utcnow()))
     config = settings()
-    prices = billing.Prices(turbo_per_million=config.price_turbo_per_million_chars,
-                            hd_per_million=config.price_hd_per_million_chars)
+    prices = billing.Prices(
+        turbo_per_million=config.price_turbo_per_million_chars,
+        hd_per_million=config.price_hd_per_million_chars,
+    )
     bar = _ProgressBar()
     try:
-        result = run(lambda s: billing.usage_report(
-            s, start=start_at, end=end_at, prices=prices, user=user, batch_size=BATCH_USERS,
-            progress=bar))
+        result = run(
+            lambda s: billing.usage_report(
+                s,
+                start=start_at,
+                end=end_at,
+                prices=prices,
+                user=user,
+                batch_size=BATCH_USERS,
+                progress=bar,
+            )
+        )
     finally:
         bar.close()
     _write(result, fmt, Path(output) if output else None)

@@ -36,8 +36,9 @@ from odeatts.cli.common import (
 
 __all__ = ["app"]
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
-                  help="Customers: plans, limits, activation.")
+app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, help="Customers: plans, limits, activation."
+)
 
 USER = typer.Option(..., "--user", help="User id or email.")
 
@@ -51,8 +52,10 @@ def _limit(limit: accounts.Limit) -> str:
 
 
 def _limits_table(title: str, change: accounts.LimitsChange) -> Table:
-    rows = [[name, _limit(change.previous[name]), _limit(change.limits[name])]
-            for name in accounts.LIMIT_NAMES]
+    rows = [
+        [name, _limit(change.previous[name]), _limit(change.limits[name])]
+        for name in accounts.LIMIT_NAMES
+    ]
     return table(title, ["limit", "before", "now"], rows)
 
 
@@ -65,28 +68,39 @@ def create(
 ) -> None:
     """Create a customer and their first API key. The key is shown ONCE; only its hash is kept."""
     pepper = settings().pepper
-    created = run(lambda s: accounts.create_user(s, name=name, email=email, plan=plan,
-                                                 pepper=pepper))
-    data = {**accounts.user_dict(created.user), "api_key": created.key.plain,
-            "key_prefix": created.key.prefix}
-    rows = [[field, str(data[field])]
-            for field in ("id", "name", "email", "plan", "api_key")]
-    emit(data, as_json, table("user created — the key is shown only once",
-                              ["field", "value"], rows))
+    created = run(
+        lambda s: accounts.create_user(s, name=name, email=email, plan=plan, pepper=pepper)
+    )
+    data = {
+        **accounts.user_dict(created.user),
+        "api_key": created.key.plain,
+        "key_prefix": created.key.prefix,
+    }
+    rows = [[field, str(data[field])] for field in ("id", "name", "email", "plan", "api_key")]
+    emit(
+        data, as_json, table("user created — the key is shown only once", ["field", "value"], rows)
+    )
 
 
 def _user_table(view: accounts.UserView) -> Table:
     user, q = view.user, accounts.user_view_dict(view)["quota"]
     assert isinstance(q, dict)
     rows: list[list[Any]] = [
-        ["id", user.id], ["name", user.name], ["email", user.email],
+        ["id", user.id],
+        ["name", user.name],
+        ["email", user.email],
         ["plan", f"{view.plan.id} ({view.plan.name})"],
         ["active", "yes" if user.active else "NO — jobs are refused"],
         *[[name.replace("_", " "), _limit(view.limits[name])] for name in accounts.LIMIT_NAMES],
-        ["seconds", f"{seconds(q['total_seconds'])} = {q['limit_seconds']} + credit "
-                    f"{seconds(q['credit_seconds'])}"],
-        ["used", f"{seconds(q['used_seconds'])} s "
-                 f"(+ {seconds(q['reserved_seconds'])} s reserved now)"],
+        [
+            "seconds",
+            f"{seconds(q['total_seconds'])} = {q['limit_seconds']} + credit "
+            f"{seconds(q['credit_seconds'])}",
+        ],
+        [
+            "used",
+            f"{seconds(q['used_seconds'])} s (+ {seconds(q['reserved_seconds'])} s reserved now)",
+        ],
         ["remaining", f"{seconds(q['remaining_seconds'])} s"],
         ["cycle", f"{utc(user.cycle_start)} → {utc(user.cycle_end)}"],
     ]
@@ -113,58 +127,101 @@ def list_(
 ) -> None:
     """Users, oldest first, with their plan, seconds used and working keys."""
     rows = run(lambda s: accounts.list_users(s, plan=plan, active=active))
-    data = {"users": [
-        {"id": r.user.id, "name": r.user.name, "email": r.user.email, "plan": r.user.plan_id,
-         "active": r.user.active, "used_seconds": r.user.used_ms / 1000,
-         "monthly_seconds": r.limits["monthly_seconds"].value,
-         "credit_seconds": r.user.credit_ms / 1000, "active_keys": r.active_keys,
-         "created_at": r.user.created_at.isoformat()} for r in rows]}
-    human = table(f"{len(rows)} users", ["id", "email", "name", "plan", "active", "used s",
-                                         "limit s", "keys"],
-                  [[u["id"], str(u["email"]), str(u["name"]), u["plan"],
-                    "yes" if u["active"] else "no", seconds(r.user.used_ms / 1000),
-                    u["monthly_seconds"], u["active_keys"]]
-                   for r, u in zip(rows, data["users"], strict=True)])
+    data = {
+        "users": [
+            {
+                "id": r.user.id,
+                "name": r.user.name,
+                "email": r.user.email,
+                "plan": r.user.plan_id,
+                "active": r.user.active,
+                "used_seconds": r.user.used_ms / 1000,
+                "monthly_seconds": r.limits["monthly_seconds"].value,
+                "credit_seconds": r.user.credit_ms / 1000,
+                "active_keys": r.active_keys,
+                "created_at": r.user.created_at.isoformat(),
+            }
+            for r in rows
+        ]
+    }
+    human = table(
+        f"{len(rows)} users",
+        ["id", "email", "name", "plan", "active", "used s", "limit s", "keys"],
+        [
+            [
+                u["id"],
+                str(u["email"]),
+                str(u["name"]),
+                u["plan"],
+                "yes" if u["active"] else "no",
+                seconds(r.user.used_ms / 1000),
+                u["monthly_seconds"],
+                u["active_keys"],
+            ]
+            for r, u in zip(rows, data["users"], strict=True)
+        ],
+    )
     human.columns[1].no_wrap = True  # the email is what operators pass to --user
     emit(data, as_json, human)
 
 
 @app.command("set-plan")
-def set_plan(user: str = USER, plan: str = typer.Option(..., "--plan", help="The new plan."),
-             as_json: bool = JSON) -> None:
+def set_plan(
+    user: str = USER,
+    plan: str = typer.Option(..., "--plan", help="The new plan."),
+    as_json: bool = JSON,
+) -> None:
     """Move a user to another plan; it applies from their next job."""
     change = run(lambda s: accounts.set_plan(s, user=user, plan=plan))
-    data = {"id": change.user.id, "email": change.user.email, "plan": change.user.plan_id,
-            "previous_plan": change.previous, "changed": change.changed,
-            "limits": accounts.limits_dict(change.limits)}
+    data = {
+        "id": change.user.id,
+        "email": change.user.email,
+        "plan": change.user.plan_id,
+        "previous_plan": change.previous,
+        "changed": change.changed,
+        "limits": accounts.limits_dict(change.limits),
+    }
     if as_json:
         emit(data, True)
         return
     who = _who(change.user)
-    say(f"{who}: plan {change.previous} → {change.user.plan_id}, from the next job"
-        if change.changed else f"{who} is already on plan {change.user.plan_id}")
+    say(
+        f"{who}: plan {change.previous} → {change.user.plan_id}, from the next job"
+        if change.changed
+        else f"{who} is already on plan {change.user.plan_id}"
+    )
     kept = [n for n, limit in change.limits.items() if limit.source == "override"]
     if kept:
-        say(f"note: overrides still apply ({', '.join(kept)}); "
-            "`users set-limits --clear` removes them")
+        say(
+            f"note: overrides still apply ({', '.join(kept)}); "
+            "`users set-limits --clear` removes them"
+        )
 
 
 @app.command("set-limits")
 def set_limits(
     user: str = USER,
-    monthly_seconds: int | None = typer.Option(None, "--monthly-seconds",
-                                               help="Seconds per cycle."),
+    monthly_seconds: int | None = typer.Option(
+        None, "--monthly-seconds", help="Seconds per cycle."
+    ),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute."),
     streams: int | None = typer.Option(None, "--streams", help="Concurrent jobs."),
     clear: bool = typer.Option(False, "--clear", help="Remove every override (plan's again)."),
     as_json: bool = JSON,
 ) -> None:
     """Per-user overrides of the plan's limits (enterprise deals); from the next job."""
-    change = run(lambda s: accounts.set_limits(s, user=user, monthly_seconds=monthly_seconds,
-                                               rpm=rpm, streams=streams, clear=clear))
-    data = {"id": change.user.id, "email": change.user.email, "plan": change.user.plan_id,
-            "previous": accounts.limits_dict(change.previous),
-            "limits": accounts.limits_dict(change.limits)}
+    change = run(
+        lambda s: accounts.set_limits(
+            s, user=user, monthly_seconds=monthly_seconds, rpm=rpm, streams=streams, clear=clear
+        )
+    )
+    data = {
+        "id": change.user.id,
+        "email": change.user.email,
+        "plan": change.user.plan_id,
+        "previous": accounts.limits_dict(change.previous),
+        "limits": accounts.limits_dict(change.limits),
+    }
     emit(data, as_json, _limits_table(f"limits of {_who(change.user)}", change))
 
 
@@ -172,8 +229,13 @@ def _set_active(user: str, active: bool, as_json: bool) -> None:
     found, changed = run(lambda s: accounts.set_active(s, user=user, active=active))
     data = {"id": found.id, "email": found.email, "active": found.active, "changed": changed}
     word = "activated" if active else "deactivated: every job with their keys is refused"
-    emit(data, as_json, f"{_who(found)} {word}" if changed
-         else f"{_who(found)} was already {'active' if active else 'inactive'}")
+    emit(
+        data,
+        as_json,
+        f"{_who(found)} {word}"
+        if changed
+        else f"{_who(found)} was already {'active' if active else 'inactive'}",
+    )
 
 
 @app.command("deactivate")

@@ -43,20 +43,38 @@ TRACE = SUCCESS["reply"]["trace_id"]
 
 # Every /v1/t2a_v2 request field the API reference documents, with its JSON type.
 T2A_FIELDS = {
-    "model": "string", "text": "string", "stream": "boolean", "output_format": "string",
-    "stream_options": "object", "stream_options.exclude_aggregated_audio": "boolean",
-    "voice_setting": "object", "voice_setting.voice_id": "string",
-    "voice_setting.speed": "number", "voice_setting.vol": "number",
-    "voice_setting.pitch": "number", "voice_setting.emotion": "string",
-    "voice_setting.text_normalization": "boolean", "voice_setting.latex_read": "boolean",
-    "audio_setting": "object", "audio_setting.sample_rate": "number",
-    "audio_setting.bitrate": "number", "audio_setting.format": "string",
-    "audio_setting.channel": "number", "audio_setting.force_cbr": "boolean",
-    "pronunciation_dict": "object", "pronunciation_dict.tone": "array",
-    "language_boost": "string", "subtitle_enable": "boolean", "voice_modify": "object",
+    "model": "string",
+    "text": "string",
+    "stream": "boolean",
+    "output_format": "string",
+    "stream_options": "object",
+    "stream_options.exclude_aggregated_audio": "boolean",
+    "voice_setting": "object",
+    "voice_setting.voice_id": "string",
+    "voice_setting.speed": "number",
+    "voice_setting.vol": "number",
+    "voice_setting.pitch": "number",
+    "voice_setting.emotion": "string",
+    "voice_setting.text_normalization": "boolean",
+    "voice_setting.latex_read": "boolean",
+    "audio_setting": "object",
+    "audio_setting.sample_rate": "number",
+    "audio_setting.bitrate": "number",
+    "audio_setting.format": "string",
+    "audio_setting.channel": "number",
+    "audio_setting.force_cbr": "boolean",
+    "pronunciation_dict": "object",
+    "pronunciation_dict.tone": "array",
+    "language_boost": "string",
+    "subtitle_enable": "boolean",
+    "voice_modify": "object",
 }
-T2A_INTEGERS = ("voice_setting.pitch", "audio_setting.sample_rate", "audio_setting.bitrate",
-                "audio_setting.channel")
+T2A_INTEGERS = (
+    "voice_setting.pitch",
+    "audio_setting.sample_rate",
+    "audio_setting.bitrate",
+    "audio_setting.channel",
+)
 
 
 # --------------------------------------------------------------------- the wire
@@ -80,11 +98,13 @@ class Exchange:
         return json.loads(self.requests[index].content)
 
 
-def reply(body: Any, *, status: int = 200, content_type: str = "application/json"
-          ) -> httpx.Response:
+def reply(
+    body: Any, *, status: int = 200, content_type: str = "application/json"
+) -> httpx.Response:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    return httpx.Response(status, content=content,
-                          headers={"content-type": content_type, "Trace-Id": TRACE})
+    return httpx.Response(
+        status, content=content, headers={"content-type": content_type, "Trace-Id": TRACE}
+    )
 
 
 def sse_reply(text: str) -> httpx.Response:
@@ -94,8 +114,12 @@ def sse_reply(text: str) -> httpx.Response:
 def answering(**replies: httpx.Response | list[httpx.Response]) -> Exchange:
     """``answering(t2a_v2=...)``: keyword = the path after /v1/ (``files_upload`` for
     files/upload)."""
-    return Exchange({f"/v1/{name.replace('files_', 'files/')}":
-                     (list(r) if isinstance(r, list) else [r]) for name, r in replies.items()})
+    return Exchange(
+        {
+            f"/v1/{name.replace('files_', 'files/')}": (list(r) if isinstance(r, list) else [r])
+            for name, r in replies.items()
+        }
+    )
 
 
 async def _no_sleep(_: float) -> None:
@@ -103,8 +127,9 @@ async def _no_sleep(_: float) -> None:
 
 
 async def call(exchange: Exchange, action: Callable[[MiniMaxClient], Any]) -> Any:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(exchange),
-                             base_url="https://api.minimax.io")
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(exchange), base_url="https://api.minimax.io"
+    )
     client = MiniMaxClient(http, api_key=KEY, max_retries=2, sleep=_no_sleep)
     try:
         return await action(client)
@@ -115,9 +140,14 @@ async def call(exchange: Exchange, action: Callable[[MiniMaxClient], Any]) -> An
 def params_of(request: dict[str, Any], **changes: Any) -> SpeechParams:
     voice, audio = request["voice_setting"], request["audio_setting"]
     values: dict[str, Any] = {
-        "text": request["text"], "voice_id": voice["voice_id"], "model": request["model"],
-        "speed": voice["speed"], "pitch": voice["pitch"], "volume": voice["vol"],
-        "sample_rate": audio["sample_rate"], "bitrate": audio["bitrate"],
+        "text": request["text"],
+        "voice_id": voice["voice_id"],
+        "model": request["model"],
+        "speed": voice["speed"],
+        "pitch": voice["pitch"],
+        "volume": voice["vol"],
+        "sample_rate": audio["sample_rate"],
+        "bitrate": audio["bitrate"],
         "format": audio["format"],
     }
     return SpeechParams(**{**values, **changes})
@@ -133,6 +163,7 @@ async def synthesize(exchange: Exchange, params: SpeechParams = PARAMS) -> Any:
 async def stream(exchange: Exchange, params: SpeechParams = PARAMS) -> list[bytes | StreamEnd]:
     async def collect(client: MiniMaxClient) -> list[bytes | StreamEnd]:
         return [item async for item in client.stream(params, request_id="req-contract")]
+
     return list(await call(exchange, collect))
 
 
@@ -146,8 +177,11 @@ def leaves(body: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
 
 def undocumented(body: dict[str, Any]) -> list[str]:
     """Fields of a t2a_v2 body the API reference does not have, or not with that type."""
-    problems = [f"{path}: {json_type(value)} is not a documented field"
-                for path, value in leaves(body) if T2A_FIELDS.get(path) != json_type(value)]
+    problems = [
+        f"{path}: {json_type(value)} is not a documented field"
+        for path, value in leaves(body)
+        if T2A_FIELDS.get(path) != json_type(value)
+    ]
     return problems + integer_problems(body, T2A_INTEGERS)
 
 
@@ -171,12 +205,26 @@ async def test_a_synthesis_sends_the_documented_request() -> None:
 
 async def test_optional_voice_fields_go_where_the_docs_put_them() -> None:
     exchange = answering(t2a_v2=reply(SUCCESS["reply"]))
-    await synthesize(exchange, params_of(SUCCESS["request"], emotion="calm", speed=1.25,
-                                         volume=2.5, pitch=-3, language_boost="English"))
+    await synthesize(
+        exchange,
+        params_of(
+            SUCCESS["request"],
+            emotion="calm",
+            speed=1.25,
+            volume=2.5,
+            pitch=-3,
+            language_boost="English",
+        ),
+    )
     sent = exchange.json()
     assert undocumented(sent) == []
-    assert sent["voice_setting"] == {"voice_id": "English_expressive_narrator", "speed": 1.25,
-                                     "vol": 2.5, "pitch": -3, "emotion": "calm"}
+    assert sent["voice_setting"] == {
+        "voice_id": "English_expressive_narrator",
+        "speed": 1.25,
+        "vol": 2.5,
+        "pitch": -3,
+        "emotion": "calm",
+    }
     assert sent["language_boost"] == "English"
 
 
@@ -205,17 +253,23 @@ def error_reply(code: int) -> dict[str, Any]:
 
 # (code, the error a caller sees, requests made): the API reference's status codes.
 DOCUMENTED_CODES = [
-    (1004, ServiceUnavailable, 1), (1008, ServiceUnavailable, 1),
-    (2049, ServiceUnavailable, 1), (1026, ContentRejected, 1), (1027, ContentRejected, 1),
-    (1042, InvalidRequest, 1), (2013, InvalidRequest, 1), (2042, VoiceNotFound, 1),
-    (1002, UpstreamBusy, 3), (1039, UpstreamBusy, 3),
+    (1004, ServiceUnavailable, 1),
+    (1008, ServiceUnavailable, 1),
+    (2049, ServiceUnavailable, 1),
+    (1026, ContentRejected, 1),
+    (1027, ContentRejected, 1),
+    (1042, InvalidRequest, 1),
+    (2013, InvalidRequest, 1),
+    (2042, VoiceNotFound, 1),
+    (1002, UpstreamBusy, 3),
+    (1039, UpstreamBusy, 3),
 ]
 
 
-@pytest.mark.parametrize(("code", "error", "requests"), DOCUMENTED_CODES,
-                         ids=[str(c[0]) for c in DOCUMENTED_CODES])
-async def test_documented_status_codes(code: int, error: type[OdeaError], requests: int
-                                       ) -> None:
+@pytest.mark.parametrize(
+    ("code", "error", "requests"), DOCUMENTED_CODES, ids=[str(c[0]) for c in DOCUMENTED_CODES]
+)
+async def test_documented_status_codes(code: int, error: type[OdeaError], requests: int) -> None:
     exchange = answering(t2a_v2=reply(error_reply(code)))
     with pytest.raises(error):
         await synthesize(exchange)
@@ -358,8 +412,7 @@ async def test_get_voice_sends_the_documented_request_and_reads_every_list() -> 
 def multipart(request: httpx.Request) -> dict[str, tuple[str | None, bytes]]:
     """A multipart/form-data body: field name -> (file name, content)."""
     head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        head + request.content)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.content)
     assert message.is_multipart()
     parts: dict[str, tuple[str | None, bytes]] = {}
     for part in message.iter_parts():
@@ -389,8 +442,9 @@ async def test_a_clone_sends_the_documented_request() -> None:
     fixture = load("voice_clone.success")
     exchange = answering(voice_clone=reply(fixture["reply"]))
     request = fixture["request"]
-    result = await call(exchange, lambda c: c.clone_voice(file_id=request["file_id"],
-                                                          voice_id=request["voice_id"]))
+    result = await call(
+        exchange, lambda c: c.clone_voice(file_id=request["file_id"], voice_id=request["voice_id"])
+    )
     expect_json_post(exchange.requests[0], "/v1/voice_clone")
     assert exchange.json() == request and integer_problems(request, ["file_id"]) == []
     assert result.demo_audio is None and result.sensitive_type is None  # "" is no preview
@@ -399,11 +453,21 @@ async def test_a_clone_sends_the_documented_request() -> None:
 async def test_a_clone_with_a_preview_sends_text_and_model() -> None:
     fixture = load("voice_clone.success")
     exchange = answering(voice_clone=reply(fixture["reply"]))
-    await call(exchange, lambda c: c.clone_voice(file_id=123456789, voice_id="OdeaContract01",
-                                                 preview_text="Hello.",
-                                                 model="speech-02-turbo"))
-    assert exchange.json() == {"file_id": 123456789, "voice_id": "OdeaContract01",
-                               "text": "Hello.", "model": "speech-02-turbo"}
+    await call(
+        exchange,
+        lambda c: c.clone_voice(
+            file_id=123456789,
+            voice_id="OdeaContract01",
+            preview_text="Hello.",
+            model="speech-02-turbo",
+        ),
+    )
+    assert exchange.json() == {
+        "file_id": 123456789,
+        "voice_id": "OdeaContract01",
+        "text": "Hello.",
+        "model": "speech-02-turbo",
+    }
 
 
 def flagged_forms(flagged: bool) -> list[dict[str, Any]]:
@@ -416,16 +480,14 @@ def flagged_forms(flagged: bool) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("body", flagged_forms(False), ids=["example", "schema"])
-async def test_a_clean_sample_in_either_documented_form_is_a_clone(body: dict[str, Any]
-                                                                  ) -> None:
+async def test_a_clean_sample_in_either_documented_form_is_a_clone(body: dict[str, Any]) -> None:
     exchange = answering(voice_clone=reply(body))
     result = await call(exchange, lambda c: c.clone_voice(file_id=1, voice_id="OdeaContract01"))
     assert result.sensitive_type is None
 
 
 @pytest.mark.parametrize("body", flagged_forms(True), ids=["example", "schema"])
-async def test_a_flagged_sample_is_reported_in_either_documented_form(body: dict[str, Any]
-                                                                      ) -> None:
+async def test_a_flagged_sample_is_reported_in_either_documented_form(body: dict[str, Any]) -> None:
     """The client reports the flag; the catalogue refuses to register such a clone
     (tests/test_admin_voices.py)."""
     exchange = answering(voice_clone=reply(body))
@@ -445,9 +507,12 @@ async def test_a_clone_whose_reply_was_lost_is_not_sent_again_blindly() -> None:
     # voice_clone is not idempotent: a second one for the same id meets 2039.
     clone, duplicate = load("voice_clone.success"), load("voice_clone.duplicate")
     exchange = answering(
-        voice_clone=[reply("<html>502</html>", status=502, content_type="text/html"),
-                     reply(duplicate["reply"])],
-        get_voice=reply(load("get_voice")["reply"]))
+        voice_clone=[
+            reply("<html>502</html>", status=502, content_type="text/html"),
+            reply(duplicate["reply"]),
+        ],
+        get_voice=reply(load("get_voice")["reply"]),
+    )
     with pytest.raises(CloneUnconfirmed):  # the catalogue then asks get_voice
         await call(exchange, lambda c: c.clone_voice(**clone["request"]))
     assert exchange.paths() == ["/v1/voice_clone"]

@@ -39,18 +39,26 @@ from tests.conftest import EMULATOR_KEY
 SUCCESS = load("t2a_v2.success")
 STREAM = load("t2a_v2.stream")
 AGGREGATED = load("t2a_v2.stream_aggregated")
-REPLY_INTEGERS = ("data.status", "extra_info.audio_length", "extra_info.audio_sample_rate",
-                  "extra_info.audio_size", "extra_info.bitrate", "extra_info.word_count",
-                  "extra_info.usage_characters", "extra_info.audio_channel",
-                  "base_resp.status_code")
+REPLY_INTEGERS = (
+    "data.status",
+    "extra_info.audio_length",
+    "extra_info.audio_sample_rate",
+    "extra_info.audio_size",
+    "extra_info.bitrate",
+    "extra_info.word_count",
+    "extra_info.usage_characters",
+    "extra_info.audio_channel",
+    "base_resp.status_code",
+)
 # MP3 encoder delay and last-frame padding; milliseconds, not seconds (that would be 1000x).
 PADDING_MS = 250
 
 
 @pytest.fixture
 def http(emu: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.url, timeout=30.0,
-                      headers={"Authorization": f"Bearer {EMULATOR_KEY}"}) as client:
+    with httpx.Client(
+        base_url=emu.url, timeout=30.0, headers={"Authorization": f"Bearer {EMULATOR_KEY}"}
+    ) as client:
         yield client
 
 
@@ -142,8 +150,10 @@ def sample_mp3(seconds: float = 10.5) -> bytes:
 
 def upload(http: httpx.Client) -> httpx.Response:
     fixture = load("files_upload")
-    files = {name: (filename, sample_mp3(), "audio/mpeg")
-             for name, filename in fixture["request"]["files"].items()}
+    files = {
+        name: (filename, sample_mp3(), "audio/mpeg")
+        for name, filename in fixture["request"]["files"].items()
+    }
     response = http.post(fixture["endpoint"], data=fixture["request"]["fields"], files=files)
     assert response.status_code == 200, response.text
     return response
@@ -210,7 +220,15 @@ def test_a_delete_reply_gives_created_time_in_unix_seconds(http: httpx.Client) -
 def test_every_fixture_is_checked_here_or_marked_client_only() -> None:
     names = {p.stem for p in FIXTURES.glob("*.json")}
     client_only = {n for n in names if load(n).get("emulator") is False}
-    checked = {"t2a_v2.success", "t2a_v2.error", "t2a_v2.stream", "t2a_v2.stream_aggregated",
-               "files_upload", "voice_clone.success", "voice_clone.duplicate", "get_voice",
-               "delete_voice"}
+    checked = {
+        "t2a_v2.success",
+        "t2a_v2.error",
+        "t2a_v2.stream",
+        "t2a_v2.stream_aggregated",
+        "files_upload",
+        "voice_clone.success",
+        "voice_clone.duplicate",
+        "get_voice",
+        "delete_voice",
+    }
     assert names == checked | client_only, json.dumps(sorted(names - checked - client_only))

@@ -32,8 +32,15 @@ def smoke(url: str, key: str | None) -> Run:
     env["MINIMAX_BASE_URL"] = url
     if key is not None:
         env["MINIMAX_API_KEY"] = key
-    done = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     return Run(done.returncode, done.stdout, done.stderr)
 
 
@@ -54,8 +61,12 @@ def test_against_the_emulator_the_report_is_readable(against_emulator: Run) -> N
     assert lines[0].startswith("MiniMax smoke test: http://127.0.0.1:")
     for call in ("synthesis", "stream", "get_voice"):
         assert any(line.startswith(f"  ok     {call}: ") for line in lines), run.out
-    for compared in ("synthesis reply", "stream: one final event", "stream chunk events",
-                     "stream final events"):
+    for compared in (
+        "synthesis reply",
+        "stream: one final event",
+        "stream chunk events",
+        "stream final events",
+    ):
         assert any(line.startswith(f"  same   {compared}") for line in lines), run.out
     assert not [line for line in lines if line.startswith("           ")], run.out
     assert "final event's data.audio is empty" in run.out

@@ -492,8 +492,9 @@ def test_fault_stream_json_answers_a_stream_request_with_one_body(
     assert response.headers["content-type"].startswith("application/json")
     payload = response.json()
     whole = audio_of(payload)
-    assert mm.stats()["audio"] == [{"size": len(whole),
-                                    "sha256": hashlib.sha256(whole).hexdigest()}]
+    assert mm.stats()["audio"] == [
+        {"size": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    ]
     assert payload["data"]["status"] == 2 and payload["extra_info"]["audio_size"] == len(whole)
     assert payload["trace_id"] and mp3.duration_ms(whole) > 0
     assert mm.state.faults.pending() == 0
@@ -508,16 +509,19 @@ def test_fault_lie_can_omit_a_field(client: httpx.Client, mm: Emulator) -> None:
     assert "audio_length" not in final["extra_info"] and final["extra_info"]["audio_size"]
 
 
-@pytest.mark.parametrize("rule", [
-    {"kind": "reply"},
-    {"kind": "lie"},
-    {"kind": "lie", "extra_info": "audio_length"},
-    {"kind": "audio_bytes"},
-    {"kind": "audio_bytes", "hex": 12},
-    {"kind": "stream_event"},
-    {"kind": "lie", "omit": "audio_length"},
-    {"kind": "stream_unterminated", "ending": "\n\n"},
-])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"kind": "reply"},
+        {"kind": "lie"},
+        {"kind": "lie", "extra_info": "audio_length"},
+        {"kind": "audio_bytes"},
+        {"kind": "audio_bytes", "hex": 12},
+        {"kind": "stream_event"},
+        {"kind": "lie", "omit": "audio_length"},
+        {"kind": "stream_unterminated", "ending": "\n\n"},
+    ],
+)
 def test_reply_fault_rules_need_their_options(mm: Emulator, rule: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         mm.add_fault(rule)
@@ -529,8 +533,9 @@ def test_t2a_faults_skip_other_endpoints(client: httpx.Client, mm: Emulator) -> 
     assert mm.state.faults.pending() == 1
 
 
-@pytest.mark.parametrize("kind", ["stream_break", "stream_unterminated", "stream_tail",
-                                  "stream_json"])
+@pytest.mark.parametrize(
+    "kind", ["stream_break", "stream_unterminated", "stream_tail", "stream_json"]
+)
 def test_stream_faults_skip_non_streaming_requests(
     client: httpx.Client, mm: Emulator, kind: str
 ) -> None:
@@ -631,8 +636,12 @@ def test_clone_rules(client: httpx.Client) -> None:
 
 def test_a_preview_is_billed_in_extra_info(client: httpx.Client, mm: Emulator) -> None:
     file_id = upload(client, wav_file(12))["file"]["file_id"]
-    body = {"file_id": file_id, "voice_id": "Billed_Voice1", "text": "Hello from Lagos.",
-            "model": "speech-02-hd"}
+    body = {
+        "file_id": file_id,
+        "voice_id": "Billed_Voice1",
+        "text": "Hello from Lagos.",
+        "model": "speech-02-hd",
+    }
     reply = client.post("/v1/voice_clone", json=body).json()
     assert reply["extra_info"] == {"usage_characters": 17}
     assert mm.stats()["characters"] == 17
@@ -688,8 +697,11 @@ def test_a_sensitive_sample_is_flagged_and_not_cloned(
     mm.add_fault({"kind": "sensitive", "type": 3, "shape": shape})
     body = {"file_id": file_id, "voice_id": "Flagged_Voice1"}
     reply = client.post("/v1/voice_clone", json=body).json()
-    assert reply == {"demo_audio": "", **flags,
-                     "base_resp": {"status_code": 0, "status_msg": "success"}}
+    assert reply == {
+        "demo_audio": "",
+        **flags,
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
     assert code_of(t2a(client, voice_setting={"voice_id": "Flagged_Voice1"})) == 2042
 
 
@@ -706,15 +718,29 @@ def test_http_402_and_422_carry_minimax_s_error_envelope(
     error = response.json()["error"]
     assert error["type"] == error_type and error["http_code"] == str(status)
     assert error["message"] and "code" not in error
-    mm.add_fault({"kind": "http", "status": 429, "envelope": True, "code": 2056,
-                  "message": "usage limit exceeded"})
+    mm.add_fault(
+        {
+            "kind": "http",
+            "status": 429,
+            "envelope": True,
+            "code": 2056,
+            "message": "usage limit exceeded",
+        }
+    )
     enveloped = client.post("/v1/t2a_v2", json=t2a_body())
-    assert enveloped.json() == {"error": {"type": "rate_limit_error", "http_code": "429",
-                                          "message": "usage limit exceeded", "code": 2056}}
+    assert enveloped.json() == {
+        "error": {
+            "type": "rate_limit_error",
+            "http_code": "429",
+            "message": "usage limit exceeded",
+            "code": 2056,
+        }
+    }
 
 
-@pytest.mark.parametrize("rule", [{"kind": "clone_lost", "then": "explode"},
-                                  {"kind": "sensitive", "shape": "string"}])
+@pytest.mark.parametrize(
+    "rule", [{"kind": "clone_lost", "then": "explode"}, {"kind": "sensitive", "shape": "string"}]
+)
 def test_clone_fault_options_are_checked(mm: Emulator, rule: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         mm.add_fault(rule)

@@ -20,10 +20,13 @@ Invoke = Callable[..., Result]
 def cli_env(settings: Settings) -> dict[str, str]:
     """The worker's own configuration, as an operator's shell would export it."""
     assert settings.database_url and settings.key_pepper
-    return {"DATABASE_URL": settings.effective_database_url,
-            "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
-            "ODEATTS_DATA_DIR": str(settings.data_dir),
-            "MINIMAX_BASE_URL": settings.minimax_base_url, "MINIMAX_API_KEY": "emulator-key"}
+    return {
+        "DATABASE_URL": settings.effective_database_url,
+        "ODEATTS_KEY_PEPPER": settings.key_pepper.get_secret_value(),
+        "ODEATTS_DATA_DIR": str(settings.data_dir),
+        "MINIMAX_BASE_URL": settings.minimax_base_url,
+        "MINIMAX_API_KEY": "emulator-key",
+    }
 
 
 def make_invoke(settings: Settings) -> Invoke:
@@ -44,6 +47,5 @@ def commands() -> list[tuple[list[str], Command]]:
     found: list[tuple[list[str], Command]] = []
     for group_name, group in sorted(root.commands.items()):
         assert isinstance(group, TyperGroup), group_name
-        found += [([group_name, name], command)
-                  for name, command in sorted(group.commands.items())]
+        found += [([group_name, name], command) for name, command in sorted(group.commands.items())]
     return found

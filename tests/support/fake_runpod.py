@@ -98,8 +98,7 @@ class Result:
 
     def error_json(self) -> dict[str, Any]:
         """The error string parsed (OdeaTTS sends JSON); raises if it is not JSON."""
-        assert isinstance(self.error, str), f"job {self.job_id}: error is not a string: " \
-            f"{self.body}"
+        assert isinstance(self.error, str), f"job {self.job_id}: error is not a string: {self.body}"
         parsed = json.loads(self.error)
         assert isinstance(parsed, dict), self.error
         return parsed
@@ -133,8 +132,9 @@ class FakeRunPod:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
-        self._server = BackgroundServer(self._app, name="fake-runpod", shutdown_timeout=0.5,
-                                        on_stop=self._answer_pollers)
+        self._server = BackgroundServer(
+            self._app, name="fake-runpod", shutdown_timeout=0.5, on_stop=self._answer_pollers
+        )
         self._wake: asyncio.Event | None = None
         self._closing = False
 
@@ -171,14 +171,16 @@ class FakeRunPod:
         self._wake = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         base = f"/v2/{ENDPOINT}"
-        app.add_routes([
-            web.get(base + "/job-take/{worker}", self._take),
-            web.get(base + "/job-take-batch/{worker}", self._take),
-            web.get(base + "/job-stop/{worker}", self._stop_poll),
-            web.post(base + "/job-done/{worker}/{job}", self._done),
-            web.post(base + "/job-stream/{worker}/{job}", self._done),
-            web.get(base + "/ping/{worker}", self._ping),
-        ])
+        app.add_routes(
+            [
+                web.get(base + "/job-take/{worker}", self._take),
+                web.get(base + "/job-take-batch/{worker}", self._take),
+                web.get(base + "/job-stop/{worker}", self._stop_poll),
+                web.post(base + "/job-done/{worker}/{job}", self._done),
+                web.post(base + "/job-stream/{worker}/{job}", self._done),
+                web.get(base + "/ping/{worker}", self._ping),
+            ]
+        )
         return app
 
     def env(self, worker_id: str) -> dict[str, str]:
@@ -200,18 +202,17 @@ class FakeRunPod:
         }
 
     # ------------------------------------------------------------ test-side API
-    def put(self, job_id: str, job_input: Mapping[str, Any], *,
-            worker: str | None = None) -> None:
+    def put(self, job_id: str, job_input: Mapping[str, Any], *, worker: str | None = None) -> None:
         """Queue a job; ``worker`` pins it to one worker id. The same id may be queued
         again (RunPod's re-delivery); the fake never deduplicates."""
         self.put_many([(job_id, job_input)], worker=worker)
 
-    def put_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]], *,
-                 worker: str | None = None) -> None:
+    def put_many(
+        self, jobs: Iterable[tuple[str, Mapping[str, Any]]], *, worker: str | None = None
+    ) -> None:
         with self._lock:
             for job_id, job_input in jobs:
-                self._state.queue.append(
-                    _Queued({"id": job_id, "input": dict(job_input)}, worker))
+                self._state.queue.append(_Queued({"id": job_id, "input": dict(job_input)}, worker))
         self._notify()
 
     def stop_job(self, worker_id: str, job_id: str) -> None:
@@ -261,9 +262,11 @@ class FakeRunPod:
             while len(self._state.results) < n_results:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self._state.results)} of {n_results} results "
-                                       f"after {timeout:.0f} s ({len(self._state.queue)} "
-                                       "jobs still queued)")
+                    raise TimeoutError(
+                        f"{len(self._state.results)} of {n_results} results "
+                        f"after {timeout:.0f} s ({len(self._state.queue)} "
+                        "jobs still queued)"
+                    )
                 self._changed.wait(left)
             return list(self._state.results)
 
@@ -380,11 +383,11 @@ class FakeRunPod:
                 self._state.bad_requests.append(str(request.rel_url))
             return web.Response(status=400)
         is_stream = request.query.get("isStream") == "true"
-        result = Result(request.match_info["job"], request.match_info["worker"], time.time(),
-                        body, is_stream)
+        result = Result(
+            request.match_info["job"], request.match_info["worker"], time.time(), body, is_stream
+        )
         with self._changed:
-            target = self._state.stream if "/job-stream/" in request.path else \
-                self._state.results
+            target = self._state.stream if "/job-stream/" in request.path else self._state.results
             target.append(result)
             self._changed.notify_all()
         return web.Response(text="ok")
@@ -394,7 +397,8 @@ class FakeRunPod:
             return web.Response(status=401)
         with self._lock:
             self._state.pings.append(
-                (request.match_info["worker"], time.time(), dict(request.query)))
+                (request.match_info["worker"], time.time(), dict(request.query))
+            )
         return web.Response(text="ok")
 
 
@@ -469,15 +473,15 @@ class Fleet:
         self.log_dir = log_dir
         self.workers: list[WorkerProcess] = []
 
-    def start(self, count: int, env: Mapping[str, str], *, timeout: float = 60.0,
-              name: str = "w") -> list[WorkerProcess]:
+    def start(
+        self, count: int, env: Mapping[str, str], *, timeout: float = 60.0, name: str = "w"
+    ) -> list[WorkerProcess]:
         """Spawn ``count`` workers and wait until each has asked for a job."""
         started = self.spawn(count, env, name=name)
         self.wait_ready(started, timeout)
         return started
 
-    def spawn(self, count: int, env: Mapping[str, str], *,
-              name: str = "w") -> list[WorkerProcess]:
+    def spawn(self, count: int, env: Mapping[str, str], *, name: str = "w") -> list[WorkerProcess]:
         """Start ``count`` workers at once, without waiting for them."""
         return [self._spawn(f"{name}-{uuid.uuid4().hex[:6]}", env) for _ in range(count)]
 
@@ -485,9 +489,14 @@ class Fleet:
         log = self.log_dir / f"{worker_id}.log"
         full = {**os.environ, **env, **self.fake.env(worker_id), "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(os.getpid())],
-                                    cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCH, str(os.getpid())],
+                cwd=ROOT,
+                env=full,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         worker = WorkerProcess(worker_id, proc, log)
         self.workers.append(worker)
         return worker
@@ -500,8 +509,10 @@ class Fleet:
             while pending:
                 for worker in workers:
                     if not worker.alive:
-                        raise RuntimeError(f"worker {worker.worker_id} exited with "
-                                           f"{worker.proc.returncode}:\n{worker.log_tail()}")
+                        raise RuntimeError(
+                            f"worker {worker.worker_id} exited with "
+                            f"{worker.proc.returncode}:\n{worker.log_tail()}"
+                        )
                 pending -= set(self.fake.polls())
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"workers {sorted(pending)} never asked for a job")

@@ -41,8 +41,9 @@ class TcpProxy:
         self._target_url = target_url
         self._target = (parts.hostname or "127.0.0.1", parts.port or default_port)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="tcp-proxy")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="tcp-proxy"
+        )
         self._mode: Mode = "pass"
         self._flowing = asyncio.Event()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -117,8 +118,7 @@ class TcpProxy:
             _reset(writer)
         self._writers.clear()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                      ) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         if self._mode == "refuse":
             _reset(writer)
@@ -132,8 +132,9 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.add(up_writer)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
         for w in (writer, up_writer):
             self._writers.discard(w)
             w.close()

@@ -4,6 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,14 +24,38 @@ NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 # Plans are data: prices and limits change by migration or admin command, never by code.
 # Enterprise's limits are defaults for a new deal; each customer gets per-user overrides.
 PLANS = [
-    {"id": "free", "name": "Free", "monthly_seconds": 600, "rpm": 10, "max_streams": 1,
-     "price_cents": 0},
-    {"id": "basic", "name": "Basic", "monthly_seconds": 3600, "rpm": 30, "max_streams": 2,
-     "price_cents": 1900},
-    {"id": "pro", "name": "Pro", "monthly_seconds": 14400, "rpm": 60, "max_streams": 5,
-     "price_cents": 7000},
-    {"id": "enterprise", "name": "Enterprise", "monthly_seconds": 14400, "rpm": 60,
-     "max_streams": 5, "price_cents": None},
+    {
+        "id": "free",
+        "name": "Free",
+        "monthly_seconds": 600,
+        "rpm": 10,
+        "max_streams": 1,
+        "price_cents": 0,
+    },
+    {
+        "id": "basic",
+        "name": "Basic",
+        "monthly_seconds": 3600,
+        "rpm": 30,
+        "max_streams": 2,
+        "price_cents": 1900,
+    },
+    {
+        "id": "pro",
+        "name": "Pro",
+        "monthly_seconds": 14400,
+        "rpm": 60,
+        "max_streams": 5,
+        "price_cents": 7000,
+    },
+    {
+        "id": "enterprise",
+        "name": "Enterprise",
+        "monthly_seconds": 14400,
+        "rpm": 60,
+        "max_streams": 5,
+        "price_cents": None,
+    },
 ]
 
 # MiniMax has no system voice labelled Nigerian; the two nigerian-* voices are
@@ -38,18 +63,48 @@ PLANS = [
 # operator registers real Nigerian clones (`admin.py voices clone`), which is the
 # real answer. The British and American ones follow MiniMax's own descriptions.
 VOICES = [
-    ("nigerian-male", "English_Insightful_Speaker", "en-NG", "male",
-     "Stand-in for a Nigerian male voice until a cloned voice is registered."),
-    ("nigerian-female", "English_Graceful_Lady", "en-NG", "female",
-     "Stand-in for a Nigerian female voice until a cloned voice is registered."),
-    ("british-male", "English_expressive_narrator", "en-GB", "male",
-     "Expressive adult male, British accent; audiobooks and narration."),
-    ("british-female", "English_compelling_lady1", "en-GB", "female",
-     "Compelling adult female, British accent; broadcast and announcements."),
-    ("american-male", "English_magnetic_voiced_man", "en-US", "male",
-     "Magnetic adult male, general American accent; adverts and promotions."),
-    ("american-female", "English_captivating_female1", "en-US", "female",
-     "Captivating adult female, general American accent; news and documentary."),
+    (
+        "nigerian-male",
+        "English_Insightful_Speaker",
+        "en-NG",
+        "male",
+        "Stand-in for a Nigerian male voice until a cloned voice is registered.",
+    ),
+    (
+        "nigerian-female",
+        "English_Graceful_Lady",
+        "en-NG",
+        "female",
+        "Stand-in for a Nigerian female voice until a cloned voice is registered.",
+    ),
+    (
+        "british-male",
+        "English_expressive_narrator",
+        "en-GB",
+        "male",
+        "Expressive adult male, British accent; audiobooks and narration.",
+    ),
+    (
+        "british-female",
+        "English_compelling_lady1",
+        "en-GB",
+        "female",
+        "Compelling adult female, British accent; broadcast and announcements.",
+    ),
+    (
+        "american-male",
+        "English_magnetic_voiced_man",
+        "en-US",
+        "male",
+        "Magnetic adult male, general American accent; adverts and promotions.",
+    ),
+    (
+        "american-female",
+        "English_captivating_female1",
+        "en-US",
+        "female",
+        "Captivating adult female, general American accent; news and documentary.",
+    ),
 ]
 
 
@@ -124,11 +179,23 @@ def upgrade() -> None:
     )
     op.create_index("ix_usage_user_status", "usage", ["user_id", "status"])
     op.bulk_insert(plans, [{**p, "created_at": NOW} for p in PLANS])
-    op.bulk_insert(voices, [
-        {"name": n, "minimax_voice_id": v, "language": lang, "gender": g, "kind": "system",
-         "language_boost": "English", "description": d, "active": True, "created_at": NOW}
-        for n, v, lang, g, d in VOICES
-    ])
+    op.bulk_insert(
+        voices,
+        [
+            {
+                "name": n,
+                "minimax_voice_id": v,
+                "language": lang,
+                "gender": g,
+                "kind": "system",
+                "language_boost": "English",
+                "description": d,
+                "active": True,
+                "created_at": NOW,
+            }
+            for n, v, lang, g, d in VOICES
+        ],
+    )
 
 
 def downgrade() -> None:

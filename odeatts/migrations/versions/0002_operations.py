@@ -5,6 +5,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-24
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -22,8 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("expires_at", UtcDateTime, nullable=True))
     with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("credit_ms", sa.BigInteger, nullable=False,
-                                   server_default="0"))
+        batch.add_column(sa.Column("credit_ms", sa.BigInteger, nullable=False, server_default="0"))
     with op.batch_alter_table("voices") as batch:
         batch.add_column(sa.Column("minimax_file_id", sa.BigInteger, nullable=True))
     op.create_table(
