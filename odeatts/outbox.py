@@ -69,7 +69,7 @@ class Charge:
 
 class Outbox(Protocol):
     async def put(self, item: Charge) -> None:
-        """Keep ``item`` durably; raises ServiceUnavailable if it cannot."""
+        """Keep ``item`` durably. Each method raises ServiceUnavailable if Redis fails."""
         ...
 
     async def pending(self) -> list[Charge]: ...
@@ -89,7 +89,10 @@ class RedisOutbox:
             raise ServiceUnavailable() from exc
 
     async def pending(self) -> list[Charge]:
-        raw = await self._redis.hgetall(self._key)
+        try:
+            raw = await self._redis.hgetall(self._key)
+        except RedisError as exc:
+            raise ServiceUnavailable() from exc
         items = []
         for field, value in raw.items():
             try:
@@ -99,7 +102,10 @@ class RedisOutbox:
         return items
 
     async def done(self, item: Charge) -> None:
-        await self._redis.hdel(self._key, item.field)
+        try:
+            await self._redis.hdel(self._key, item.field)
+        except RedisError as exc:  # applied but still listed: applying again charges nothing
+            raise ServiceUnavailable() from exc
 
 
 class MemoryOutbox:

@@ -365,3 +365,14 @@ async def test_a_stalled_object_storage_is_service_unavailable_within_seconds(
     used, rows = await ledger(worker, user_id)
     assert (rows["unstored"].status, rows["unstored"].duration_ms) == ("failed", None)
     assert used == sum(r.duration_ms or 0 for r in rows.values())
+
+
+async def test_the_hourly_job_with_redis_down_says_so_in_one_line(
+    invoke: Invoke, settings: Settings
+) -> None:
+    env = {**cli_env(settings), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = await asyncio.to_thread(invoke, "quota", "reset-due", env=env)
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: service_unavailable") and "Traceback" not in (
+        result.output
+    )
