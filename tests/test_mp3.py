@@ -296,30 +296,27 @@ def test_split_cuts_at_frames_and_joins_back_exactly() -> None:
 # ------------------------------------------------------------------------ the boundary
 
 
-def test_the_emulator_takes_the_parser_and_nothing_else_of_the_worker() -> None:
-    """minimax_emulator may import odeatts.mp3 (stdlib only), never the worker's runtime."""
-    code = (
-        "import sys; import minimax_emulator.app, minimax_emulator.server; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'odeatts'))"
-    )
-    out = subprocess.run(
+def _python(code: str) -> str:
+    """What a fresh interpreter prints for ``code``, run from the project root."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).parents[1],
-    ).stdout
-    assert out.strip() == "['odeatts', 'odeatts.mp3']"
-    code = (
+    ).stdout.strip()
+
+
+def test_the_emulator_takes_the_parser_and_nothing_else_of_the_worker() -> None:
+    """minimax_emulator may import odeatts.mp3 (stdlib only), never the worker's runtime."""
+    emulator = _python(
+        "import sys; import minimax_emulator.app, minimax_emulator.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'odeatts'))"
+    )
+    assert emulator == "['odeatts', 'odeatts.mp3']"
+    parser = _python(
         "import sys; before = set(sys.modules); import odeatts.mp3; "
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
         " - set(sys.stdlib_module_names)))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    ).stdout
-    assert out.strip() == "['odeatts']"
+    assert parser == "['odeatts']"
