@@ -172,7 +172,8 @@ class Pipeline:
                         params, request_id=f"{job.id}:{index}", retry_gate=gate
                     ):
                         if isinstance(item, StreamEnd):
-                            bind(trace_id=ends[0].trace_id if ends else item.trace_id)
+                            if not ends:  # the first part's trace names the job, as in speech()
+                                bind(trace_id=item.trace_id)
                             ends.append(item)
                             continue
                         for piece in _pieces(item, self.settings.stream_chunk_bytes):

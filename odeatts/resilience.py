@@ -46,7 +46,7 @@ class Budget:
 
     seconds: float
     clock: Clock = time.monotonic
-    started: float = field(default=0.0)
+    started: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
