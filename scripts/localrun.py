@@ -78,7 +78,7 @@ def start_api_server(
     raise RuntimeError(f"the API server did not answer within {timeout:.0f} s; see {log}")
 
 
-def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)

@@ -12,9 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -83,7 +81,14 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
 
 @pytest.fixture(scope="session")
 def s3_url() -> Iterator[str]:
-    """moto's S3 server over real HTTP, with the bucket S3_BUCKET."""
+    """moto's S3 server over real HTTP, with the bucket S3_BUCKET.
+
+    moto (Flask and all of AWS's models) and boto3 are imported here, by the tests that
+    need them, not by every pytest process at collection (about a second of CPU each).
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

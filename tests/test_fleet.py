@@ -80,6 +80,11 @@ def fleet_env(settings: Settings, **overrides: object) -> dict[str, str]:
     return {
         **worker_env(settings),
         "ODEATTS_LOG_LEVEL": "INFO",
+        # These tests check limits, not deadlines (tests/test_failure_modes.py does): up
+        # to 80 jobs of one user queue on that user's row lock, in processes that share
+        # two cores with the rest of the suite, and a 3 s deadline missed there would
+        # turn a limit test into a flaky test of this machine's load.
+        "ODEATTS_DB_TIMEOUT_SECONDS": "15",
         **{k: str(v) for k, v in overrides.items()},
     }
 

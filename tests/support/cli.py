@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import typer.testing
 from typer._click.core import Command
 from typer.core import TyperGroup
 from typer.main import get_command
@@ -15,6 +17,12 @@ from odeatts.config import Settings
 __all__ = ["Invoke", "cli_env", "commands", "make_invoke"]
 
 Invoke = Callable[..., Result]
+
+# typer's CliRunner builds the whole click command tree from the app's signatures on every
+# invoke (about 50 ms: every annotation of every command evaluated again); the admin
+# process does it once. Built once per test process too, as in production.
+assert callable(typer.testing._get_command), "typer moved it: update this"  # type: ignore[attr-defined]
+typer.testing._get_command = functools.cache(get_command)  # type: ignore[attr-defined]
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
