@@ -1,21 +1,38 @@
 """Job-path metering: authenticate a key and reserve seconds, then settle or release.
 
-One speech job costs two short transactions here (README, "Plans and metering", steps
-1 and 4). The operators' side of the quota (credits, resets, reports) is billing.py.
+On Postgres a speech job costs one round trip to reserve and one to settle (or to
+release), measured on the wire by tests/test_round_trips.py. The operators' side of the
+quota (credits, resets, reports) is billing.py.
 
-``reserve``  locks the caller's user row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on
-             SQLite), sums the caller's live reservations, and inserts the job's usage
-             row, as ``reserved`` when the estimate fits or ``refused`` when it does not.
-             The usage row is unique on the RunPod job id: a job delivered twice finds
-             its row and is never charged twice.
-``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``.
+``reserve``  authenticates the key, locks the caller's user row, sums the caller's live
+             reservations and inserts the job's usage row, as ``reserved`` when the
+             estimate fits or ``refused`` when it does not. The usage row is unique on
+             the RunPod job id: a job delivered twice finds its row and is never charged
+             twice; one whose earlier attempt died, failed or was refused takes the row
+             over (``attempts`` + 1).
+``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``,
+             only if the row is still this attempt's and open.
 ``release``  marks the row ``failed``/``refused``; nothing was charged.
 
-Reserved seconds are not a counter that a crashed worker could leave behind: they
-are the user's live reservations (allowance.py), so a dead worker's reservation
-lapses by itself when its lease does. A re-delivered job whose earlier attempt died,
-failed or was refused takes its row over (``attempts`` + 1). The caller's limits and
-quota arithmetic come from allowance.py, as they do for the operators' commands.
+Two implementations, one behaviour (tests/test_reserve_rules.py runs on both):
+
+Postgres     ``odeatts_reserve`` and ``odeatts_settle`` (PL/pgSQL, migration 0004) and
+             one UPDATE for release, each a single prepared statement in autocommit on
+             psycopg's own connection (db.autocommit): no ORM, no BEGIN/COMMIT, no pool
+             reset. A transaction of several statements costs a round trip each; a
+             function does the same work under the same row locks in one.
+SQLite       the Python path (ORM, ``BEGIN IMMEDIATE``): the embedded database is in
+             process, where a round trip costs nothing, and has no server-side
+             functions.
+
+Both rules the function needs are kept in one Python home each. The quota arithmetic
+(allowance.py) had to be written in SQL too, for the function to decide and insert in
+one call; tests/test_reserve_sql.py holds the two to the same answers. The cycle roll
+is not: a user whose cycle has ended gets ``roll`` from the function and takes the
+Python path, which rolls it with cycles.py under the user's row lock, once a month per
+user, at the price of one more transaction. Reserved seconds are never a counter a
+crashed worker could leave behind: they are the user's live reservations, so a dead
+worker's reservation lapses by itself when its lease does.
 """
 
 from __future__ import annotations
