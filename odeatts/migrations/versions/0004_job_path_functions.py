@@ -12,6 +12,12 @@ job (``metering._take_over``; the behavioural tests run on both backends). An en
 billing cycle is not rolled here: the function answers ``roll`` and metering.py takes
 the Python path (cycles.py), once a month per user.
 
+Workers keep these calls prepared server-side, per connection. A later change that
+keeps the arguments and result columns may ``CREATE OR REPLACE``; one that changes
+them needs a new function name (and workers that call it), or prepared calls to the
+old one fail until their connections are recycled. Migrate before deploying workers
+that call a new function.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
