@@ -116,3 +116,14 @@ async def test_the_floor_holds_for_jobs_in_a_row(wire: Wire, make_user: UserFact
     await wire.job(key)
     trips = [(await wire.job(key))[1:] for _ in range(6)]
     assert trips == [(2, 2)] * 6
+
+
+async def test_a_job_refused_at_redis_is_two_postgres_and_one_redis_round_trip(
+    wire: Wire, make_user: UserFactory
+) -> None:
+    _, key = await make_user("pro", rpm_override=1)
+    assert "error" not in (await wire.job(key))[0]  # takes the minute's one request
+    for _ in range(2):  # the first refusal also prepares the release
+        out, pg, redis = await wire.job(key)
+    assert "rate_limited" in out["error"], out
+    assert (pg, redis) == (2, 1)  # reserve, release; EVALSHA (refused, nothing to release)
