@@ -4,16 +4,22 @@ Engines are created inside the running event loop (RunPod calls ``asyncio.run``
 more than once per process; a pool made in one loop is useless in the next).
 ``database_errors`` is the one boundary where SQLAlchemy's and the drivers' failures
 become ``ServiceUnavailable``.
+
+``autocommit`` lends the job path a pooled Postgres connection as psycopg's own, in
+autocommit mode: one statement is one round trip (no BEGIN, no COMMIT, no ROLLBACK on
+return to the pool), see metering.py.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -30,7 +36,9 @@ from odeatts.errors import ServiceUnavailable
 
 __all__ = [
     "Sessions",
+    "autocommit",
     "database_errors",
+    "engine_of",
     "insert_for",
     "is_sqlite",
     "make_engine",
@@ -47,7 +55,7 @@ def database_errors() -> Iterator[None]:
     """Translate SQLAlchemy/driver failures into ``ServiceUnavailable`` (one boundary)."""
     try:
         yield
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, psycopg.Error, OSError) as exc:
         # No traceback here: an outage would write one per job. The job path's breaker
         # (odeatts.resilience) logs the outage once; the CLI prints one line.
         log.debug("database unavailable: %s", type(exc).__name__, exc_info=exc)
@@ -57,6 +65,31 @@ def database_errors() -> Iterator[None]:
 def insert_for(session: AsyncSession) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both backends."""
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def engine_of(sessions: Sessions) -> AsyncEngine:
+    """The engine a sessionmaker was made for (``make_sessionmaker``)."""
+    return cast(AsyncEngine, sessions.kw["bind"])
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled Postgres connection as psycopg's own, in autocommit mode.
+
+    SQLAlchemy sets and resets autocommit on the driver's connection (no round trip)
+    and its reset-on-return ROLLBACK is skipped by psycopg on an idle connection. A
+    connection left mid-query (a call abandoned at its deadline) or broken is closed,
+    not handed to the next job. Wrap the call in ``database_errors``.
+    """
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = (await conn.get_raw_connection()).driver_connection
+        pg = cast(psycopg.AsyncConnection[Any], raw)
+        try:
+            yield pg
+        finally:
+            if pg.broken or pg.pgconn.transaction_status != TransactionStatus.IDLE:
+                await conn.invalidate()
 
 
 def is_sqlite(url: str) -> bool:

@@ -1,21 +1,38 @@
 """Job-path metering: authenticate a key and reserve seconds, then settle or release.
 
-One speech job costs two short transactions here (README, "Plans and metering", steps
-1 and 4). The operators' side of the quota (credits, resets, reports) is billing.py.
+On Postgres a speech job costs one round trip to reserve and one to settle (or to
+release), measured on the wire by tests/test_round_trips.py. The operators' side of the
+quota (credits, resets, reports) is billing.py.
 
-``reserve``  locks the caller's user row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on
-             SQLite), sums the caller's live reservations, and inserts the job's usage
-             row, as ``reserved`` when the estimate fits or ``refused`` when it does not.
-             The usage row is unique on the RunPod job id: a job delivered twice finds
-             its row and is never charged twice.
-``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``.
+``reserve``  authenticates the key, locks the caller's user row, sums the caller's live
+             reservations and inserts the job's usage row, as ``reserved`` when the
+             estimate fits or ``refused`` when it does not. The usage row is unique on
+             the RunPod job id: a job delivered twice finds its row and is never charged
+             twice; one whose earlier attempt died, failed or was refused takes the row
+             over (``attempts`` + 1).
+``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``,
+             only if the row is still this attempt's and open.
 ``release``  marks the row ``failed``/``refused``; nothing was charged.
 
-Reserved seconds are not a counter that a crashed worker could leave behind: they
-are the user's live reservations (allowance.py), so a dead worker's reservation
-lapses by itself when its lease does. A re-delivered job whose earlier attempt died,
-failed or was refused takes its row over (``attempts`` + 1). The caller's limits and
-quota arithmetic come from allowance.py, as they do for the operators' commands.
+Two implementations, one behaviour (tests/test_reserve_rules.py runs on both):
+
+Postgres     ``odeatts_reserve`` and ``odeatts_settle`` (PL/pgSQL, migration 0004) and
+             one UPDATE for release, each a single prepared statement in autocommit on
+             psycopg's own connection (db.autocommit): no ORM, no BEGIN/COMMIT, no pool
+             reset. A transaction of several statements costs a round trip each; a
+             function does the same work under the same row locks in one.
+SQLite       the Python path (ORM, ``BEGIN IMMEDIATE``): the embedded database is in
+             process, where a round trip costs nothing, and has no server-side
+             functions.
+
+Both rules the function needs are kept in one Python home each. The quota arithmetic
+(allowance.py) had to be written in SQL too, for the function to decide and insert in
+one call; tests/test_reserve_sql.py holds the two to the same answers. The cycle roll
+is not: a user whose cycle has ended gets ``roll`` from the function and takes the
+Python path, which rolls it with cycles.py under the user's row lock, once a month per
+user, at the price of one more transaction. Reserved seconds are never a counter a
+crashed worker could leave behind: they are the user's live reservations, so a dead
+worker's reservation lapses by itself when its lease does.
 """
 
 from __future__ import annotations
@@ -26,11 +43,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from odeatts.allowance import Allowance, QuotaView, allowance_of, live_after, live_reserved_ms
+from odeatts.allowance import (
+    Allowance,
+    Limit,
+    QuotaView,
+    allowance_of,
+    live_after,
+    live_reserved_ms,
+)
 from odeatts.cycles import roll_ended_cycle
-from odeatts.db import Sessions, database_errors, insert_for
+from odeatts.db import Sessions, autocommit, database_errors, engine_of, insert_for
 from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 from odeatts.outbox import Charge, Outbox
@@ -129,11 +153,98 @@ async def reserve(
     now: dt.datetime,
     stale_after: dt.timedelta,
 ) -> Reservation:
-    """Authenticate and reserve ``job.estimated_ms`` in one transaction.
+    """Authenticate and reserve ``job.estimated_ms``: one round trip on Postgres.
 
     Raises Unauthorized, QuotaExceeded (after recording a ``refused`` row) or DuplicateJob.
-    The usual path is three statements: lock the user, sum live reservations, insert.
+    A user whose cycle has ended (once a month) takes the Python path, which rolls it.
     """
+    engine = engine_of(sessions)
+    decided = None
+    if engine.dialect.name == "postgresql":
+        decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
+    if decided is None:
+        decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
+    caller, view, fits, usage_id, attempt = decided
+    if not fits:
+        raise QuotaExceeded(
+            f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
+            f"{view.remaining_ms / 1000:.1f} s are left this cycle.",
+            details={
+                "remaining_seconds": view.remaining_ms / 1000,
+                "estimated_seconds": job.estimated_ms / 1000,
+            },
+        )
+    return Reservation(
+        usage_id=usage_id, attempt=attempt, caller=caller, estimated_ms=job.estimated_ms
+    )
+
+
+# What a reservation decided: the caller, their quota (live reservations included, this
+# job not), whether the job fits, and its usage row and attempt.
+_Decided = tuple[Caller, QuotaView, bool, int, int]
+
+# One statement, prepared once per connection; the function is migration 0004's.
+_RESERVE_SQL = "SELECT * FROM odeatts_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+async def _reserve_in_postgres(
+    engine: AsyncEngine,
+    key_hash: str,
+    job: JobMeta,
+    now: dt.datetime,
+    stale_after: dt.timedelta,
+) -> _Decided | None:
+    """``odeatts_reserve``: None when the user's cycle has ended (roll it in Python)."""
+    params = (
+        key_hash,
+        job.job_id,
+        job.voice,
+        job.model,
+        job.text_chars,
+        job.estimated_ms,
+        now,
+        live_after(now, stale_after),
+    )
+    with database_errors():
+        async with autocommit(engine) as pg:
+            cursor = await pg.execute(_RESERVE_SQL, params, prepare=True)
+            row = await cursor.fetchone()
+    assert row is not None  # the function always returns one row
+    (outcome, usage_id, attempt, user_id, api_key_id, plan_id) = row[:6]
+    (plan_s, override_s, plan_rpm, override_rpm, plan_streams, override_streams) = row[6:12]
+    credit_ms, used_ms, reserved_ms = row[12:15]
+    if outcome == "unauthorized":
+        raise Unauthorized()
+    if outcome == "roll":
+        return None
+    if outcome == "completed":
+        raise DuplicateJob(details={"job_status": "completed"})
+    if outcome == "in_progress":
+        raise _in_progress()
+    caller = Caller(
+        user_id=user_id,
+        api_key_id=api_key_id,
+        allowance=Allowance(
+            plan_id=plan_id,
+            monthly_seconds=Limit(plan_s, override_s),
+            rpm=Limit(plan_rpm, override_rpm),
+            concurrent_streams=Limit(plan_streams, override_streams),
+            credit_ms=credit_ms,
+        ),
+        used_ms=used_ms,
+    )
+    view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
+    return caller, view, outcome == RESERVED, usage_id, attempt
+
+
+async def _reserve_in_python(
+    sessions: Sessions,
+    key_hash: str,
+    job: JobMeta,
+    now: dt.datetime,
+    stale_after: dt.timedelta,
+) -> _Decided:
+    """The same in one transaction of three statements (SQLite, and a cycle to roll)."""
     with database_errors():
         async with sessions() as session, session.begin():
             caller = await _load_caller(session, key_hash, now=now, lock=True)
@@ -154,17 +265,12 @@ async def reserve(
                 )
             else:
                 usage_id, attempt = row_id, 1
-    if not fits:
-        raise QuotaExceeded(
-            f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
-            f"{view.remaining_ms / 1000:.1f} s are left this cycle.",
-            details={
-                "remaining_seconds": view.remaining_ms / 1000,
-                "estimated_seconds": job.estimated_ms / 1000,
-            },
-        )
-    return Reservation(
-        usage_id=usage_id, attempt=attempt, caller=caller, estimated_ms=job.estimated_ms
+    return caller, view, fits, usage_id, attempt
+
+
+def _in_progress() -> DuplicateJob:
+    return DuplicateJob(
+        "This job id is already being processed.", details={"job_status": "in_progress"}
     )
 
 
@@ -213,9 +319,7 @@ async def _take_over(
     if row.user_id != caller.user_id or row.status == SUCCEEDED:
         raise DuplicateJob(details={"job_status": "completed"})
     if row.status == RESERVED and row.reserved_at > live_since:
-        raise DuplicateJob(
-            "This job id is already being processed.", details={"job_status": "in_progress"}
-        )
+        raise _in_progress()
     for name, value in values.items():
         setattr(row, name, value)
     row.attempts += 1
@@ -229,7 +333,7 @@ async def settle(sessions: Sessions, charge: Charge, *, caller: Caller) -> Quota
     ``charge.error_code`` marks a partial delivery (a stream the caller cancelled
     midway): charged for what was delivered, and recorded as such.
     """
-    used = await _apply(sessions, charge, open_statuses=_OPEN)
+    used = await _apply(sessions, charge, abandoned_too=False)
     return caller.allowance.quota(used_ms=caller.used_ms if used is None else used)
 
 
@@ -240,16 +344,54 @@ async def settle_deferred(sessions: Sessions, charge: Charge) -> bool:
     job, is left alone. A row the hourly job closed as ``abandoned`` (its worker
     looked dead) is still charged: the caller did get the audio.
     """
-    return await _apply(sessions, charge, open_statuses=_OPEN_OR_ABANDONED) is not None
+    return await _apply(sessions, charge, abandoned_too=True) is not None
 
 
 _OPEN = Usage.status == RESERVED
 _OPEN_OR_ABANDONED = or_(_OPEN, and_(Usage.status == FAILED, Usage.error_code == "abandoned"))
 
+# One statement, prepared once per connection; the function is migration 0004's.
+_SETTLE_SQL = "SELECT odeatts_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
-async def _apply(sessions: Sessions, charge: Charge, *, open_statuses: Any) -> int | None:
+
+async def _apply(sessions: Sessions, charge: Charge, *, abandoned_too: bool) -> int | None:
     """Charge the user and close the row in one transaction; None if the row was not
-    open (settled before, or taken over): then nothing is charged."""
+    open (settled before, or taken over): then nothing is charged. ``abandoned_too``
+    also accepts a row the hourly job closed as ``failed``/``abandoned``."""
+    engine = engine_of(sessions)
+    if engine.dialect.name == "postgresql":
+        used = await _apply_in_postgres(engine, charge, abandoned_too)
+    else:
+        used = await _apply_in_python(sessions, charge, abandoned_too)
+    if used is None:
+        # Another delivery took this job over after our lease lapsed; it owns the charge.
+        log.warning("usage %s was taken over or settled; not charged twice", charge.usage_id)
+    return used
+
+
+async def _apply_in_postgres(
+    engine: AsyncEngine, charge: Charge, abandoned_too: bool
+) -> int | None:
+    params = (
+        charge.usage_id,
+        charge.attempt,
+        charge.user_id,
+        charge.duration_ms,
+        charge.when,
+        charge.billed_characters,
+        charge.trace_id,
+        charge.error_code,
+        abandoned_too,
+    )
+    with database_errors():
+        async with autocommit(engine) as pg:
+            cursor = await pg.execute(_SETTLE_SQL, params, prepare=True)
+            row = await cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bool) -> int | None:
+    open_statuses = _OPEN_OR_ABANDONED if abandoned_too else _OPEN
     try:
         with database_errors():
             async with sessions() as session, session.begin():
@@ -265,7 +407,10 @@ async def _apply(sessions: Sessions, charge: Charge, *, open_statuses: Any) -> i
                 marked = await session.execute(
                     update(Usage)
                     .where(
-                        Usage.id == charge.usage_id, Usage.attempts == charge.attempt, open_statuses
+                        Usage.id == charge.usage_id,
+                        Usage.attempts == charge.attempt,
+                        Usage.user_id == charge.user_id,
+                        open_statuses,
                     )
                     .values(
                         status=SUCCEEDED,
@@ -279,8 +424,6 @@ async def _apply(sessions: Sessions, charge: Charge, *, open_statuses: Any) -> i
                 if marked.rowcount != 1:  # type: ignore[attr-defined]
                     raise _TakenOver()  # rolls the charge back with the transaction
     except _TakenOver:
-        # Another delivery took this job over after our lease lapsed; it owns the charge.
-        log.warning("usage %s was taken over or settled; not charged twice", charge.usage_id)
         return None
     return int(used)
 
@@ -306,6 +449,13 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+# One statement in autocommit on Postgres: one round trip.
+_RELEASE_SQL = (
+    "UPDATE usage SET status = %s, error_code = %s, settled_at = %s, trace_id = %s"
+    " WHERE id = %s AND attempts = %s AND status = 'reserved'"
+)
+
+
 async def release(
     sessions: Sessions,
     *,
@@ -317,7 +467,13 @@ async def release(
 ) -> None:
     """Give the reservation back: the job failed or was refused; nothing is charged."""
     assert status in (FAILED, REFUSED)
+    engine = engine_of(sessions)
     with database_errors():
+        if engine.dialect.name == "postgresql":
+            params = (status, error_code, now, trace_id, reservation.usage_id, reservation.attempt)
+            async with autocommit(engine) as pg:
+                await pg.execute(_RELEASE_SQL, params, prepare=True)
+            return
         async with sessions() as session, session.begin():
             await session.execute(
                 update(Usage)

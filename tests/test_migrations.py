@@ -150,6 +150,28 @@ def test_downgrade_to_base_then_upgrade_again(empty_url: str, engine: Engine) ->
     assert len(plans(engine)) == 4 and len(voices(engine)) == 6
 
 
+def job_path_functions(engine: Engine) -> set[str]:
+    if engine.dialect.name != "postgresql":
+        return set()
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE 'odeatts_%'"))
+        return set(found.scalars())
+
+
+def test_the_job_path_functions_come_and_go_with_0004(
+    backend: str, empty_url: str, engine: Engine
+) -> None:
+    """Postgres reserves and settles in server-side functions (metering.py); SQLite has none."""
+    upgrade(empty_url)
+    expected = {"odeatts_reserve", "odeatts_settle"} if backend == "real" else set()
+    assert job_path_functions(engine) == expected
+    downgrade(empty_url, "0003")
+    assert job_path_functions(engine) == set()
+    assert tables(engine) == TABLES
+    upgrade(empty_url)
+    assert job_path_functions(engine) == expected
+
+
 def test_upgrade_twice_is_a_no_op(empty_url: str, engine: Engine) -> None:
     upgrade(empty_url)
     now = utcnow()

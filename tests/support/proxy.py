@@ -17,6 +17,16 @@ with the real service behind something that misbehaves on command:
 
 The proxy runs its own event loop in a thread, so a test's loop may block on the
 service while the proxy keeps its promises.
+
+``round_trips`` counts, over all connections, the times a client spoke after it had
+heard from the server (or first, on a new connection): each is one request the client
+then waits on, one network latency of the caller's time. It counts turns, not bytes or
+TCP segments, so a request the kernel splits into several reads, or several messages
+a client pipelines in one go (psycopg's Bind/Execute/Sync, a Redis MULTI/EXEC), is one
+round trip, as it should be, and a reply read in pieces does not count at all. A
+connection's opening (TLS, startup, Redis HELLO) counts too: a test that measures the
+steady state warms its pools up first. Only what passes while the mode is ``pass`` is
+counted faithfully.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.connections = 0
+        self.round_trips = 0
 
     # ------------------------------------------------------------ test side
     def start(self) -> TcpProxy:
@@ -132,16 +143,30 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.add(up_writer)
+        turn = ["server"]  # who spoke last on this connection; the client opens
         await asyncio.gather(
-            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+            self._pump(reader, up_writer, turn, "client"),
+            self._pump(up_reader, writer, turn, "server"),
+            return_exceptions=True,
         )
         for w in (writer, up_writer):
             self._writers.discard(w)
             w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        turn: list[str],
+        side: str,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                # Before forwarding: the peer cannot answer what it has not been sent.
+                if turn[0] != side:
+                    turn[0] = side
+                    if side == "client":
+                        self.round_trips += 1
                 if self._mode == "silence":
                     continue
                 while self._mode == "stall":
