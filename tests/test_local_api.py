@@ -29,6 +29,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@backend_independent  # the backends across processes: tests/test_fleet.py
 async def test_runsync_over_http(
     settings: Settings, make_user: UserFactory, tmp_path: Path
 ) -> None:
