@@ -47,11 +47,11 @@ SEEDED = {
 
 
 def write_wav(path: Path, seconds: float, rate: int = 8000) -> Path:
-    """A mono 16-bit sine tone: real audio MiniMax (and the emulator) can measure."""
-    samples = array.array(
-        "h",
-        (int(6000 * math.sin(2 * math.pi * 220 * i / rate)) for i in range(int(seconds * rate))),
-    )
+    """A mono 16-bit sine tone (rate / 32 Hz): real audio MiniMax (and the emulator) can
+    measure. One period, repeated: a sample at a time took 150 ms for 12 s of audio."""
+    period = array.array("h", (int(6000 * math.sin(2 * math.pi * k / 32)) for k in range(32)))
+    count = int(seconds * rate)
+    samples = (period * (count // 32 + 1))[:count]
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

@@ -96,9 +96,11 @@ def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
 
 
 def wav_file(seconds: float, rate: int = 8000) -> bytes:
-    frames = b"".join(
-        struct.pack("<h", int(8000 * math.sin(i / 10))) for i in range(int(seconds * rate))
+    period = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * k / 64))) for k in range(64)
     )
+    count = int(seconds * rate)
+    frames = (period * (count // 64 + 1))[: count * 2]  # one period repeated: 2 bytes a sample
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
