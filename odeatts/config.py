@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATA_DIR", "DEV_PEPPER", "LogFormat", "Settings", "normalise_database_url"]
 
@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     """Everything the worker and the admin scripts can be told from outside."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment: no .env file, no secrets directory. The
+        unused sources still walked every field (half of a 3.4 ms construction)."""
+        return init_settings, env_settings
 
     env: Literal["development", "test", "production"] = Field(
         "development", validation_alias="ODEATTS_ENV"
