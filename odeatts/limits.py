@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -169,10 +169,18 @@ class Limiter(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _decision(raw: list[object]) -> Decision:
-    allowed, reason, remaining, retry_ms = raw
-    text = reason.decode() if isinstance(reason, bytes) else str(reason)
-    return Decision(bool(allowed), text, int(remaining), int(retry_ms) / 1000)  # type: ignore[arg-type, call-overload]
+_REASONS: dict[str, Reason] = {reason: reason for reason in get_args(Reason)}
+
+
+def _decision(raw: object) -> Decision:
+    """The script's reply, checked: ``[allowed 0|1, reason, remaining, retry ms]``.
+    Anything else is a Redis failure (RedisError), never a decision made up."""
+    match raw:
+        case [int() as allowed, bytes() | str() as reason, int() as remaining, int() as retry]:
+            text = reason.decode() if isinstance(reason, bytes) else reason
+            if text in _REASONS:
+                return Decision(bool(allowed), _REASONS[text], remaining, retry / 1000)
+    raise RedisError(f"unexpected reply from the admission script: {raw!r:.120}")
 
 
 class RedisLimiter:

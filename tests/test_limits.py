@@ -9,8 +9,16 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
+from odeatts.limits import (
+    Decision,
+    InProcessLimiter,
+    Limiter,
+    RedisLimiter,
+    UpstreamBudget,
+    _decision,
+)
 from tests.support.services import require
 
 Make = Callable[..., Limiter]
@@ -92,3 +100,16 @@ async def test_a_refusal_records_nothing(make: Make) -> None:
     assert not (await admit(limiter, "b", streams=1, rpm=2)).allowed  # streams full
     await limiter.release(user_id=1, lease_id="a")
     assert (await admit(limiter, "b", streams=1, rpm=2)).allowed  # the refusal took no rpm
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [[1, b"ok", 5], [1, b"maybe", 5, 0], [1, b"ok", "5", 0], [1.0, b"ok", 5, 0], None, b"OK"],
+)
+def test_the_admission_scripts_reply_is_checked_at_the_boundary(reply: object) -> None:
+    """What Redis answers is a decision only in the script's own shape; anything else is
+    a Redis failure (the caller gets 503), never a decision made up from it."""
+    assert _decision([1, b"ok", 5, 0]) == _decision([1, "ok", 5, 0]) == Decision(True, "ok", 5, 0)
+    assert _decision([0, b"rate", 0, 1500]) == Decision(False, "rate", 0, 1.5)
+    with pytest.raises(RedisError):
+        _decision(reply)
