@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from alembic.runtime.migration import MigrationContext
-from alembic.util import CommandError
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +31,8 @@ def _revision(url: str) -> str | None:
         and not Path(str(parsed.database)).exists()
     ):
         return None
+    from alembic.runtime.migration import MigrationContext  # only here: see migrate.py
+
     engine = create_engine(migrate.sync_url(url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
@@ -47,6 +47,8 @@ def upgrade(
     as_json: bool = JSON,
 ) -> None:
     """Migrate the database named by DATABASE_URL (or the embedded SQLite) to REVISION."""
+    from alembic.util import CommandError  # only here: see migrate.py
+
     config = settings()
     url = config.effective_database_url
     try:
