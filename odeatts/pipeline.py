@@ -206,7 +206,9 @@ class Pipeline:
         """Everything that can refuse a job before anything is reserved, then reserve."""
         budget = Budget(self.settings.job_budget_seconds)
         key_hash = self._key_hash(request)
-        voice = await self._db(partial(self.voices.get, request.voice), budget)
+        voice = self.voices.cached(request.voice) or await self._db(
+            partial(self.voices.get, request.voice), budget
+        )
         if voice is None:
             await self._authenticate(key_hash, budget)  # 401 before 404
             names = [v.name for v in await self._db(self.voices.active, budget)]
@@ -237,8 +239,15 @@ class Pipeline:
         bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
 
-    async def _db(self, work: Callable[[], Awaitable[T]], budget: Budget | None = None) -> T:
-        return await self.deps.db.call(work, budget=budget)
+    async def _db(
+        self,
+        work: Callable[[], Awaitable[T]],
+        budget: Budget | None = None,
+        *,
+        urgent: bool = False,
+    ) -> T:
+        """Postgres, in turn (``urgent``: work that finishes a job goes first)."""
+        return await self.deps.db.call(work, budget=budget, urgent=urgent)
 
     async def _authenticate(self, key_hash: str, budget: Budget | None = None) -> metering.Caller:
         caller = await self._db(
@@ -409,12 +418,13 @@ class Pipeline:
         return view
 
     async def _retrying_db(self, work: Callable[[], Awaitable[T]], budget: Budget) -> T:
-        """Postgres, tried again with backoff for up to ``settle_retry_seconds``."""
+        """Postgres, tried again with backoff for up to ``settle_retry_seconds``; a job's
+        last step, so it goes before jobs that are starting."""
         give_up = time.monotonic() + min(self.settings.settle_retry_seconds, budget.remaining())
         pause = 0.2
         while True:
             try:
-                return await self._db(work, budget)
+                return await self._db(work, budget, urgent=True)
             except ServiceUnavailable:
                 if time.monotonic() + pause > give_up:
                     raise
@@ -520,7 +530,8 @@ class Pipeline:
                     status=status,
                     error_code=code,
                     now=self.clock(),
-                )
+                ),
+                urgent=True,
             )
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.

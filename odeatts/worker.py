@@ -34,7 +34,7 @@ from odeatts.errors import (
 from odeatts.logs import job_context
 from odeatts.outbox import MemoryOutbox, RedisOutbox
 from odeatts.pipeline import Dependencies, Pipeline
-from odeatts.resilience import Breaker, Dependency
+from odeatts.resilience import Breaker, Dependency, Gate
 from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
 from odeatts.storage import build_storage
 from odeatts.voice_cache import VoiceCache
@@ -52,6 +52,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
         timeout: float,
         error: Callable[[], OdeaError],
         failing: tuple[type[BaseException], ...],
+        gate: Gate | None = None,
     ) -> Dependency:
         return Dependency(
             name=name,
@@ -63,11 +64,20 @@ def build_dependencies(settings: Settings) -> Dependencies:
                 threshold=settings.breaker_threshold,
                 cooldown=settings.breaker_cooldown_seconds,
             ),
+            gate=gate,
         )
 
     unavailable = (ServiceUnavailable, SQLAlchemyError, RedisError, OSError)
     return Dependencies(
-        db=dependency("postgres", settings.db_timeout_seconds, ServiceUnavailable, unavailable),
+        # As many transactions at once as the pool keeps connections: the rest wait in
+        # turn here, where a job's settle goes before another job's reserve.
+        db=dependency(
+            "postgres",
+            settings.db_timeout_seconds,
+            ServiceUnavailable,
+            unavailable,
+            Gate(settings.db_pool_size),
+        ),
         redis=dependency("redis", settings.redis_timeout_seconds, ServiceUnavailable, unavailable),
         minimax=dependency(
             "minimax", settings.job_budget_seconds, UpstreamUnavailable, (UpstreamUnavailable,)
