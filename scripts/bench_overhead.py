@@ -192,7 +192,9 @@ def _host_port(url: str, default: int) -> tuple[str, int]:
 def _via(url: str, port: int) -> str:
     parts = urlsplit(url)
     auth = parts.netloc.rpartition("@")[0]
-    return parts._replace(netloc=f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}").geturl()
+    return parts._replace(
+        netloc=f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}"
+    ).geturl()
 
 
 # -------------------------------------------------------- a measured side (--side)
@@ -250,7 +252,9 @@ class Side:
             "input": {"api_key": key, "text": TEXT, "voice": "british-female"},
         }
 
-    async def scenarios(self, call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def scenarios(
+        self, call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {}
         await self.set_delay(0)
@@ -275,7 +279,12 @@ def relay_side(args: argparse.Namespace) -> dict[str, Any]:
         "model": "speech-02-turbo",
         "text": TEXT,
         "stream": False,
-        "voice_setting": {"voice_id": "English_Graceful_Lady", "speed": 1.0, "vol": 1.0, "pitch": 0},
+        "voice_setting": {
+            "voice_id": "English_Graceful_Lady",
+            "speed": 1.0,
+            "vol": 1.0,
+            "pitch": 0,
+        },
         "audio_setting": {"sample_rate": 32000, "bitrate": 128000, "format": "mp3", "channel": 1},
         "output_format": "hex",
     }
@@ -330,9 +339,7 @@ def worker_side(args: argparse.Namespace) -> dict[str, Any]:
         await worker.aclose()
         # Round trips, through the counting proxies (a worker of its own, warmed up).
         counted = Worker(
-            settings(
-                _via(args.db, args.ports["postgres"]), _via(REDIS_URL, args.ports["redis"])
-            )
+            settings(_via(args.db, args.ports["postgres"]), _via(REDIS_URL, args.ports["redis"]))
         )
         await in_flight(lambda n: counted.handle(side.job(n, "rt-warm")), 5, 1)
         before = await side.set_delay(0)
@@ -529,7 +536,11 @@ def orchestrate(args: argparse.Namespace) -> None:
             db, drop = make_database()
             extra |= {"db": db, "keys": asyncio.run(make_keys(db, args.users))}
         with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
-            trees = [(f"worker @ {args.baseline}", baseline_tree(args.baseline, Path(tmp)))] if args.baseline else []
+            trees = (
+                [(f"worker @ {args.baseline}", baseline_tree(args.baseline, Path(tmp)))]
+                if args.baseline
+                else []
+            )
             trees.append(("worker (this tree)", ROOT))
             for name, src in trees:
                 results[name] = run_side("worker", src, args, extra) if db_ok else {}
