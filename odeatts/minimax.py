@@ -705,6 +705,15 @@ class MiniMaxClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def warm_up(self, connections: int) -> None:
+        """Open ``connections`` keep-alive connections (TCP, TLS) before the first job
+        needs one: a HEAD of the API's root each, answered or not, costs MiniMax nothing.
+        Best effort: failures are the first job's to meet and report."""
+        await asyncio.gather(
+            *(self._http.head("/", timeout=3.0) for _ in range(connections)),
+            return_exceptions=True,
+        )
+
     def _speech_timeout(self, params: SpeechParams) -> httpx.Timeout:
         """How long MiniMax may stay silent: a silent upstream must be noticed in seconds,
         while a long text legitimately takes longer to its first byte. 10 s, plus 10 ms a
