@@ -66,11 +66,11 @@ KEEPALIVE_SECONDS = 30.0
 
 
 def build_minimax(settings: Settings) -> MiniMaxClient:
-    """Up to two connections per job slot (a long text's parts run three at a time, far
-    rarer), all of them kept alive: httpx keeps only 20 idle by default, so at 32 jobs in
-    flight a dozen connections were closed after each reply and opened again (a new TLS
-    handshake) for the next job."""
-    connections = settings.max_concurrency * 2
+    """One request at a time per job slot (a long text's parts, or jobs beyond the SDK's
+    concurrency, wait their turn in the client), every connection kept alive: httpx keeps
+    only 20 idle by default, so at 32 jobs in flight a dozen connections were closed
+    after each reply and opened again (a new TLS handshake) for the next job."""
+    connections = settings.max_concurrency
     http = httpx.AsyncClient(
         base_url=settings.minimax_base_url,
         timeout=httpx.Timeout(settings.minimax_timeout_seconds, connect=3.0),
@@ -88,4 +88,5 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
         max_retries=settings.minimax_max_retries,
         retry_base_seconds=settings.minimax_retry_base_seconds,
         read_timeout_seconds=settings.minimax_timeout_seconds,
+        connections=connections,
     )
