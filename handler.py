@@ -59,7 +59,7 @@ def main() -> None:
         sys.exit("odeatts: invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
     configure_logging(settings)
     worker = Worker(settings)
-    worker.preload()  # the job path's imports, in a thread, while the SDK starts
+    worker.preload()  # the job path's imports, before the SDK asks for a job
     runpod.serverless.start(
         {
             "handler": worker.handler,  # a plain coroutine, or a generator for streaming

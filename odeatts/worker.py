@@ -9,14 +9,16 @@ caller gets only ``internal``. Cancellation is re-raised after the pipeline has
 released what it held.
 
 Cold start. Importing this module imports none of the job path's clients (SQLAlchemy,
-redis, httpx: about 0.7 s of a cold start); ``preload`` imports them in a thread while
-the SDK starts (its fitness checks, its heartbeat process, its first request for jobs
-wait on the network, not the CPU). The SDK's first call of the concurrency modifier is
-made on the loop that will run the jobs, before it asks for the first one: the worker
-then builds the pipeline on that loop and warms it up (``Pipeline.warm_up``: the
-Postgres pool, Redis, MiniMax keep-alive connections, the voice catalogue). A job that
-comes while that runs waits for it rather than opening connections of its own, so the
-first job is served like the tenth.
+redis, httpx: about 0.7 s); handler.main calls ``preload`` before the SDK starts, so
+the SDK asks for a job only when the worker can serve one. (Importing them in a thread
+while the SDK starts took the first job sooner but answered it no sooner: the two
+threads share one GIL, and the job waited for the imports; scripts/bench_overhead.py.)
+The SDK's first call of the concurrency modifier is made on the loop that will run the
+jobs, just before it asks for the first one: the worker then builds the pipeline on
+that loop and warms it up (``Pipeline.warm_up``: the Postgres pool, Redis, MiniMax
+keep-alive connections, the voice catalogue) while that request is out. A job that
+comes meanwhile waits for the warm-up rather than opening connections of its own, so
+the first job is served like the tenth.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -150,26 +150,12 @@ class Worker:
         self.settings = settings
         self._pipeline: Pipeline | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._imported: Future[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._warming_loop: asyncio.AbstractEventLoop | None = None
 
     def preload(self) -> None:
-        """Import the job path in a background thread (handler.py, before the SDK starts)."""
-        if self._imported is not None:
-            return
-        imported: Future[None] = Future()
-        self._imported = imported
-
-        def run() -> None:
-            try:
-                import_job_path()
-            except BaseException as exc:  # surfaced to the first job, which imports again
-                imported.set_exception(exc)
-            else:
-                imported.set_result(None)
-
-        threading.Thread(target=run, name="odeatts-preload", daemon=True).start()
+        """Import the job path now (handler.main, before the SDK starts)."""
+        import_job_path()
 
     def pipeline(self) -> Pipeline:
         loop = asyncio.get_running_loop()
@@ -178,14 +164,8 @@ class Worker:
         return self._pipeline
 
     async def ready(self) -> Pipeline:
-        """The pipeline of this loop once the job path is imported and, if a warm-up
-        runs on this loop, warmed up. A failed warm-up is no job's failure: each job
-        then connects as it would have anyway."""
-        if self._imported is not None and not self._imported.done():
-            # Off the loop, which keeps serving; a failed import fails again, and is
-            # reported, when the pipeline is built.
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(self._imported)
+        """The pipeline of this loop, warmed up if a warm-up runs on this loop. A failed
+        warm-up is no job's failure: each job then connects as it would have anyway."""
         warming = self._warming
         if warming is not None and self._warming_loop is asyncio.get_running_loop():
             await asyncio.shield(warming)  # a job cancelled meanwhile leaves it running
@@ -202,8 +182,6 @@ class Worker:
     async def _warm_up(self) -> None:
         started = asyncio.get_running_loop().time()
         try:
-            if self._imported is not None:
-                await asyncio.wrap_future(self._imported)
             await self.pipeline().warm_up()
         except Exception as exc:
             log.warning("warm-up failed (%s); jobs connect as they come", type(exc).__name__)
