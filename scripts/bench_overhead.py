@@ -257,6 +257,11 @@ class Side:
             "input": {"api_key": key, "text": TEXT, "voice": "british-female"},
         }
 
+    def numbered(
+        self, call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], tag: str, first: int
+    ) -> Job:
+        return lambda n: call(self.job(first + n, tag))
+
     async def scenarios(
         self, call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
@@ -264,9 +269,15 @@ class Side:
         out: dict[str, Any] = {}
         await self.set_delay(0)
         await in_flight(lambda n: call(self.job(n, "warm")), 20, 1)
-        cpu = time.process_time()
-        out["seq"] = await in_flight(lambda n: call(self.job(n, "seq")), a.seq, 1)
-        out["cpu_seq_ms"] = (time.process_time() - cpu) * 1000 / a.seq
+        # CPU per job, sequential: the least over five runs of a fifth of the jobs each,
+        # so that a burst of another process's work on a shared machine does not count.
+        out["seq"], per_job = [], []
+        size = max(a.seq // 5, 1)
+        for chunk in range(5):
+            cpu = time.process_time()
+            out["seq"] += await in_flight(self.numbered(call, "seq", chunk * size), size, 1)
+            per_job.append((time.process_time() - cpu) * 1000 / size)
+        out["cpu_seq_ms"] = min(per_job)
         await self.set_delay(0.5)
         out["c32"] = await in_flight(lambda n: call(self.job(n, "c32")), a.jobs32, 32)
         await self.set_delay(0.2)
@@ -562,7 +573,7 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     print("| figure | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     row(f"latency sequential p50 / p99 ({args.seq} jobs, upstream 0 ms)", p50_99("seq"))
-    row("CPU per job, sequential", lambda r: f"{r['cpu_seq_ms']:.1f} ms")
+    row("CPU per job, sequential (least of 5 runs)", lambda r: f"{r['cpu_seq_ms']:.1f} ms")
     row(
         "CPU per job (200 in flight, upstream 200 ms)",
         lambda r: f"{r['cpu_ms']:.1f} ms",
