@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     # Production refuses less than 30 s; tests may use a few seconds.
     lease_ttl_seconds: int = Field(330, ge=2, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
     # Jobs one worker runs at once (RunPod's concurrency modifier), and MiniMax requests
-    # at once. A job costs the worker's event loop 15-20 ms of CPU, so a core serves some
+    # at once. A job costs the worker's event loop about 20 ms of CPU, so a core serves some
     # 50 jobs a second; 32 behind MiniMax's 1-3 s stays under that (README "Benchmarks").
     max_concurrency: int = Field(32, ge=1, le=512, validation_alias="ODEATTS_MAX_CONCURRENCY")
     # Connections per worker, and Postgres transactions at once: the rest wait their turn
