@@ -45,6 +45,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -516,8 +517,14 @@ def sdk_cold_start(src: Path, args: argparse.Namespace, extra: dict[str, Any]) -
         fake.put(f"{prefix}-0", job)
         env = {**os.environ, **worker_env(settings), **fake.env("cold"), "PYTHONUNBUFFERED": "1"}
         started = time.time()
+        # Its own process group: the SDK forks a ping process that outlives the worker.
         proc = subprocess.Popen(
-            [sys.executable, "-u", "handler.py"], cwd=src, env=env, stdout=log, stderr=log
+            [sys.executable, "-u", "handler.py"],
+            cwd=src,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         try:
             first = fake.wait_for(1, timeout=60)[0]
@@ -528,7 +535,8 @@ def sdk_cold_start(src: Path, args: argparse.Namespace, extra: dict[str, Any]) -
                 fake.put(f"{prefix}-{n}", job)
                 later.append(fake.wait_for(n + 1, timeout=30)[-1].at - put)
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return {
         "sdk_ready": handed - started,
