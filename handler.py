@@ -33,6 +33,16 @@ _cpuinfo = types.ModuleType("cpuinfo", "Stands in for py-cpuinfo: see handler._p
 _cpuinfo.get_cpu_info = _processor  # type: ignore[attr-defined]
 sys.modules.setdefault("cpuinfo", _cpuinfo)  # before the SDK imports it
 
+# Optional parts of libraries we use that a worker never calls, each imported by default
+# when installed. None in sys.modules makes their import fail at once, as if absent, and
+# each library then does without, as it is written to:
+# - httpx's command-line client (httpx/__init__.py imports it when click, rich and pygments
+#   are there; the operators' CLI installs them): about 0.1 s.
+# - the OpenTelemetry SDK, which redis imports for metrics we never turn on
+#   (redis/observability/providers.py, "OTel SDK may not be installed"): about 0.1 s.
+for _absent in ("httpx._main", "opentelemetry.sdk.metrics"):
+    sys.modules.setdefault(_absent, None)  # type: ignore[arg-type]
+
 import runpod  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
@@ -49,6 +59,7 @@ def main() -> None:
         sys.exit("odeatts: invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
     configure_logging(settings)
     worker = Worker(settings)
+    worker.preload()  # the job path's imports, before the SDK asks for a job
     runpod.serverless.start(
         {
             "handler": worker.handler,  # a plain coroutine, or a generator for streaming

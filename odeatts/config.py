@@ -151,10 +151,15 @@ class Settings(BaseSettings):
     # Keep it a little above RunPod's execution timeout for the endpoint.
     # Production refuses less than 30 s; tests may use a few seconds.
     lease_ttl_seconds: int = Field(330, ge=2, validation_alias="ODEATTS_LEASE_TTL_SECONDS")
+    # Jobs one worker runs at once (RunPod's concurrency modifier), and MiniMax requests
+    # at once. A job costs the worker's event loop about 20 ms of CPU, so a core serves some
+    # 50 jobs a second; 32 behind MiniMax's 1-3 s stays under that (README "Benchmarks").
     max_concurrency: int = Field(32, ge=1, le=512, validation_alias="ODEATTS_MAX_CONCURRENCY")
-    # Connections per worker (plus as many again in bursts). A job holds one only for its
-    # two short transactions, so a few serve dozens of jobs; workers x 2 x this must stay
-    # under Postgres' max_connections (100 by default).
+    # Connections per worker, and Postgres transactions at once: the rest wait their turn
+    # (resilience.Gate). A job holds one only for its two short transactions, so a few
+    # serve dozens of jobs; measured, more only cost CPU (README "Benchmarks"). The pool
+    # may open as many again for calls abandoned at their deadline: workers x 2 x this
+    # must stay under Postgres' max_connections (100 by default).
     db_pool_size: int = Field(5, ge=1, le=50, validation_alias="ODEATTS_DB_POOL_SIZE")
     log_level: str = Field("INFO", validation_alias="ODEATTS_LOG_LEVEL")
     # json for log collectors in production, text for people elsewhere (empty = default).

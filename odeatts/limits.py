@@ -166,6 +166,10 @@ class Limiter(Protocol):
         Never raises: what cannot be done now is retried in the background."""
         ...
 
+    async def warm_up(self, connections: int) -> None:
+        """Open what the first admissions need (a worker's warm-up)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -277,6 +281,13 @@ class RedisLimiter:
             except (RedisError, TimeoutError):
                 continue
 
+    async def warm_up(self, connections: int) -> None:
+        """``connections`` connections, open in the pool, and both scripts cached in
+        Redis (else the first EVALSHA after a Redis restart costs a second round trip)."""
+        await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+        for script in (_ADMIT, _UPSTREAM):
+            await self._redis.script_load(script)
+
     async def aclose(self) -> None:
         for task in list(self._retries):
             task.cancel()
@@ -362,6 +373,9 @@ class InProcessLimiter:
 
     async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
+
+    async def warm_up(self, connections: int) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from odeatts import metering
 from odeatts.allowance import QuotaState, QuotaView, read_quota_state
@@ -70,6 +70,9 @@ __all__ = ["Dependencies", "Pipeline"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Redis and MiniMax connections opened before the first job (Postgres: the whole pool).
+WARM_CONNECTIONS = 4
 
 # A hash no key can have: unknown-shaped keys still cost one indexed lookup, so a
 # malformed key and a wrong key take the same time.
@@ -127,6 +130,38 @@ class Pipeline:
         if isinstance(request, VoicesRequest):
             return await self.available_voices(request)
         return await self.usage(request)
+
+    async def warm_up(self) -> None:
+        """Open what the first jobs will use before they come (the worker calls this
+        once per loop, see worker.py): the Postgres pool, full (with the dialect's
+        first-connection queries done), the voice catalogue, Redis connections and the
+        limiter's scripts, MiniMax keep-alive connections. Each part has its
+        dependency's deadline; a part that fails is logged and left to the jobs."""
+        settings = self.settings
+        parts = {
+            "postgres": asyncio.wait_for(self._warm_db(), settings.db_timeout_seconds),
+            "redis": asyncio.wait_for(
+                self.limiter.warm_up(WARM_CONNECTIONS), settings.redis_timeout_seconds
+            ),
+            "minimax": asyncio.wait_for(self.minimax.warm_up(WARM_CONNECTIONS), 3.0),
+        }
+        outcomes = await asyncio.gather(*parts.values(), return_exceptions=True)
+        for name, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("warm-up: %s not ready (%s)", name, type(outcome).__name__)
+
+    async def _warm_db(self) -> None:
+        opened = await asyncio.gather(
+            *(self.engine.connect().start() for _ in range(self.settings.db_pool_size)),
+            return_exceptions=True,
+        )
+        for connection in opened:  # back to the pool, which keeps them
+            if isinstance(connection, AsyncConnection):
+                await connection.close()
+        for connection in opened:
+            if isinstance(connection, BaseException):
+                raise connection
+        await self.voices.reload()
 
     async def aclose(self) -> None:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
@@ -206,7 +241,9 @@ class Pipeline:
         """Everything that can refuse a job before anything is reserved, then reserve."""
         budget = Budget(self.settings.job_budget_seconds)
         key_hash = self._key_hash(request)
-        voice = await self._db(partial(self.voices.get, request.voice), budget)
+        voice = self.voices.cached(request.voice) or await self._db(
+            partial(self.voices.get, request.voice), budget
+        )
         if voice is None:
             await self._authenticate(key_hash, budget)  # 401 before 404
             names = [v.name for v in await self._db(self.voices.active, budget)]
@@ -237,8 +274,15 @@ class Pipeline:
         bind(user_id=reservation.caller.user_id)
         return _Job(job_id, request, voice, parts, reservation, budget)
 
-    async def _db(self, work: Callable[[], Awaitable[T]], budget: Budget | None = None) -> T:
-        return await self.deps.db.call(work, budget=budget)
+    async def _db(
+        self,
+        work: Callable[[], Awaitable[T]],
+        budget: Budget | None = None,
+        *,
+        urgent: bool = False,
+    ) -> T:
+        """Postgres, in turn (``urgent``: work that finishes a job goes first)."""
+        return await self.deps.db.call(work, budget=budget, urgent=urgent)
 
     async def _authenticate(self, key_hash: str, budget: Budget | None = None) -> metering.Caller:
         caller = await self._db(
@@ -409,12 +453,13 @@ class Pipeline:
         return view
 
     async def _retrying_db(self, work: Callable[[], Awaitable[T]], budget: Budget) -> T:
-        """Postgres, tried again with backoff for up to ``settle_retry_seconds``."""
+        """Postgres, tried again with backoff for up to ``settle_retry_seconds``; a job's
+        last step, so it goes before jobs that are starting."""
         give_up = time.monotonic() + min(self.settings.settle_retry_seconds, budget.remaining())
         pause = 0.2
         while True:
             try:
-                return await self._db(work, budget)
+                return await self._db(work, budget, urgent=True)
             except ServiceUnavailable:
                 if time.monotonic() + pause > give_up:
                     raise
@@ -520,7 +565,8 @@ class Pipeline:
                     status=status,
                     error_code=code,
                     now=self.clock(),
-                )
+                ),
+                urgent=True,
             )
         except OdeaError:
             # The row stays 'reserved' and lapses after the lease TTL: nothing is charged.

@@ -15,6 +15,13 @@ storage goes through a ``Dependency``:
                 calls fail fast for ``cooldown`` seconds, then one call probes. The
                 outage is logged once when it starts (ERROR, with counts) and once when
                 it ends (INFO), instead of a traceback per job.
+``Gate``        at most as many calls at once as the dependency has connections (the
+                Postgres pool), the others wait their turn in arrival order, and work
+                that finishes a job (``urgent``: a settle, a release) goes before work
+                that starts one. A call's deadline starts when it has its turn: waiting
+                behind this worker's own jobs says nothing about the dependency, and
+                must not open its breaker (it did: under a burst, waits for the pool
+                timed out, the breaker opened, and every job after failed at once).
 
 Only failures of the dependency itself count against its breaker (a timeout, a lost
 connection, MiniMax answering nonsense); a caller's error found there (an unknown key,
@@ -26,13 +33,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from odeatts.errors import OdeaError
 
-__all__ = ["Breaker", "Budget", "Dependency"]
+__all__ = ["Breaker", "Budget", "Dependency", "Gate"]
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +123,75 @@ class Breaker:
             log.warning("%s call failed: %s", self.name, reason)
 
 
+class Gate:
+    """``size`` turns at once; waiters are served first come, first served, urgent ones
+    (work that finishes a job) before the rest. Waiting is bounded by whoever waits: the
+    turns ahead are each bounded by their own deadline."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a gate needs at least one turn")
+        self.size = size
+        self._free = size
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._queued: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._urgent) + len(self._queued)
+
+    @asynccontextmanager
+    async def turn(
+        self, *, urgent: bool = False, within: float | None = None
+    ) -> AsyncIterator[None]:
+        """Hold one turn; raises ``_NoTurn`` when none came ``within`` seconds."""
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+        else:
+            queue = self._urgent if urgent else self._queued
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue.append(turn)
+            try:
+                async with asyncio.timeout(within):
+                    await turn
+            except (asyncio.CancelledError, TimeoutError) as exc:
+                if turn.done() and not turn.cancelled():
+                    self._pass_on()  # the turn was ours already: hand it to the next
+                else:
+                    queue.remove(turn)
+                if isinstance(exc, TimeoutError):
+                    raise _NoTurn() from None
+                raise
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        for queue in (self._urgent, self._queued):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._free += 1
+
+
+class _NoTurn(Exception):
+    """The job's budget ran out while it waited for its turn at a gate."""
+
+
 @dataclass
 class Dependency:
-    """One external service as the job path sees it: a deadline, a breaker, an error."""
+    """One external service as the job path sees it: a deadline, a breaker, an error,
+    and, for a pool, a gate."""
 
     name: str
     timeout: float
     error: Callable[[], OdeaError]
     is_failure: Callable[[BaseException], bool]
     breaker: Breaker
+    gate: Gate | None = None
     _abandoned: set[asyncio.Future[Any]] = field(default_factory=set, repr=False)
 
     async def call(
@@ -131,8 +200,24 @@ class Dependency:
         *,
         budget: Budget | None = None,
         timeout: float | None = None,
+        urgent: bool = False,
     ) -> T:
-        """Run ``work()`` within the deadline; its failures become ``self.error()``."""
+        """Run ``work()`` within the deadline; its failures become ``self.error()``.
+        With a gate, the deadline starts at this call's turn (``urgent``: see Gate); the
+        wait for it is bounded by the job's budget."""
+        if self.gate is None:
+            return await self._call(work, budget, timeout)
+        try:
+            async with self.gate.turn(
+                urgent=urgent, within=None if budget is None else budget.remaining()
+            ):
+                return await self._call(work, budget, timeout)
+        except _NoTurn:
+            raise self.error() from None
+
+    async def _call(
+        self, work: Callable[[], Awaitable[T]], budget: Budget | None, timeout: float | None
+    ) -> T:
         limit = self.timeout if timeout is None else timeout
         if budget is not None:
             limit = min(limit, budget.remaining())

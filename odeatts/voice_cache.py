@@ -41,6 +41,13 @@ class VoiceCache:
         self._voices: dict[str, Voice] = {}
         self._loaded_at = float("-inf")
 
+    def cached(self, name: str) -> Voice | None:
+        """The voice if the cache is fresh and holds it (no I/O, no task), else None:
+        then ``get`` decides, reloading as its rules say."""
+        if self._clock() - self._loaded_at > self._ttl:
+            return None
+        return self._voices.get(name)
+
     async def get(self, name: str) -> Voice | None:
         now = self._clock()
         if now - self._loaded_at > self._ttl or (

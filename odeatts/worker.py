@@ -7,23 +7,31 @@ useless in the next. ``handle`` never raises: an ``OdeaError`` becomes
 ``{"error": "<json>"}``; anything else is logged with its traceback here and the
 caller gets only ``internal``. Cancellation is re-raised after the pipeline has
 released what it held.
+
+Cold start. Importing this module imports none of the job path's clients (SQLAlchemy,
+redis, httpx: about 0.7 s); handler.main calls ``preload`` before the SDK starts, so
+the SDK asks for a job only when the worker can serve one. (Importing them in a thread
+while the SDK starts took the first job sooner but answered it no sooner: the two
+threads share one GIL, and the job waited for the imports; scripts/bench_overhead.py.)
+The SDK's first call of the concurrency modifier is made on the loop that will run the
+jobs, just before it asks for the first one: the worker then builds the pipeline on
+that loop and warms it up (``Pipeline.warm_up``: the Postgres pool, Redis, MiniMax
+keep-alive connections, the voice catalogue) while that request is out. A job that
+comes meanwhile waits for the warm-up rather than opening connections of its own, so
+the first job is served like the tenth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING, Any
 
 from odeatts.config import Settings
-from odeatts.connections import build_limiter, build_minimax, build_redis
-from odeatts.db import make_engine, make_sessionmaker
 from odeatts.errors import (
     InternalError,
     InvalidRequest,
@@ -32,26 +40,41 @@ from odeatts.errors import (
     UpstreamUnavailable,
 )
 from odeatts.logs import job_context
-from odeatts.outbox import MemoryOutbox, RedisOutbox
-from odeatts.pipeline import Dependencies, Pipeline
-from odeatts.resilience import Breaker, Dependency
 from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
-from odeatts.storage import build_storage
-from odeatts.voice_cache import VoiceCache
 
-__all__ = ["Worker", "build_dependencies", "build_pipeline"]
+if TYPE_CHECKING:
+    from odeatts.pipeline import Dependencies, Pipeline
+
+__all__ = ["Worker", "build_dependencies", "build_pipeline", "import_job_path"]
 
 log = logging.getLogger(__name__)
 
 
+def import_job_path() -> None:
+    """Import every module a job needs (and the clients' libraries); idempotent."""
+    import odeatts.connections
+    import odeatts.db
+    import odeatts.outbox
+    import odeatts.pipeline
+    import odeatts.resilience
+    import odeatts.storage
+    import odeatts.voice_cache  # noqa: F401
+
+
 def build_dependencies(settings: Settings) -> Dependencies:
     """Deadlines and breakers of the job path (README "Failure behaviour")."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from odeatts.pipeline import Dependencies
+    from odeatts.resilience import Breaker, Dependency, Gate
 
     def dependency(
         name: str,
         timeout: float,
         error: Callable[[], OdeaError],
         failing: tuple[type[BaseException], ...],
+        gate: Gate | None = None,
     ) -> Dependency:
         return Dependency(
             name=name,
@@ -63,11 +86,20 @@ def build_dependencies(settings: Settings) -> Dependencies:
                 threshold=settings.breaker_threshold,
                 cooldown=settings.breaker_cooldown_seconds,
             ),
+            gate=gate,
         )
 
     unavailable = (ServiceUnavailable, SQLAlchemyError, RedisError, OSError)
     return Dependencies(
-        db=dependency("postgres", settings.db_timeout_seconds, ServiceUnavailable, unavailable),
+        # As many transactions at once as the pool keeps connections: the rest wait in
+        # turn here, where a job's settle goes before another job's reserve.
+        db=dependency(
+            "postgres",
+            settings.db_timeout_seconds,
+            ServiceUnavailable,
+            unavailable,
+            Gate(settings.db_pool_size),
+        ),
         redis=dependency("redis", settings.redis_timeout_seconds, ServiceUnavailable, unavailable),
         minimax=dependency(
             "minimax", settings.job_budget_seconds, UpstreamUnavailable, (UpstreamUnavailable,)
@@ -83,6 +115,13 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
+    from odeatts.connections import build_limiter, build_minimax, build_redis
+    from odeatts.db import make_engine, make_sessionmaker
+    from odeatts.outbox import MemoryOutbox, RedisOutbox
+    from odeatts.pipeline import Pipeline
+    from odeatts.storage import build_storage
+    from odeatts.voice_cache import VoiceCache
+
     engine = make_engine(
         settings.effective_database_url,
         pool_size=settings.db_pool_size,
@@ -111,6 +150,12 @@ class Worker:
         self.settings = settings
         self._pipeline: Pipeline | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._warming: asyncio.Task[None] | None = None
+        self._warming_loop: asyncio.AbstractEventLoop | None = None
+
+    def preload(self) -> None:
+        """Import the job path now (handler.main, before the SDK starts)."""
+        import_job_path()
 
     def pipeline(self) -> Pipeline:
         loop = asyncio.get_running_loop()
@@ -118,7 +163,35 @@ class Worker:
             self._pipeline, self._loop = build_pipeline(self.settings), loop
         return self._pipeline
 
+    async def ready(self) -> Pipeline:
+        """The pipeline of this loop, warmed up if a warm-up runs on this loop. A failed
+        warm-up is no job's failure: each job then connects as it would have anyway."""
+        warming = self._warming
+        if warming is not None and self._warming_loop is asyncio.get_running_loop():
+            await asyncio.shield(warming)  # a job cancelled meanwhile leaves it running
+        return self.pipeline()
+
+    def warm_up_soon(self) -> None:
+        """Start warming up the pipeline of the running loop (once per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._warming_loop is loop:
+            return
+        self._warming_loop = loop
+        self._warming = loop.create_task(self._warm_up(), name="odeatts-warm-up")
+
+    async def _warm_up(self) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await self.pipeline().warm_up()
+        except Exception as exc:
+            log.warning("warm-up failed (%s); jobs connect as they come", type(exc).__name__)
+            return
+        log.info("warmed up in %.0f ms", (asyncio.get_running_loop().time() - started) * 1000)
+
     async def aclose(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            self._warming = self._warming_loop = None
         if self._pipeline is not None:
             await self._pipeline.aclose()
             self._pipeline = self._loop = None
@@ -133,7 +206,7 @@ class Worker:
                     "use the streaming endpoint.",
                     details={"field": "stream"},
                 )
-            return await self.pipeline().run(parsed)
+            return await (await self.ready()).run(parsed)
         return outcome.error
 
     async def handle_stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -149,12 +222,12 @@ class Worker:
             if isinstance(request, SpeechRequest) and request.stream:
                 # aclosing: when RunPod stops consuming (cancel), the pipeline's own
                 # generator must close now and charge what it delivered, not at GC time.
-                stream = self.pipeline().speech_stream(parsed.id, request)
+                stream = (await self.ready()).speech_stream(parsed.id, request)
                 async with aclosing(stream) as items:
                     async for item in items:
                         yield item
             else:
-                yield await self.pipeline().run(parsed)
+                yield await (await self.ready()).run(parsed)
         if outcome.error:
             yield outcome.error
 
@@ -164,7 +237,12 @@ class Worker:
         return self.handle_stream if self.settings.handler_mode == "stream" else self.handle
 
     def concurrency(self, current: int) -> int:
-        """RunPod's concurrency_modifier: jobs are I/O-bound, so run many per worker."""
+        """RunPod's concurrency_modifier: jobs are I/O-bound, so run many per worker.
+
+        The SDK calls it on its job loop before it asks for the first job: the moment
+        to warm that loop's pipeline up (README "Benchmarks" for the figure chosen)."""
+        with contextlib.suppress(RuntimeError):  # outside a running loop: nothing to warm
+            self.warm_up_soon()
         return self.settings.max_concurrency
 
 

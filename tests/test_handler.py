@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ ROOT = Path(__file__).parents[1]
 # Any new process during the import fails it: py-cpuinfo, as runpod calls it at import
 # time, starts two interpreters (about 1.2 s of every cold start).
 _NO_CHILDREN = """
+import json
 import subprocess
 def refuse(*args, **kwargs):
     raise AssertionError(f"a process was started at import: {args[:1]}")
@@ -32,3 +34,39 @@ def test_importing_the_handler_starts_no_process_and_still_names_the_cpu() -> No
         if line.startswith("model name")
     ]
     assert proc.stdout.strip() == (names[0] if names else "Unable to get processor info.")
+
+
+# What a RunPod worker imports before its first job, and what it never needs: object
+# storage only when a bucket is configured, the operators' CLI and migrations never.
+_IMPORTS = """
+import json, sys
+import handler
+at_import = sorted(m for m in sys.modules if sys.modules[m] is not None)
+from odeatts.worker import import_job_path
+import_job_path()
+preloaded = sorted(m for m in sys.modules if sys.modules[m] is not None)
+print(json.dumps([at_import, preloaded]))
+"""
+_NEVER = ("boto3", "botocore", "alembic", "typer", "odeatts.cli", "odeatts.migrate")
+# The job path's clients: imported by Worker.preload while the SDK starts, not at import.
+_PRELOADED = ("sqlalchemy", "redis", "httpx", "odeatts.pipeline")
+# Optional parts of those clients that handler.py keeps out (see there).
+_KEPT_OUT = ("httpx._main", "click", "rich", "pygments", "opentelemetry.sdk.metrics")
+
+
+def _loaded(modules: list[str], root: str) -> bool:
+    return any(m == root or m.startswith(root + ".") for m in modules)
+
+
+def test_importing_the_handler_leaves_out_what_no_job_needs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTS], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    at_import, preloaded = json.loads(proc.stdout)
+    for root in (*_NEVER, *_PRELOADED, *_KEPT_OUT):
+        assert not _loaded(at_import, root), f"`import handler` imports {root}"
+    for root in _PRELOADED:
+        assert _loaded(preloaded, root), f"the job path no longer needs {root}?"
+    for root in (*_NEVER, *_KEPT_OUT):
+        assert not _loaded(preloaded, root), f"the job path imports {root}"

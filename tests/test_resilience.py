@@ -9,7 +9,7 @@ import time
 import pytest
 
 from odeatts.errors import ServiceUnavailable, Unauthorized
-from odeatts.resilience import Breaker, Budget, Dependency
+from odeatts.resilience import Breaker, Budget, Dependency, Gate
 
 
 class Clock:
@@ -139,3 +139,77 @@ async def test_a_cancelled_caller_cancels_the_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.wait_for(cancelled.wait(), 1)
+
+
+# ------------------------------------------------------------------------ the gate
+async def test_the_gate_serves_in_turn_and_work_that_finishes_a_job_first() -> None:
+    gate = Gate(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def take(name: str, urgent: bool = False) -> None:
+        async with gate.turn(urgent=urgent):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    tasks = [asyncio.create_task(take("first"))]
+    await asyncio.sleep(0)
+    for name, urgent in (("reserve a", False), ("settle", True), ("reserve b", False)):
+        tasks.append(asyncio.create_task(take(name, urgent)))
+        await asyncio.sleep(0)
+    assert gate.waiting == 3
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["first", "settle", "reserve a", "reserve b"]
+    assert gate.waiting == 0
+
+
+async def test_a_waiter_cancelled_gives_its_turn_on_and_never_takes_two() -> None:
+    gate = Gate(1)
+    held = asyncio.Event()
+    release = asyncio.Event()
+    after: list[str] = []
+
+    async def holder() -> None:
+        async with gate.turn():
+            held.set()
+            await release.wait()
+
+    async def waiter(name: str) -> None:
+        async with gate.turn():
+            after.append(name)
+
+    first = asyncio.create_task(holder())
+    await held.wait()
+    leaving = asyncio.create_task(waiter("leaving"))
+    staying = asyncio.create_task(waiter("staying"))
+    await asyncio.sleep(0)
+    release.set()
+    leaving.cancel()  # its turn may already be granted: it must pass it on
+    await asyncio.gather(first, leaving, staying, return_exceptions=True)
+    assert after == ["staying"]
+    async with gate.turn():  # one turn, free again: nothing leaked
+        assert gate.waiting == 0
+
+
+async def test_waiting_at_the_gate_is_bounded_by_the_budget_and_is_no_outage() -> None:
+    breaker = Breaker("db", threshold=1)
+    busy = Dependency(
+        name="db",
+        timeout=5.0,
+        error=ServiceUnavailable,
+        is_failure=lambda exc: isinstance(exc, OSError),
+        breaker=breaker,
+        gate=Gate(1),
+    )
+    release = asyncio.Event()
+    holder = asyncio.create_task(busy.call(release.wait))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await busy.call(release.wait, budget=Budget(0.1))
+    assert time.monotonic() - started < 1.0
+    assert not breaker.is_open  # our own queue says nothing about Postgres
+    release.set()
+    await holder
