@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -327,7 +329,8 @@ def test_bad_voice_fields_are_operator_errors(invoke: Invoke, name: str, gender:
 def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) -> None:
     """A copy of the project, driven from other directories with no DATABASE_URL or
     ODEATTS_DATA_DIR: every command finds the one SQLite file under the project's var/.
-    (Five real processes: they share one bytecode cache, so only the first compiles.)"""
+    (Three real processes; PYTHONDONTWRITEBYTECODE is not passed on, so only the first
+    compiles the copy.)"""
     project = tmp_path / "project"
     shutil.copytree(
         ROOT / "odeatts", project / "odeatts", ignore=shutil.ignore_patterns("__pycache__")
@@ -337,7 +340,7 @@ def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) 
         shutil.copy(ROOT / "scripts" / name, project / "scripts" / name)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # bytecode written: see below
 
     def admin(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -351,9 +354,6 @@ def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) 
         )
 
     database = project / "var" / "odeatts.db"
-    helped = admin(elsewhere, "--help")
-    assert helped.returncode == 0, helped.stderr
-    assert all(command in helped.stdout for command in ("db", "users", "voices"))
     blank = admin(elsewhere, "users", "list")
     assert blank.returncode == 3 and blank.stdout == ""
     assert blank.stderr.startswith("error: ") and "run scripts/admin db upgrade" in blank.stderr
@@ -372,9 +372,8 @@ def test_the_embedded_database_is_the_projects_whatever_the_cwd(tmp_path: Path) 
         "--json",
     )
     assert made.returncode == 0, made.stderr
-    listed = admin(tmp_path, "users", "list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert [u["email"] for u in json.loads(listed.stdout)["users"]] == ["ada@example.com"]
+    with contextlib.closing(sqlite3.connect(database)) as db:  # where the user was written
+        assert db.execute("SELECT email FROM users").fetchall() == [("ada@example.com",)]
     assert not (elsewhere / "var").exists() and not (tmp_path / "var").exists()
 
 
