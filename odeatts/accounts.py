@@ -9,7 +9,8 @@ and its overrides allow is computed in allowance.py, for both. Writes change
 only the columns they own (never ``used_ms``), so they cannot race the metering.
 Keys: only the HMAC hash is stored; the plain key exists once, in the result of
 ``issue_key``/``rotate_key``/``create_user``. "Last used" is read from the usage
-rows (the newest row of that key), so the job path needs no extra write.
+rows (the newest row of that key, by ``ix_usage_api_key_created``: one index probe per
+key), so the job path needs no extra write.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -306,31 +308,21 @@ def _view(key: ApiKey, last_used: dt.datetime | None, now: dt.datetime) -> KeyVi
     )
 
 
+def _last_used(key_id: Any) -> Any:
+    """A key's last use: its newest usage row, one probe of ``ix_usage_api_key_created``
+    (a backward index scan that stops at the first row, on both backends)."""
+    return select(func.max(Usage.created_at)).where(Usage.api_key_id == key_id).scalar_subquery()
+
+
 async def _key_views(session: AsyncSession, user_id: int, now: dt.datetime) -> list[KeyView]:
-    # Filtered by user first: usage is indexed by user, not by key.
-    last = (
-        select(Usage.api_key_id, func.max(Usage.created_at).label("last_used"))
-        .where(Usage.user_id == user_id)
-        .group_by(Usage.api_key_id)
-        .subquery()
-    )
     rows = await session.execute(
-        select(ApiKey, last.c.last_used)
-        .outerjoin(last, last.c.api_key_id == ApiKey.id)
-        .where(ApiKey.user_id == user_id)
-        .order_by(ApiKey.id)
+        select(ApiKey, _last_used(ApiKey.id)).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
     )
     return [_view(key, last_used, now) for key, last_used in rows]
 
 
 async def _key_view(session: AsyncSession, key: ApiKey, now: dt.datetime) -> KeyView:
-    last_used = (
-        await session.execute(
-            select(func.max(Usage.created_at)).where(
-                Usage.user_id == key.user_id, Usage.api_key_id == key.id
-            )
-        )
-    ).scalar_one()
+    last_used = (await session.execute(select(_last_used(key.id)))).scalar_one()
     return _view(key, last_used, now)
 
 

@@ -42,8 +42,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, literal_column, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 
 from odeatts.allowance import (
     Allowance,
@@ -66,6 +67,8 @@ __all__ = [
     "abandon_stale",
     "authenticate",
     "drain_outbox",
+    "recent_usage",
+    "recent_usage_query",
     "release",
     "reserve",
     "settle",
@@ -432,6 +435,11 @@ class _TakenOver(Exception):
     pass
 
 
+# ``ix_usage_reserved`` (migration 0005) is partial on ``status = 'reserved'``: a query
+# must say so with a literal, or a generic plan (a bound parameter) cannot use it.
+_RESERVED_LITERAL = Usage.status == literal_column(f"'{RESERVED}'")
+
+
 async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt.timedelta) -> int:
     """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
 
@@ -443,10 +451,53 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
         async with sessions() as session, session.begin():
             result = await session.execute(
                 update(Usage)
-                .where(Usage.status == RESERVED, Usage.reserved_at <= live_after(now, stale_after))
+                .where(_RESERVED_LITERAL, Usage.reserved_at <= live_after(now, stale_after))
                 .values(status=FAILED, error_code="abandoned", settled_at=now)
             )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def recent_usage_query(dialect: str, *, user_id: int, limit: int) -> Select[tuple[Usage]]:
+    """The user's newest ``limit`` usage rows (the ``usage`` action), newest first.
+
+    On Postgres, the newest rows of each of the user's keys (a few) by
+    ``ix_usage_api_key_created``, then merged: bounded by ``limit`` rows per key
+    whatever the plan, where ``WHERE user_id = ... ORDER BY created_at`` read and
+    sorted all of a big customer's rows, or walked the whole ledger by
+    ``created_at`` for a customer with no recent rows (issue 14). A usage row's key
+    is always the user's own (reserve inserts both from the key it authenticated).
+    The limit is 1 to 100 and written as a literal: a generic plan then knows it.
+    SQLite has no LATERAL; its embedded ledger is small.
+    """
+    if not 1 <= limit <= 100:
+        raise ValueError(f"limit must be 1 to 100, got {limit}")
+    order = (Usage.created_at.desc(), Usage.id.desc())
+    if dialect != "postgresql":
+        return select(Usage).where(Usage.user_id == user_id).order_by(*order).limit(limit)
+    bound = literal_column(str(limit))
+    newest = (
+        select(Usage)
+        .where(Usage.api_key_id == ApiKey.id)
+        .order_by(*order)
+        .limit(bound)
+        .lateral("newest")
+    )
+    row = aliased(Usage, newest)
+    return (
+        select(row)
+        .select_from(ApiKey)
+        .join(newest, true())
+        .where(ApiKey.user_id == user_id, row.user_id == user_id)
+        .order_by(row.created_at.desc(), row.id.desc())
+        .limit(bound)
+    )
+
+
+async def recent_usage(session: AsyncSession, *, user_id: int, limit: int) -> list[Usage]:
+    """``recent_usage_query`` run in ``session``."""
+    dialect = session.get_bind().dialect.name
+    stmt = recent_usage_query(dialect, user_id=user_id, limit=limit)
+    return list((await session.execute(stmt)).scalars().all())
 
 
 # One statement in autocommit on Postgres: one round trip.
