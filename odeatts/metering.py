@@ -457,7 +457,7 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def recent_usage_query(dialect: str, *, user_id: int, limit: int) -> Select[tuple[Usage]]:
+def recent_usage_query(dialect: str, *, user_id: int, limit: int) -> Select[Usage]:
     """The user's newest ``limit`` usage rows (the ``usage`` action), newest first.
 
     On Postgres, the newest rows of each of the user's keys (a few) by
@@ -474,7 +474,7 @@ def recent_usage_query(dialect: str, *, user_id: int, limit: int) -> Select[tupl
     order = (Usage.created_at.desc(), Usage.id.desc())
     if dialect != "postgresql":
         return select(Usage).where(Usage.user_id == user_id).order_by(*order).limit(limit)
-    bound = literal_column(str(limit))
+    bound: Any = literal_column(str(limit))
     newest = (
         select(Usage)
         .where(Usage.api_key_id == ApiKey.id)
