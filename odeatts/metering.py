@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, literal_column, or_, select, true, update
+from sqlalchemy import Select, and_, literal_column, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -457,46 +458,58 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def recent_usage_query(dialect: str, *, user_id: int, limit: int) -> Select[Usage]:
+def _literal(value: int) -> Any:
+    return literal_column(str(int(value)))
+
+
+def recent_usage_query(
+    dialect: str, *, user_id: int, limit: int, key_ids: Sequence[int] = ()
+) -> Select[Usage]:
     """The user's newest ``limit`` usage rows (the ``usage`` action), newest first.
 
-    On Postgres, the newest rows of each of the user's keys (a few) by
-    ``ix_usage_api_key_created``, then merged: bounded by ``limit`` rows per key
-    whatever the plan, where ``WHERE user_id = ... ORDER BY created_at`` read and
-    sorted all of a big customer's rows, or walked the whole ledger by
-    ``created_at`` for a customer with no recent rows (issue 14). A usage row's key
-    is always the user's own (reserve inserts both from the key it authenticated).
-    The limit is 1 to 100 and written as a literal: a generic plan then knows it.
-    SQLite has no LATERAL; its embedded ledger is small.
+    ``WHERE user_id = $1 ORDER BY created_at, id`` read and sorted all of a big
+    customer's rows when Postgres chose a generic plan, or walked the whole ledger by
+    ``created_at`` for a customer with no recent rows (issue 14). On Postgres, given
+    the user's ``key_ids`` (a few): the newest ``limit`` rows of each key from
+    ``ix_usage_api_key_created``, merged and cut to ``limit``. A usage row's key is
+    the user's own (reserve inserts both from the key it authenticated).
+
+    The key ids and ``limit`` are written into the statement as literals (integers,
+    never text), so it has no parameters: Postgres plans it with the real values each
+    time, and its statistics know a big customer's keys (the most common values of
+    ``api_key_id``) where a parameter, or a join, would be planned for an average
+    key; a generic plan cannot differ. SQLite (no statistics worth the name, a small
+    embedded ledger) reads the user's rows.
     """
     if not 1 <= limit <= 100:
         raise ValueError(f"limit must be 1 to 100, got {limit}")
     order = (Usage.created_at.desc(), Usage.id.desc())
     if dialect != "postgresql":
         return select(Usage).where(Usage.user_id == user_id).order_by(*order).limit(limit)
-    bound: Any = literal_column(str(limit))
-    newest = (
+    if not key_ids:
+        raise ValueError("Postgres reads the newest rows of the user's keys: give key_ids")
+    per_key = [
         select(Usage)
-        .where(Usage.api_key_id == ApiKey.id)
+        .where(Usage.api_key_id == _literal(key))
         .order_by(*order)
-        .limit(bound)
-        .lateral("newest")
-    )
+        .limit(_literal(limit))
+        for key in key_ids
+    ]
+    newest = union_all(*per_key).subquery("newest")
     row = aliased(Usage, newest)
-    return (
-        select(row)
-        .select_from(ApiKey)
-        .join(newest, true())
-        .where(ApiKey.user_id == user_id, row.user_id == user_id)
-        .order_by(row.created_at.desc(), row.id.desc())
-        .limit(bound)
-    )
+    return select(row).order_by(row.created_at.desc(), row.id.desc()).limit(_literal(limit))
 
 
 async def recent_usage(session: AsyncSession, *, user_id: int, limit: int) -> list[Usage]:
-    """``recent_usage_query`` run in ``session``."""
+    """``recent_usage_query`` run in ``session`` (on Postgres after reading the keys)."""
     dialect = session.get_bind().dialect.name
-    stmt = recent_usage_query(dialect, user_id=user_id, limit=limit)
+    key_ids: Sequence[int] = ()
+    if dialect == "postgresql":
+        keys = select(ApiKey.id).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+        key_ids = (await session.execute(keys)).scalars().all()
+        if not key_ids:
+            return []  # no key, no usage
+    stmt = recent_usage_query(dialect, user_id=user_id, limit=limit, key_ids=key_ids)
     return list((await session.execute(stmt)).scalars().all())
 
 
