@@ -31,8 +31,8 @@ NOW = dt.datetime(2026, 4, 20, 12, 0, tzinfo=UTC)
 PLANS = ("free", "basic", "pro", "enterprise")
 
 
-def at(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # --- reset-due: set-based, the same result as one user at a time ------------------------------
