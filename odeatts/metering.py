@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, literal_column, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 
 from odeatts.allowance import (
     Allowance,
@@ -66,6 +68,8 @@ __all__ = [
     "abandon_stale",
     "authenticate",
     "drain_outbox",
+    "recent_usage",
+    "recent_usage_query",
     "release",
     "reserve",
     "settle",
@@ -432,6 +436,11 @@ class _TakenOver(Exception):
     pass
 
 
+# ``ix_usage_reserved`` (migration 0005) is partial on ``status = 'reserved'``: a query
+# must say so with a literal, or a generic plan (a bound parameter) cannot use it.
+_RESERVED_LITERAL = Usage.status == literal_column(f"'{RESERVED}'")
+
+
 async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt.timedelta) -> int:
     """Give dead workers' reservations a final status: ``failed`` / ``abandoned``.
 
@@ -443,10 +452,65 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
         async with sessions() as session, session.begin():
             result = await session.execute(
                 update(Usage)
-                .where(Usage.status == RESERVED, Usage.reserved_at <= live_after(now, stale_after))
+                .where(_RESERVED_LITERAL, Usage.reserved_at <= live_after(now, stale_after))
                 .values(status=FAILED, error_code="abandoned", settled_at=now)
             )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _literal(value: int) -> Any:
+    return literal_column(str(int(value)))
+
+
+def recent_usage_query(
+    dialect: str, *, user_id: int, limit: int, key_ids: Sequence[int] = ()
+) -> Select[Usage]:
+    """The user's newest ``limit`` usage rows (the ``usage`` action), newest first.
+
+    ``WHERE user_id = $1 ORDER BY created_at, id`` read and sorted all of a big
+    customer's rows when Postgres chose a generic plan, or walked the whole ledger by
+    ``created_at`` for a customer with no recent rows (issue 14). On Postgres, given
+    the user's ``key_ids`` (a few): the newest ``limit`` rows of each key from
+    ``ix_usage_api_key_created``, merged and cut to ``limit``. A usage row's key is
+    the user's own (reserve inserts both from the key it authenticated).
+
+    The key ids and ``limit`` are written into the statement as literals (integers,
+    never text), so it has no parameters: Postgres plans it with the real values each
+    time, and its statistics know a big customer's keys (the most common values of
+    ``api_key_id``) where a parameter, or a join, would be planned for an average
+    key; a generic plan cannot differ. SQLite (no statistics worth the name, a small
+    embedded ledger) reads the user's rows.
+    """
+    if not 1 <= limit <= 100:
+        raise ValueError(f"limit must be 1 to 100, got {limit}")
+    order = (Usage.created_at.desc(), Usage.id.desc())
+    if dialect != "postgresql":
+        return select(Usage).where(Usage.user_id == user_id).order_by(*order).limit(limit)
+    if not key_ids:
+        raise ValueError("Postgres reads the newest rows of the user's keys: give key_ids")
+    per_key = [
+        select(Usage)
+        .where(Usage.api_key_id == _literal(key))
+        .order_by(*order)
+        .limit(_literal(limit))
+        for key in key_ids
+    ]
+    newest = union_all(*per_key).subquery("newest")
+    row = aliased(Usage, newest)
+    return select(row).order_by(row.created_at.desc(), row.id.desc()).limit(_literal(limit))
+
+
+async def recent_usage(session: AsyncSession, *, user_id: int, limit: int) -> list[Usage]:
+    """``recent_usage_query`` run in ``session`` (on Postgres after reading the keys)."""
+    dialect = session.get_bind().dialect.name
+    key_ids: Sequence[int] = ()
+    if dialect == "postgresql":
+        keys = select(ApiKey.id).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+        key_ids = (await session.execute(keys)).scalars().all()
+        if not key_ids:
+            return []  # no key, no usage
+    stmt = recent_usage_query(dialect, user_id=user_id, limit=limit, key_ids=key_ids)
+    return list((await session.execute(stmt)).scalars().all())
 
 
 # One statement in autocommit on Postgres: one round trip.

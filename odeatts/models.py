@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,6 +81,8 @@ class Plan(Base):
 
 class User(Base):
     __tablename__ = "users"
+    # reset-due finds the users whose cycle has ended by it (migration 0005).
+    __table_args__ = (Index("ix_users_cycle_end", "cycle_end"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -176,6 +179,13 @@ class Usage(Base):
         Index("ix_usage_user_status", "user_id", "status"),
         Index("ix_usage_created_at", "created_at"),
         Index("ix_usage_api_key_created", "api_key_id", "created_at"),
+        # Only the rows in flight: abandon_stale finds dead workers' reservations here.
+        Index(
+            "ix_usage_reserved",
+            "reserved_at",
+            postgresql_where=text("status = 'reserved'"),
+            sqlite_where=text("status = 'reserved'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

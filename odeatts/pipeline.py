@@ -624,18 +624,7 @@ class Pipeline:
                 state = await read_quota_state(
                     session, user, plan, now=self.clock(), lease_ttl=lease_ttl
                 )
-                rows = (
-                    (
-                        await session.execute(
-                            select(Usage)
-                            .where(Usage.user_id == user.id)
-                            .order_by(Usage.created_at.desc(), Usage.id.desc())
-                            .limit(request.limit)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+                rows = await metering.recent_usage(session, user_id=user.id, limit=request.limit)
         return state, rows
 
 

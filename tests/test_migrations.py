@@ -221,3 +221,35 @@ def test_the_schema_comparison_can_fail(empty_url: str, engine: Engine) -> None:
     drifted.tables["users"].append_column(Column("nickname", Integer, nullable=True))
     differences = schema_differences(engine, drifted)
     assert [d[0] for d in differences if isinstance(d, tuple)] == ["add_column"]
+
+
+def ledger_indexes(engine: Engine) -> dict[str, list[str | None]]:
+    found = {
+        **{f"usage.{i['name']}": i for i in inspect(engine).get_indexes("usage")},
+        **{f"users.{i['name']}": i for i in inspect(engine).get_indexes("users")},
+    }
+    names = ("usage.ix_usage_reserved", "users.ix_users_cycle_end")
+    return {name: found[name]["column_names"] for name in names if name in found}
+
+
+def test_0005_adds_the_ledger_indexes_and_its_downgrade_drops_them(
+    empty_url: str, engine: Engine
+) -> None:
+    """The partial index on reserved rows (both backends have partial indexes) and the
+    index reset-due finds ended cycles by."""
+    upgrade(empty_url)
+    assert ledger_indexes(engine) == {
+        "usage.ix_usage_reserved": ["reserved_at"],
+        "users.ix_users_cycle_end": ["cycle_end"],
+    }
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_usage_reserved'"
+        else:
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_usage_reserved'"
+        definition = conn.execute(text(sql)).scalar_one()
+    assert "WHERE" in definition.upper() and "reserved'" in definition
+    downgrade(empty_url, "0004")
+    assert ledger_indexes(engine) == {}
+    upgrade(empty_url)
+    assert len(ledger_indexes(engine)) == 2

@@ -6,23 +6,25 @@
 The period is [from, to) in UTC by ``usage.created_at``; the default is this calendar
 month. Clone previews made in the period (``voices.created_at``) are MiniMax's bill too:
 JSON has them as ``clones``, the table as a last line; the per-user CSV leaves them
-out. Totals are aggregated in SQL, ``BATCH_USERS`` users per query; a report over more
-users than one batch shows a progress bar on stderr, never on stdout.
+out. Totals are aggregated in SQL, one grouped query for the period; csv and json are
+written a user at a time as the rows arrive (constant memory, however many users), and
+``--output`` appears only once the report is whole.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from odeatts import billing
@@ -38,16 +40,16 @@ from odeatts.cli.common import (
     settings,
     utc,
 )
+from odeatts.db import Sessions
 from odeatts.errors import AdminError
 from odeatts.models import utcnow
 
-__all__ = ["BATCH_USERS", "CSV_COLUMNS", "app"]
+__all__ = ["CSV_COLUMNS", "app"]
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Usage reports.")
 
 T = TypeVar("T")
 
-BATCH_USERS = 500
 FORMATS = ("table", "csv", "json")
 CSV_COLUMNS = [
     "user_id",
@@ -72,49 +74,46 @@ def _checked(parse: Callable[[], T]) -> T:
         fail(str(exc))
 
 
-class _ProgressBar:
-    """``progress(done, total)`` for billing.usage_report: a bar once it is worth one."""
-
-    def __init__(self) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None and done == 0 and total > BATCH_USERS:
-            self._bar = Progress(console=err)
-            self._task = self._bar.add_task("usage report", total=total)
-            self._bar.start()
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=done)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+def _nested(value: Any, depth: int) -> str:
+    """``value`` as ``json.dumps(whole, indent=2)`` writes it at ``depth``."""
+    return json.dumps(value, indent=2).replace("\n", "\n" + "  " * depth)
 
 
-def _json(report: billing.UsageReport) -> str:
-    data = {
-        "period": report.period(),
+async def _write_json(stream: billing.ReportStream, out: IO[str]) -> int:
+    """The same text as ``json.dumps(report, indent=2)``, written a user at a time."""
+    head = {
+        "period": stream.period(),
         "prices_usd_per_million_characters": {
-            "turbo": report.prices.turbo_per_million,
-            "hd": report.prices.hd_per_million,
+            "turbo": stream.prices.turbo_per_million,
+            "hd": stream.prices.hd_per_million,
         },
-        "users": [line.to_dict() for line in report.lines],
-        "totals": report.totals(),
-        "clones": report.clones.to_dict() if report.clones is not None else None,
     }
-    return json.dumps(data, indent=2) + "\n"
+    out.write("{\n")
+    for name, value in head.items():
+        out.write(f"  {json.dumps(name)}: {_nested(value, 1)},\n")
+    out.write('  "users": [')
+    totals = billing.ReportTotals()
+    async for line in stream.lines:
+        out.write(("\n" if totals.users == 0 else ",\n") + "    " + _nested(line.to_dict(), 2))
+        totals.add(line)
+    out.write("\n  ],\n" if totals.users else "],\n")
+    out.write(f'  "totals": {_nested(totals.to_dict(), 1)},\n')
+    clones = stream.clones.to_dict() if stream.clones is not None else None
+    out.write(f'  "clones": {_nested(clones, 1)}\n}}\n')
+    return totals.users
 
 
-def _csv(report: billing.UsageReport) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+async def _write_csv(stream: billing.ReportStream, out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    period = report.period()
-    for line in report.lines:
-        row = {**line.to_dict(), "period_from": period["from"], "period_to": period["to"]}
-        writer.writerow(row)
-    return buffer.getvalue()
+    period = stream.period()
+    written = 0
+    async for line in stream.lines:
+        writer.writerow(
+            {**line.to_dict(), "period_from": period["from"], "period_to": period["to"]}
+        )
+        written += 1
+    return written
 
 
 def _table(report: billing.UsageReport) -> Table:
@@ -165,26 +164,70 @@ def _clone_line(report: billing.UsageReport) -> str:
     )
 
 
-def _write(report: billing.UsageReport, fmt: str, output: Path | None) -> None:
-    if fmt == "table" and output is None:
+def _write_table(report: billing.UsageReport, output: Path | None) -> None:
+    """A table is for people: every line is held to lay it out (use csv or json for
+    thousands of users)."""
+    if output is None:
         print_whole(_table(report))
         if report.clones is not None:
             say(_clone_line(report).rstrip("\n"), markup=False)
         return
-    if fmt == "table":
-        buffer = io.StringIO()
-        print_whole(_table(report), buffer)
-        text = buffer.getvalue() + _clone_line(report)
-    else:
-        text = _json(report) if fmt == "json" else _csv(report)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
+    buffer = io.StringIO()
+    print_whole(_table(report), buffer)
+    _save(output, buffer.getvalue() + _clone_line(report))
+    _wrote(len(report.lines), output)
+
+
+def _save(output: Path, text: str) -> None:
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
-    err.print(f"wrote {len(report.lines)} user(s) to {output}", markup=False, highlight=False)
+
+
+def _wrote(users: int, output: Path) -> None:
+    err.print(f"wrote {users} user(s) to {output}", markup=False, highlight=False)
+
+
+def _open_partial(output: Path) -> tuple[Path, IO[str]]:
+    """A file next to ``output``, renamed over it once the report is whole: a report
+    that fails midway leaves no half file behind."""
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        return partial, partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+
+
+def _stream(
+    fmt: str,
+    output: Path | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    prices: billing.Prices,
+    user: str | None,
+) -> None:
+    """csv and json: each line is written as it is read, in constant memory."""
+    write = _write_json if fmt == "json" else _write_csv
+
+    async def report(sessions: Sessions, out: IO[str]) -> int:
+        async with billing.usage_report_stream(
+            sessions, start=start, end=end, prices=prices, user=user
+        ) as stream:
+            return await write(stream, out)
+
+    if output is None:
+        run(lambda s: report(s, sys.stdout))
+        return
+    partial, out = _open_partial(output)
+    try:
+        with out:
+            users = run(lambda s: report(s, out))
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    _wrote(users, output)
 
 
 @app.command("report")
@@ -215,19 +258,15 @@ def report(
         turbo_per_million=config.price_turbo_per_million_chars,
         hd_per_million=config.price_hd_per_million_chars,
     )
-    bar = _ProgressBar()
-    try:
-        result = run(
-            lambda s: billing.usage_report(
-                s,
-                start=start_at,
-                end=end_at,
-                prices=prices,
-                user=user,
-                batch_size=BATCH_USERS,
-                progress=bar,
-            )
+    target = Path(output) if output else None
+    if fmt == "table":
+        _write_table(
+            run(
+                lambda s: billing.usage_report(
+                    s, start=start_at, end=end_at, prices=prices, user=user
+                )
+            ),
+            target,
         )
-    finally:
-        bar.close()
-    _write(result, fmt, Path(output) if output else None)
+    else:
+        _stream(fmt, target, start_at, end_at, prices, user)
