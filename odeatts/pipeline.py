@@ -375,6 +375,8 @@ class Pipeline:
                     retry_gate=lambda: self._upstream_slot(job.id, len(params.text)),
                 )
 
+        if len(job.parts) == 1:  # most jobs: no task, wait and gather around one call
+            return [await one(0, job.parts[0])]
         tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(job.parts)]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -49,6 +49,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
+# What each pattern above cannot match without (tested on the text lowercased): a line
+# that has none of these is spared the pattern (a job's log line: 6 passes, now 1).
+_NEEDS: list[tuple[str, ...]] = [("odea_",), ("bearer",), ("://",), ("=",), ("'", '"')]
+assert len(_NEEDS) == len(_PATTERNS)
+
 # A mapping key that names a secret: its string value is masked whatever it looks like.
 _SECRET_KEY = re.compile(rf"(?i)(?:x-)?(?:{_NAMES}|authorization)")
 
@@ -82,8 +87,10 @@ class Redactor:
     def _masked(self, text: str) -> str:
         if self._literals is not None:
             text = self._literals.sub(MASK, text)
-        for pattern, replacement in _PATTERNS:
-            text = pattern.sub(replacement, text)
+        lowered = text.lower()
+        for (pattern, replacement), needs in zip(_PATTERNS, _NEEDS, strict=True):
+            if any(needed in lowered for needed in needs):
+                text = pattern.sub(replacement, text)
         return text
 
     def tree(self, value: Any) -> Any:

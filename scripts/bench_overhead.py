@@ -2,7 +2,7 @@
 """What the worker adds to a job beyond relaying MiniMax's audio: the issue-11 table.
 
     .venv/bin/python scripts/bench_overhead.py [--baseline REF] [--seq 200] [--jobs32 128]
-                                               [--jobs200 600]
+                                               [--jobs200 600] [--profile FILE]
 
 Side by side, in one run, on one canned upstream:
 
@@ -365,6 +365,8 @@ def worker_side(args: argparse.Namespace) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         worker.concurrency(1)  # RunPod's first call, on the job loop
+        if args.profile:
+            return await profile(worker, side, args)
         await asyncio.sleep(args.fetch_ms / 1000)
         first = await in_flight(lambda n: worker.handle(side.job(n, "first")), 10, 1)
         out: dict[str, Any] = {"first": first}
@@ -387,6 +389,24 @@ def worker_side(args: argparse.Namespace) -> dict[str, Any]:
         return out
 
     return asyncio.run(main())
+
+
+async def profile(worker: Any, side: Side, args: argparse.Namespace) -> dict[str, Any]:
+    """``--profile FILE``: cProfile over ``--seq`` sequential jobs after 20 to warm up;
+    the pstats go to FILE, and the CPU per job (unprofiled, same jobs) is returned."""
+    import cProfile
+
+    await in_flight(lambda n: worker.handle(side.job(n, "warm")), 20, 1)
+    cpu = time.process_time()
+    await in_flight(lambda n: worker.handle(side.job(n, "plain")), args.seq, 1)
+    plain_ms = (time.process_time() - cpu) * 1000 / args.seq
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await in_flight(lambda n: worker.handle(side.job(n, "prof")), args.seq, 1)
+    profiler.disable()
+    profiler.dump_stats(args.profile)
+    await worker.aclose()
+    return {"cpu_seq_ms": plain_ms, "failed": FAILED}
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -646,6 +666,12 @@ def orchestrate(args: argparse.Namespace) -> None:
         ports = json.loads(services.stdout.readline())
         extra: dict[str, Any] = {"ports": ports}
         results: dict[str, dict[str, Any]] = {}
+        if args.profile:  # this tree's worker only, under cProfile
+            db, drop = make_database()
+            extra |= {"db": db, "keys": asyncio.run(make_keys(db, args.users))}
+            out = run_side("worker", ROOT, args, extra)
+            print(f"CPU per job, unprofiled: {out['cpu_seq_ms']:.2f} ms; pstats: {args.profile}")
+            return
         results["relay"] = run_side("relay", ROOT, args, extra)
         if db_ok:
             db, drop = make_database()
@@ -694,6 +720,11 @@ def parse_args() -> argparse.Namespace:
         default=[],
         metavar="VAR=VALUE[,VAR=VALUE]",
         help="also measure this tree with these settings, e.g. ODEATTS_DB_POOL_SIZE=10",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="only cProfile this tree's worker over --seq sequential jobs; pstats to FILE",
     )
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--side-spec", help=argparse.SUPPRESS)
