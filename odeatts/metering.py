@@ -41,9 +41,19 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, literal_column, or_, select, union_all, update
+from sqlalchemy import (
+    CursorResult,
+    Select,
+    Update,
+    and_,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -108,7 +118,7 @@ class Reservation:
     estimated_ms: int
 
 
-def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool):  # type: ignore[no-untyped-def]
+def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int, User, Plan]:
     stmt = (
         select(ApiKey.id, User, Plan)
         .join(User, User.id == ApiKey.user_id)
@@ -408,7 +418,8 @@ async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bo
                         .returning(User.used_ms)
                     )
                 ).scalar_one()
-                marked = await session.execute(
+                marked = await _updated(
+                    session,
                     update(Usage)
                     .where(
                         Usage.id == charge.usage_id,
@@ -423,9 +434,9 @@ async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bo
                         billed_characters=charge.billed_characters,
                         trace_id=charge.trace_id,
                         error_code=charge.error_code,
-                    )
+                    ),
                 )
-                if marked.rowcount != 1:  # type: ignore[attr-defined]
+                if marked != 1:
                     raise _TakenOver()  # rolls the charge back with the transaction
     except _TakenOver:
         return None
@@ -434,6 +445,12 @@ async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bo
 
 class _TakenOver(Exception):
     pass
+
+
+async def _updated(session: AsyncSession, statement: Update) -> int:
+    """Run an UPDATE; the number of rows it changed."""
+    result = cast(CursorResult[Any], await session.execute(statement))
+    return int(result.rowcount)
 
 
 # ``ix_usage_reserved`` (migration 0005) is partial on ``status = 'reserved'``: a query
@@ -450,12 +467,12 @@ async def abandon_stale(sessions: Sessions, *, now: dt.datetime, stale_after: dt
     """
     with database_errors():
         async with sessions() as session, session.begin():
-            result = await session.execute(
+            return await _updated(
+                session,
                 update(Usage)
                 .where(_RESERVED_LITERAL, Usage.reserved_at <= live_after(now, stale_after))
-                .values(status=FAILED, error_code="abandoned", settled_at=now)
+                .values(status=FAILED, error_code="abandoned", settled_at=now),
             )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _literal(value: int) -> Any:
