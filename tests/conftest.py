@@ -23,6 +23,7 @@ from odeatts.migrate import sync_url
 from odeatts.worker import Worker
 from scripts.localrun import free_port
 from tests.support.cli import Invoke, make_invoke
+from tests.support.proxy import TcpProxy
 from tests.support.services import PostgresTemplate, SqliteTemplate, require
 
 S3_BUCKET = "odeatts-test-audio"
@@ -142,6 +143,22 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 @pytest.fixture
 def redis_url(backend: str) -> str | None:
     return require("redis") if backend == "real" else None
+
+
+@pytest.fixture
+def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
+    """The test's Postgres behind a TCP proxy the test controls (stall, silence, cut;
+    round trips counted): tests/support/proxy.py."""
+    with TcpProxy(database_url, 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    """The test's Redis behind a TCP proxy the test controls."""
+    assert redis_url is not None, "a Redis proxy needs the real backend"
+    with TcpProxy(redis_url, 6379) as proxy:
+        yield proxy
 
 
 @pytest.fixture

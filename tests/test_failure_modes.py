@@ -38,18 +38,6 @@ pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
 
 
 @pytest.fixture
-def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
-    with TcpProxy(database_url, 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
-    with TcpProxy(redis_url, 6379) as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def redis(redis_url: str) -> Iterator[SyncRedis]:
     client = SyncRedis.from_url(redis_url)
     yield client

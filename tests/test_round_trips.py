@@ -18,7 +18,7 @@ measured jobs then run on warm connections, as nearly every job in production do
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -33,18 +33,6 @@ pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
 
 # content_rejected: MiniMax refuses once, never retried; the job fails after admission.
 REJECTED = {"endpoint": "t2a_v2", "kind": "base_resp", "code": 1026}
-
-
-@pytest.fixture
-def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
-    with TcpProxy(database_url, 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
-    with TcpProxy(redis_url, 6379) as proxy:
-        yield proxy
 
 
 @pytest.fixture
