@@ -136,14 +136,16 @@ class Pipeline:
         once per loop, see worker.py): the Postgres pool, full (with the dialect's
         first-connection queries done), the voice catalogue, Redis connections and the
         limiter's scripts, MiniMax keep-alive connections. Each part has its
-        dependency's deadline; a part that fails is logged and left to the jobs."""
-        settings = self.settings
+        dependency's deadline and breaker, as a job's calls do (a call past its deadline
+        is abandoned, not awaited); a part that fails is logged and left to the jobs."""
+        deps = self.deps
         parts = {
-            "postgres": asyncio.wait_for(self._warm_db(), settings.db_timeout_seconds),
-            "redis": asyncio.wait_for(
-                self.limiter.warm_up(WARM_CONNECTIONS), settings.redis_timeout_seconds
+            "postgres": deps.db.call(self._warm_db),
+            "redis": deps.redis.call(partial(self.limiter.warm_up, WARM_CONNECTIONS)),
+            # A keep-alive connection, not speech: the connect timeout, not a synthesis's.
+            "minimax": deps.minimax.call(
+                partial(self.minimax.warm_up, WARM_CONNECTIONS), timeout=3.0
             ),
-            "minimax": asyncio.wait_for(self.minimax.warm_up(WARM_CONNECTIONS), 3.0),
         }
         outcomes = await asyncio.gather(*parts.values(), return_exceptions=True)
         for name, outcome in zip(parts, outcomes, strict=True):

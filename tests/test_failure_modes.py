@@ -196,6 +196,21 @@ async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
     assert len(ours) < 40, [r.getMessage() for r in ours]
 
 
+async def test_a_silent_postgres_at_warm_up_holds_the_first_job_only_seconds(
+    faulty: Worker, make_user: UserFactory, pg_proxy: TcpProxy
+) -> None:
+    """A new worker warms up before its first job, and the job waits for it: with
+    Postgres silent from the start, the warm-up gives up at its deadline and the job
+    gets its clean error within seconds, not after a minute of waiting."""
+    _, key = await make_user("pro")
+    await faulty.aclose()  # a new process: nothing open
+    pg_proxy.set("silence")
+    faulty.concurrency(1)  # the SDK's first call on its job loop starts the warm-up
+    started = time.monotonic()
+    assert code(await speak(faulty, key)) == "service_unavailable"
+    assert time.monotonic() - started < 5  # deadline 1 s for the warm-up, 1 s for the job
+
+
 # ------------------------------------------------------------------------- defect 9
 async def test_audio_made_before_postgres_dropped_is_delivered_and_charged_once(
     faulty: Worker,
