@@ -323,20 +323,9 @@ def relay_side(args: argparse.Namespace) -> dict[str, Any]:
     return asyncio.run(main())
 
 
-def _runpod_without_cpuinfo() -> None:
-    """``import runpod`` as handler.py makes it, py-cpuinfo stood in for (both trees)."""
-    import types
-
-    stub = types.ModuleType("cpuinfo")
-    stub.get_cpu_info = dict  # type: ignore[attr-defined]
-    sys.modules.setdefault("cpuinfo", stub)
-    importlib.import_module("runpod")
-
-
 def worker_side(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, args.src)
-    _runpod_without_cpuinfo()
-    # The worker as handler.main makes it (the SDK's own import done above); the SDK's
+    # The worker as handler.main makes it (handler.py imports the SDK its own way); the SDK's
     # start, up to its first call of the concurrency modifier on the job loop, is taken
     # as instant; the first job comes --fetch-ms after that call.
     handler = importlib.import_module("handler")  # the tree's, by sys.path
