@@ -34,15 +34,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from minimax_emulator import Emulator
-from odeatts import accounts
 from odeatts.config import Settings
 from odeatts.migrate import upgrade
 from odeatts.worker import Worker
+from scripts.bench_users import unlimited_keys
 from tests.support.fake_runpod import FakeRunPod, Fleet, Result, worker_env
 from tests.support.services import PG_URL, REDIS_URL
 
 TEXT = "Good morning, Lagos. This is OdeaTTS, speaking through our RunPod worker."
-BIG = 1_000_000
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,27 +63,10 @@ def percentile(values: list[float], q: float) -> float:
 
 async def make_keys(settings: Settings, users: int) -> list[str]:
     worker = Worker(settings)
-    keys = []
     try:
-        sessions = worker.pipeline().sessions
-        for n in range(users):
-            created = await accounts.create_user(
-                sessions,
-                name=f"Bench {n}",
-                email=f"bench{n}@example.com",
-                plan="enterprise",
-                pepper=settings.pepper,
-            )
-            async with sessions() as session, session.begin():
-                user = await session.get(type(created.user), created.user.id)
-                assert user is not None
-                user.monthly_seconds_override = BIG
-                user.rpm_override = BIG
-                user.streams_override = BIG
-            keys.append(created.key.plain)
+        return await unlimited_keys(worker.pipeline().sessions, users, pepper=settings.pepper)
     finally:
         await worker.aclose()
-    return keys
 
 
 def run(args: argparse.Namespace, db_url: str, log_dir: Path) -> None:

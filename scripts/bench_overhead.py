@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEXT = "Good morning, Lagos. This is OdeaTTS, speaking through our RunPod worker."
-BIG = 1_000_000
 PEPPER = "bench-pepper-0123456789abcdef0123456789abcdef"
 
 # ------------------------------------------------------------------ the canned reply
@@ -447,33 +446,15 @@ def make_database() -> tuple[str, Callable[[], None]]:
 
 
 async def make_keys(db_url: str, users: int) -> list[str]:
-    from odeatts import accounts
     from odeatts.config import Settings
     from odeatts.db import make_engine, make_sessionmaker
-    from odeatts.models import User
+    from scripts.bench_users import unlimited_keys
 
     engine = make_engine(Settings(DATABASE_URL=db_url).effective_database_url)
-    sessions = make_sessionmaker(engine)
-    keys = []
     try:
-        for n in range(users):
-            created = await accounts.create_user(
-                sessions,
-                name=f"Bench {n}",
-                email=f"bench{n}@example.com",
-                plan="enterprise",
-                pepper=PEPPER.encode(),
-            )
-            async with sessions() as session, session.begin():
-                user = await session.get(User, created.user.id)
-                assert user is not None
-                user.monthly_seconds_override = BIG
-                user.rpm_override = BIG
-                user.streams_override = BIG
-            keys.append(created.key.plain)
+        return await unlimited_keys(make_sessionmaker(engine), users, pepper=PEPPER.encode())
     finally:
         await engine.dispose()
-    return keys
 
 
 def run_side(
