@@ -13,24 +13,12 @@ from odeatts.models import Usage, utcnow
 from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory
 from tests.support.cli import Invoke
+from tests.support.ledger import add_reservation
 
 
 async def reserved_row(worker: Worker, user_id: int, job_id: str, age: dt.timedelta) -> None:
-    async with worker.pipeline().sessions() as session, session.begin():
-        session.add(
-            Usage(
-                job_id=job_id,
-                user_id=user_id,
-                api_key_id=1,
-                voice="british-male",
-                model="speech-02-turbo",
-                text_chars=10,
-                estimated_ms=3_000,
-                status="reserved",
-                attempts=1,
-                reserved_at=utcnow() - age,
-            )
-        )
+    sessions = worker.pipeline().sessions
+    await add_reservation(sessions, user_id, job_id, 3_000, reserved_at=utcnow() - age)
 
 
 async def test_reset_due_closes_only_stale_reservations(

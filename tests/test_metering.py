@@ -17,6 +17,7 @@ from minimax_emulator import Emulator
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory
+from tests.support.ledger import add_reservation
 
 TEXT = "Every good boy deserves fudge."
 
@@ -176,20 +177,7 @@ async def test_a_dead_workers_reservation_lapses_after_the_lease_ttl(
 ) -> None:
     user_id, key = await make_user("free", used_ms=590_000)  # 10 s left
     # A worker died holding a 9 s reservation: it counts until the TTL passes.
-    async with worker.pipeline().sessions() as session, session.begin():
-        session.add(
-            Usage(
-                job_id="dead",
-                user_id=user_id,
-                api_key_id=1,
-                voice="british-male",
-                model="speech-02-turbo",
-                text_chars=100,
-                estimated_ms=9_000,
-                status="reserved",
-                attempts=1,
-            )
-        )
+    await add_reservation(worker.pipeline().sessions, user_id, "dead", 9_000)
     assert (await run_job(api_key=key, text=TEXT, voice="british-male"))["error"][
         "code"
     ] == "quota_exceeded"

@@ -18,6 +18,7 @@ from odeatts.keys import hash_key
 from odeatts.models import Plan, Usage, User, utcnow
 from odeatts.worker import Worker
 from tests.conftest import PEPPER, UserFactory
+from tests.support.ledger import add_reservation
 
 TTL = dt.timedelta(seconds=330)
 
@@ -50,22 +51,9 @@ async def test_the_sql_function_decides_as_allowance_py(
     )
     sessions = worker.pipeline().sessions
     now = utcnow()
-    async with sessions() as session, session.begin():
-        for job_id, amount, at in (("live", live, now), ("stale", 10**9, now - TTL)):
-            if amount:
-                session.add(
-                    Usage(
-                        job_id=job_id,
-                        user_id=user_id,
-                        api_key_id=1,
-                        voice="british-male",
-                        model="speech-02-turbo",
-                        text_chars=1,
-                        estimated_ms=amount,
-                        status="reserved",
-                        reserved_at=at,
-                    )
-                )
+    for job_id, amount, at in (("live", live, now), ("stale", 10**9, now - TTL)):
+        if amount:
+            await add_reservation(sessions, user_id, job_id, amount, reserved_at=at)
     async with sessions() as session:
         user, plan = (await session.execute(select(User, Plan).join(Plan))).one()
     expected = allowance_of(user, plan).quota(used_ms=used, reserved_ms=live)
