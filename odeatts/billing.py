@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncResult, AsyncSession
 from odeatts.accounts import find_user
 from odeatts.allowance import QuotaState, allowance_of, read_quota_state
 from odeatts.cycles import CycleArchive, archive_cycle, next_month, roll_ended_cycles, start_cycle
-from odeatts.db import Sessions
+from odeatts.db import Sessions, on_postgres
 from odeatts.errors import AdminError
 from odeatts.metering import abandon_stale, drain_outbox
 from odeatts.models import (
@@ -541,7 +541,7 @@ async def usage_report_stream(
             if user is not None
             else await _clone_previews(session, start=start, end=end, prices=prices)
         )
-        if session.get_bind().dialect.name == "postgresql":
+        if on_postgres(session):
             # A cursor is planned for its first 10% of rows by default: a sort-based
             # plan in user order that spills to disk. The report wants all of them:
             # one hash aggregate over the period, in memory (a group is ~300 bytes).

@@ -20,7 +20,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from odeatts.allowance import allowance_of
-from odeatts.db import insert_for
+from odeatts.db import insert_for, on_postgres
 from odeatts.models import BillingCycle, Plan, User
 
 __all__ = [
@@ -135,7 +135,7 @@ async def _insert_archives(session: AsyncSession, archives: list[CycleArchive]) 
     """Insert ``archives`` in one statement; the users whose archive was new. A cycle
     already archived (unique on user and cycle start) is left as it is."""
     rows = [_archive_row(a) for a in archives]
-    if len(rows) > 1 and session.get_bind().dialect.name == "postgresql":
+    if len(rows) > 1 and on_postgres(session):
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         return set((await session.execute(_ARCHIVE_PG, columns)).scalars())
     # One user (a job's roll, an operator's reset), or SQLite: SQLAlchemy's
@@ -247,7 +247,7 @@ _RESTART_PG = text(
 
 async def _restart(session: AsyncSession, archives: list[CycleArchive]) -> None:
     """Start each archived user's new cycle: used and credit to zero (``start_cycle``)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         await session.execute(
             _RESTART_PG,
             {

@@ -44,6 +44,7 @@ __all__ = [
     "is_sqlite",
     "make_engine",
     "make_sessionmaker",
+    "on_postgres",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,15 @@ def database_errors() -> Iterator[None]:
         raise ServiceUnavailable() from exc
 
 
+def on_postgres(where: AsyncSession | AsyncEngine) -> bool:
+    """Whether a session or an engine talks to Postgres (else the embedded SQLite)."""
+    bind = where.get_bind() if isinstance(where, AsyncSession) else where
+    return bind.dialect.name == "postgresql"
+
+
 def insert_for(session: AsyncSession) -> Any:
     """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both backends."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return pg_insert if on_postgres(session) else sqlite_insert
 
 
 def engine_of(sessions: Sessions) -> AsyncEngine:

@@ -66,7 +66,14 @@ from odeatts.allowance import (
     live_reserved_ms,
 )
 from odeatts.cycles import roll_ended_cycle
-from odeatts.db import Sessions, autocommit, database_errors, engine_of, insert_for
+from odeatts.db import (
+    Sessions,
+    autocommit,
+    database_errors,
+    engine_of,
+    insert_for,
+    on_postgres,
+)
 from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 from odeatts.outbox import Charge, Outbox
@@ -174,7 +181,7 @@ async def reserve(
     """
     engine = engine_of(sessions)
     decided = None
-    if engine.dialect.name == "postgresql":
+    if on_postgres(engine):
         decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
     if decided is None:
         decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
@@ -373,7 +380,7 @@ async def _apply(sessions: Sessions, charge: Charge, *, abandoned_too: bool) -> 
     open (settled before, or taken over): then nothing is charged. ``abandoned_too``
     also accepts a row the hourly job closed as ``failed``/``abandoned``."""
     engine = engine_of(sessions)
-    if engine.dialect.name == "postgresql":
+    if on_postgres(engine):
         used = await _apply_in_postgres(engine, charge, abandoned_too)
     else:
         used = await _apply_in_python(sessions, charge, abandoned_too)
@@ -550,7 +557,7 @@ async def release(
     assert status in (FAILED, REFUSED)
     engine = engine_of(sessions)
     with database_errors():
-        if engine.dialect.name == "postgresql":
+        if on_postgres(engine):
             params = (status, error_code, now, trace_id, reservation.usage_id, reservation.attempt)
             async with autocommit(engine) as pg:
                 await pg.execute(_RELEASE_SQL, params, prepare=True)
