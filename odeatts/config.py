@@ -189,6 +189,16 @@ class Settings(BaseSettings):
     settle_retry_seconds: float = Field(
         5.0, ge=0, le=60, validation_alias="ODEATTS_SETTLE_RETRY_SECONDS"
     )
+    # An operator's command (admin CLI, the reset cron): the whole command's deadline,
+    # on the client and as the server's statement_timeout; a row lock is waited for at
+    # most `admin_lock_timeout_seconds` (reset-due runs beside live traffic, whose locks
+    # last milliseconds: a longer wait means something is stuck, and the cron retries).
+    admin_timeout_seconds: float = Field(
+        120.0, gt=0, le=86_400, validation_alias="ODEATTS_ADMIN_TIMEOUT_SECONDS"
+    )
+    admin_lock_timeout_seconds: float = Field(
+        10.0, gt=0, le=3_600, validation_alias="ODEATTS_ADMIN_LOCK_TIMEOUT_SECONDS"
+    )
     breaker_threshold: int = Field(5, ge=1, le=1000, validation_alias="ODEATTS_BREAKER_THRESHOLD")
     breaker_cooldown_seconds: float = Field(
         2.0, gt=0, le=300, validation_alias="ODEATTS_BREAKER_COOLDOWN_SECONDS"

@@ -109,15 +109,20 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, timeout_seconds: float | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    timeout_seconds: float | None = None,
+    lock_timeout_seconds: float | None = None,
 ) -> AsyncEngine:
-    """``timeout_seconds`` bounds every statement on the server too (the worker sets it;
-    operators' reports may run longer). The client side has its own deadline
-    (odeatts.resilience); TCP keepalives find a peer that vanished without a word."""
+    """``timeout_seconds`` bounds every statement on the server too, and a row lock is
+    waited for at most ``lock_timeout_seconds`` (default: the same). The client side
+    has its own deadline (odeatts.resilience for the worker, the admin CLI's per
+    command); TCP keepalives find a peer that vanished without a word."""
     if is_sqlite(url):
         return _sqlite_engine(url)
     connect_args: dict[str, Any] = {
-        "connect_timeout": max(2, round(timeout_seconds or 5)),
+        "connect_timeout": max(2, round(min(timeout_seconds or 5, 10))),
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 3,
@@ -126,8 +131,9 @@ def make_engine(
     }
     if timeout_seconds is not None:
         ms = int(timeout_seconds * 1000)
+        lock_ms = int((lock_timeout_seconds or timeout_seconds) * 1000)
         connect_args["options"] = (
-            f"-c statement_timeout={ms} -c lock_timeout={ms} "
+            f"-c statement_timeout={ms} -c lock_timeout={lock_ms} "
             f"-c idle_in_transaction_session_timeout={ms * 4}"
         )
     return create_async_engine(

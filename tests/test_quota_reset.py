@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Engine, Row, select, text
 
 from minimax_emulator import Emulator
 from odeatts import billing
@@ -25,6 +25,7 @@ from odeatts.db import make_engine, make_sessionmaker
 from odeatts.models import BillingCycle, Usage, User, utcnow
 from tests.conftest import JobRunner, UserFactory
 from tests.support.cli import Invoke, cli_env
+from tests.support.proxy import TcpProxy
 from tests.test_admin_cli import UNREACHABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,47 @@ def test_the_cron_script_exits_3_without_a_database() -> None:
     assert proc.returncode == 3
     assert proc.stderr.startswith("error: database unavailable")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# --- an operator's command has a deadline ----------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+async def test_a_silent_database_ends_the_cron_by_its_deadline(
+    invoke: Invoke, settings: Settings, pg_proxy: TcpProxy, make_user: UserFactory
+) -> None:
+    await make_user(**ended())
+    pg_proxy.set("silence")  # accepted, never answered: no refusal to give up on
+    env = {**cli_env(settings), "DATABASE_URL": pg_proxy.url, "ODEATTS_ADMIN_TIMEOUT_SECONDS": "1"}
+
+    result = await asyncio.to_thread(invoke, "quota", "reset-due", "--json", env=env)
+
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: database unavailable: no answer within 1 s")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+async def test_reset_due_gives_up_on_a_row_locked_by_another_session(
+    invoke: Invoke, settings: Settings, engine: Engine, make_user: UserFactory
+) -> None:
+    user_id, _ = await make_user(used_ms=7_000, **ended())
+    env = {**cli_env(settings), "ODEATTS_ADMIN_LOCK_TIMEOUT_SECONDS": "0.2"}
+    with engine.connect() as holder:  # a session stuck while holding the user's row
+        holder.execute(text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": user_id})
+        try:  # (without a lock timeout the command would wait for the holder for ever)
+            busy = await asyncio.wait_for(
+                asyncio.to_thread(invoke, "quota", "reset-due", "--json", env=env), 30
+            )
+        finally:
+            holder.rollback()
+    assert busy.exit_code == 3, busy.stdout
+    assert busy.stderr.startswith("error: database busy: rows this command needs stayed locked")
+    assert rows(engine, BillingCycle) == []  # nothing half done
+
+    again = await asyncio.to_thread(invoke, "quota", "reset-due", "--json", env=env)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["users_reset"] == 1
 
 
 def image_ships(path: str) -> bool:

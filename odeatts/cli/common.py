@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -178,33 +178,93 @@ def _unmigrated(exc: SQLAlchemyError) -> bool:
     return "no such table" in text or "no such column" in text
 
 
+class _Deadline(Exception):
+    """The command's deadline passed with the database (or MiniMax) still silent."""
+
+
+def _bounded(main: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``asyncio.run(main)`` that returns by the deadline even when a peer is silent.
+
+    asyncio.run would await the cancelled work, and psycopg's cancellation itself
+    waits on the silent server; here the work gets one second to let go, then is
+    abandoned: the process is ending, and the OS closes its sockets."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main)
+    try:
+        loop.run_until_complete(asyncio.wait({task}, timeout=seconds))
+        if task.done():
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            return task.result()
+        task.cancel()
+        loop.run_until_complete(asyncio.wait({task}, timeout=1.0))
+        loop.set_exception_handler(lambda _loop, _context: None)  # "destroyed but pending"
+        raise _Deadline
+    finally:
+        loop.close()
+
+
+def _busy(exc: SQLAlchemyError) -> str | None:
+    """Why the server gave up on a statement: a lock it waited for, or the deadline."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if state == "55P03":  # lock_not_available: lock_timeout
+        return "rows this command needs stayed locked by another session"
+    if state == "57014":  # query_canceled: statement_timeout
+        return "a statement ran past the command's deadline"
+    return None
+
+
 def run(work: Callable[[Sessions], Awaitable[T]]) -> T:
     """Run one async operation against the configured database, mapping failures.
 
     AdminError is the operator's mistake (exit 2); an OdeaError from MiniMax is shown
     by its code and message (exit 2 for the caller-ish kinds, 3 for unavailability).
+    The whole command has a deadline (ODEATTS_ADMIN_TIMEOUT_SECONDS, also the server's
+    statement_timeout) and waits for a row lock at most ODEATTS_ADMIN_LOCK_TIMEOUT_SECONDS:
+    a stalled database is exit 3 with one line, never a hung cron.
     """
     config = settings()
+    deadline = config.admin_timeout_seconds
 
     async def main() -> T:
-        engine = make_engine(config.effective_database_url, pool_size=2)
+        engine = make_engine(
+            config.effective_database_url,
+            pool_size=2,
+            timeout_seconds=deadline,
+            lock_timeout_seconds=config.admin_lock_timeout_seconds,
+        )
         try:
             return await work(make_sessionmaker(engine))
         finally:
             await engine.dispose()
 
     try:
-        return asyncio.run(main())
-    except AdminError as exc:
-        fail(str(exc))
-    except OdeaError as exc:
-        fail(f"{exc.code}: {exc.message}", code=3 if exc.retryable else 2)
-    except SQLAlchemyError as exc:
+        return _bounded(main(), deadline)
+    except (_Deadline, AdminError, OdeaError, SQLAlchemyError, ConnectionError) as exc:
+        message, code = _explain(exc, config)
+        fail(message, code=code)
+
+
+def _explain(exc: Exception, config: Settings) -> tuple[str, int]:
+    """The one line (and exit code) an operator gets for a command that failed."""
+    unavailable = f"database unavailable ({type(exc).__name__}); is {_where(config)} right?"
+    if isinstance(exc, _Deadline):
+        return (
+            f"database unavailable: no answer within {config.admin_timeout_seconds:g} s "
+            f"(ODEATTS_ADMIN_TIMEOUT_SECONDS); is {_where(config)} right?",
+            3,
+        )
+    if isinstance(exc, OdeaError):
+        return f"{exc.code}: {exc.message}", 3 if exc.retryable else 2
+    if isinstance(exc, SQLAlchemyError):
         if _unmigrated(exc):
-            fail(f"{_where(config)} has no OdeaTTS schema, or an old one: {UPGRADE_HINT}", code=3)
-        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?", code=3)
-    except ConnectionError as exc:
-        fail(f"database unavailable ({type(exc).__name__}); is {_where(config)} right?", code=3)
+            return f"{_where(config)} has no OdeaTTS schema, or an old one: {UPGRADE_HINT}", 3
+        if (why := _busy(exc)) is not None:
+            return f"database busy: {why}; run the command again", 3
+        return unavailable, 3
+    if isinstance(exc, ConnectionError):
+        return unavailable, 3
+    return str(exc), 2  # AdminError: the operator's mistake
 
 
 @asynccontextmanager
