@@ -11,20 +11,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import errors
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from minimax_emulator import Emulator
-from odeatts import accounts
 from odeatts.config import Settings
 from odeatts.models import BillingCycle, Usage, User
 from odeatts.worker import Worker
-from tests.conftest import JobRunner, UserFactory
+from tests.conftest import JobRunner, UserFactory, user_factory
 from tests.support.services import PostgresTemplate
 
 real = pytest.mark.parametrize("backend", ["real"], indirect=True)
@@ -78,25 +76,8 @@ async def owner(make_settings: Callable[..., Settings]) -> AsyncIterator[Worker]
 
 @pytest.fixture
 def make_user(owner: Worker) -> UserFactory:
-    counter = iter(range(1_000_000))
-
-    async def make(plan: str = "free", **fields: Any) -> tuple[int, str]:
-        n = next(counter)
-        created = await accounts.create_user(
-            owner.pipeline().sessions,
-            name=f"User {n}",
-            email=f"role{n}@example.com",
-            plan=plan,
-            pepper=owner.settings.pepper,
-        )
-        if fields:
-            async with owner.pipeline().sessions() as session, session.begin():
-                await session.execute(
-                    update(User).where(User.id == created.user.id).values(**fields)
-                )
-        return created.user.id, created.key.plain
-
-    return make
+    """Users are made by the operators' role (the worker role cannot insert them)."""
+    return user_factory(owner)
 
 
 async def rows(owner: Worker) -> list[tuple[str, str, int, str | None]]:
