@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     # handler (RunPod decides by the handler's type), /runsync output is a list.
     handler_mode: Literal["plain", "stream"] = Field("plain", validation_alias="ODEATTS_HANDLER")
 
+    # Failed authentications (unknown, revoked or malformed keys) one key prefix, or one
+    # malformed input, may have in a minute; more are refused as rate_limited before the
+    # database is asked (docs/security.md, "Guessing keys").
+    auth_failures_per_minute: int = Field(
+        10, ge=1, le=10_000, validation_alias="ODEATTS_AUTH_FAILURES_PER_MINUTE"
+    )
+
     # Per job. Longer than MiniMax's per-request limit is fine: such texts are split at
     # sentence boundaries into parts of at most part_chars and joined.
     max_text_chars: int = Field(50_000, gt=0, le=200_000, validation_alias="ODEATTS_MAX_TEXT_CHARS")

@@ -49,9 +49,14 @@ def build_limiter(settings: Settings, redis: Redis | None) -> Limiter:
             upstream=upstream,
             prefix=settings.redis_prefix,
             timeout_seconds=settings.redis_timeout_seconds,
+            auth_failures=settings.auth_failures_per_minute,
         )
     log.warning("REDIS_URL is unset: using the in-process limiter (development only)")
-    return InProcessLimiter(lease_ttl_seconds=settings.lease_ttl_seconds, upstream=upstream)
+    return InProcessLimiter(
+        lease_ttl_seconds=settings.lease_ttl_seconds,
+        upstream=upstream,
+        auth_failures=settings.auth_failures_per_minute,
+    )
 
 
 @functools.cache

@@ -2,7 +2,10 @@
 guard that keeps all workers together under our MiniMax account's own limits.
 
 ``admit`` answers with a ``Decision``; the caller decides what to raise (upstash's
-shape). Two implementations share that interface:
+shape). The same limiter counts failed authentications per key prefix (``auth_failed``)
+and says which prefixes are throttled without a round trip (``auth_throttled``): key
+guessing must cost the guesser, not our database (docs/security.md). Two
+implementations share that interface:
 
 ``RedisLimiter``     production. One Lua script, one round trip: it drops what has left
                      the windows, checks the user's RPM, the user's streams and the
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -35,6 +39,7 @@ from redis.exceptions import RedisError
 from odeatts.errors import ServiceUnavailable
 
 __all__ = [
+    "AUTH_FAILURES_PER_MINUTE",
     "WINDOW_MS",
     "Decision",
     "InProcessLimiter",
@@ -42,6 +47,13 @@ __all__ = [
     "RedisLimiter",
     "UpstreamBudget",
 ]
+
+# Failed authentications a key prefix (or one malformed input) may have in a window
+# before further attempts are throttled; ODEATTS_AUTH_FAILURES_PER_MINUTE sets it.
+AUTH_FAILURES_PER_MINUTE = 10
+# Subjects one process remembers; past it the least recently failed are forgotten
+# (a guesser varying the prefix must not grow a worker's memory without bound).
+_MAX_SUBJECTS = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,8 @@ WINDOW_MS = 60_000
 #   {prefix}:rpm:{user_id}     ZSET member=<lease>:<µs>, score=admission ms
 #   {prefix}:leases:{user_id}  ZSET member=<lease (RunPod job id)>, score=expiry ms
 #   {prefix}:upstream          ZSET member=<lease>:<µs>:<chars>, score=admission ms (fleet-wide)
+#   {prefix}:authfail:{subject} ZSET member=<µs>:<nonce>, score=failure ms; at most the
+#                              threshold's newest failures (what decides the block)
 #   {prefix}:void:{lease}      STRING, for one lease TTL: this admission was given up by its
 #                              worker (an error or a timeout); if the script is still queued
 #                              in a stalled Redis, it must not take the lease when it runs
@@ -130,6 +144,28 @@ return {1, 'ok', 0, 0}
 """
 )
 
+# Records one failed authentication of a subject; returns {failures in the window, ms
+# until fewer than the threshold remain (0 while under it)}. Only the newest `limit`
+# failures are kept: they alone decide when the subject is free again.
+_AUTH_FAILED = (
+    _NOW
+    + """
+local key, limit, window, nonce = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+redis.call('ZADD', key, now, stamp .. ':' .. nonce)
+redis.call('PEXPIRE', key, window)
+local count = redis.call('ZCARD', key)
+if count < limit then
+  return {count, 0}
+end
+if count > limit then
+  redis.call('ZREMRANGEBYRANK', key, 0, count - limit - 1)
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return {count, tonumber(oldest[2]) + window - now}
+"""
+)
+
 Reason = Literal["ok", "rate", "concurrency", "upstream", "void"]
 
 
@@ -170,6 +206,18 @@ class Limiter(Protocol):
         """Open what the first admissions need (a worker's warm-up)."""
         ...
 
+    async def auth_failed(self, subject: str) -> float | None:
+        """Count one failed authentication of ``subject`` (a key's public prefix, or a
+        digest of malformed input). None: answer it ``unauthorized``; seconds: the
+        subject was over its threshold already, answer ``rate_limited``. Reaching the
+        threshold also throttles the subject in this process (``auth_throttled``)."""
+        ...
+
+    def auth_throttled(self, subject: str) -> float | None:
+        """Seconds ``subject`` stays throttled, as this process knows without asking
+        anyone (no round trip): checked before a key costs the database anything."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -196,6 +244,8 @@ class RedisLimiter:
         upstream: UpstreamBudget,
         prefix: str = "odeatts",
         timeout_seconds: float = 1.0,
+        auth_failures: int = AUTH_FAILURES_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -204,6 +254,8 @@ class RedisLimiter:
         self._timeout = timeout_seconds
         self._admit = redis.register_script(_ADMIT)
         self._acquire = redis.register_script(_UPSTREAM)
+        self._auth_script = redis.register_script(_AUTH_FAILED)
+        self._auth = _FailureLog(auth_failures, clock)
         self._retries: set[asyncio.Task[None]] = set()
 
     def _user_keys(self, user_id: int) -> list[str]:
@@ -289,13 +341,38 @@ class RedisLimiter:
         """``connections`` connections, open in the pool, and both scripts cached in
         Redis (else the first EVALSHA after a Redis restart costs a second round trip)."""
         await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
-        for script in (_ADMIT, _UPSTREAM):
+        for script in (_ADMIT, _UPSTREAM, _AUTH_FAILED):
             await self._redis.script_load(script)
+
+    async def auth_failed(self, subject: str) -> float | None:
+        # Counted here first: if Redis is away, this worker's own count still throttles.
+        self._auth.failed(subject)
+        limit = self._auth.limit
+        args: list[int | str] = [limit, WINDOW_MS, secrets.token_hex(4)]
+        try:
+            raw = await self._auth_script(keys=[f"{self._prefix}:authfail:{subject}"], args=args)
+            count, retry_ms = _failures(raw)
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+        if retry_ms > 0:  # at or over the threshold, across the fleet
+            self._auth.block(subject, retry_ms / 1000)
+        return retry_ms / 1000 if count > limit else None
+
+    def auth_throttled(self, subject: str) -> float | None:
+        return self._auth.throttled(subject)
 
     async def aclose(self) -> None:
         for task in list(self._retries):
             task.cancel()
         await self._redis.aclose()
+
+
+def _failures(raw: object) -> tuple[int, int]:
+    """The failure script's reply, checked: ``[failures in the window, retry ms]``."""
+    match raw:
+        case [int() as count, int() as retry_ms]:
+            return count, retry_ms
+    raise RedisError(f"unexpected reply from the failure script: {raw!r:.120}")
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:
@@ -328,6 +405,60 @@ class _Window:
         return None
 
 
+class _FailureLog:
+    """Failed authentications per subject, in this process: the embedded limiter's
+    whole count, and the Redis limiter's memory of the subjects it throttles (so a
+    throttled guesser costs neither Redis nor Postgres) and its count while Redis is
+    away. Keeps the newest ``limit`` failures of at most ``_MAX_SUBJECTS`` subjects."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._until: dict[str, float] = {}
+
+    def failed(self, subject: str) -> float | None:
+        """Count one failure; seconds throttled if it was over the threshold already."""
+        now = self._clock()
+        times = self._failures.pop(subject, None) or deque(maxlen=self.limit)
+        while times and times[0] <= now - WINDOW_MS / 1000:
+            times.popleft()
+        over = len(times) >= self.limit
+        times.append(now)
+        _remember(self._failures, subject, times)
+        if len(times) >= self.limit:  # free again when the oldest of these leaves the window
+            self.block(subject, times[0] + WINDOW_MS / 1000 - now)
+        return self.throttled(subject) if over else None
+
+    def block(self, subject: str, seconds: float) -> None:
+        if self.throttled(subject) is None:  # once per subject and block, not per attempt
+            log.warning(
+                "authentication: %d failures in a minute for %s; throttled for %.0f s",
+                self.limit,
+                subject,
+                seconds,
+            )
+        until = self._clock() + seconds
+        _remember(self._until, subject, max(until, self._until.pop(subject, until)))
+
+    def throttled(self, subject: str) -> float | None:
+        until = self._until.get(subject)
+        if until is None:
+            return None
+        left = until - self._clock()
+        if left <= 0:
+            del self._until[subject]
+            return None
+        return left
+
+
+def _remember(table: dict[str, Any], subject: str, value: Any) -> None:
+    """Insert as the newest entry, forgetting the oldest beyond ``_MAX_SUBJECTS``."""
+    table[subject] = value
+    while len(table) > _MAX_SUBJECTS:
+        del table[next(iter(table))]
+
+
 class InProcessLimiter:
     """The same rules kept in this process; for development on a bare machine only."""
 
@@ -337,6 +468,7 @@ class InProcessLimiter:
         lease_ttl_seconds: int,
         upstream: UpstreamBudget,
         clock: Callable[[], float] = time.monotonic,
+        auth_failures: int = AUTH_FAILURES_PER_MINUTE,
     ) -> None:
         self._ttl = float(lease_ttl_seconds)
         self._upstream_budget = upstream
@@ -344,6 +476,7 @@ class InProcessLimiter:
         self._admitted: dict[int, _Window] = {}
         self._leases: dict[int, dict[str, float]] = {}
         self._upstream = _Window()
+        self._auth = _FailureLog(auth_failures, clock)
 
     async def admit(
         self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
@@ -377,6 +510,12 @@ class InProcessLimiter:
 
     async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
+
+    async def auth_failed(self, subject: str) -> float | None:
+        return self._auth.failed(subject)
+
+    def auth_throttled(self, subject: str) -> float | None:
+        return self._auth.throttled(subject)
 
     async def warm_up(self, connections: int) -> None:
         return None

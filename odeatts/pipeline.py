@@ -42,12 +42,13 @@ from odeatts.errors import (
     OdeaError,
     RateLimited,
     ServiceUnavailable,
+    Unauthorized,
     UpstreamBusy,
     UpstreamUnavailable,
     VoiceNotFound,
 )
 from odeatts.estimate import estimate_ms
-from odeatts.keys import hash_key, looks_like_key
+from odeatts.keys import hash_key, key_prefix, looks_like_key
 from odeatts.limits import Decision, Limiter
 from odeatts.logs import bind
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
@@ -87,6 +88,15 @@ class Dependencies:
     redis: Dependency
     minimax: Dependency
     storage: Dependency
+
+
+@dataclass(frozen=True, slots=True)
+class _Credential:
+    """A caller's key: its lookup hash, and the subject its failed authentications are
+    counted under (the key's public prefix, or a digest of malformed input)."""
+
+    hash: str
+    subject: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +252,12 @@ class Pipeline:
     async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
         """Everything that can refuse a job before anything is reserved, then reserve."""
         budget = Budget(self.settings.job_budget_seconds)
-        key_hash = self._key_hash(request)
+        credential = self._credential(request)
         voice = self.voices.cached(request.voice) or await self._db(
             partial(self.voices.get, request.voice), budget
         )
         if voice is None:
-            await self._authenticate(key_hash, budget)  # 401 before 404
+            await self._authenticate(credential, budget)  # 401 before 404
             names = [v.name for v in await self._db(self.voices.active, budget)]
             raise VoiceNotFound(
                 f"Unknown voice `{request.voice}`.", details={"field": "voice", "voices": names}
@@ -262,11 +272,12 @@ class Pipeline:
             text_chars=len(request.text),
             estimated_ms=estimate,
         )
-        reservation = await self._db(
+        reservation = await self._as_caller(
+            credential,
             partial(
                 metering.reserve,
                 self.sessions,
-                key_hash=key_hash,
+                key_hash=credential.hash,
                 job=meta,
                 now=self.clock(),
                 stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds),
@@ -286,13 +297,40 @@ class Pipeline:
         """Postgres, in turn (``urgent``: work that finishes a job goes first)."""
         return await self.deps.db.call(work, budget=budget, urgent=urgent)
 
-    async def _authenticate(self, key_hash: str, budget: Budget | None = None) -> metering.Caller:
-        caller = await self._db(
-            partial(metering.authenticate, self.sessions, key_hash=key_hash, now=self.clock()),
+    async def _authenticate(
+        self, credential: _Credential, budget: Budget | None = None
+    ) -> metering.Caller:
+        caller = await self._as_caller(
+            credential,
+            partial(
+                metering.authenticate, self.sessions, key_hash=credential.hash, now=self.clock()
+            ),
             budget,
         )
         bind(user_id=caller.user_id)
         return caller
+
+    async def _as_caller(
+        self, credential: _Credential, work: Callable[[], Awaitable[T]], budget: Budget | None
+    ) -> T:
+        """``work`` authenticates the key on Postgres. A failed authentication is counted
+        (Redis, one round trip, on failures only); one over the threshold is answered
+        ``rate_limited``, as every attempt after it is, before the database is asked."""
+        try:
+            return await self._db(work, budget)
+        except Unauthorized:
+            if (retry := await self._count_failure(credential)) is not None:
+                raise _too_many_failures(retry) from None
+            raise
+
+    async def _count_failure(self, credential: _Credential) -> float | None:
+        count = partial(self.limiter.auth_failed, credential.subject)
+        try:
+            return await self.deps.redis.call(count)
+        except ServiceUnavailable:
+            # Fail open: the key is wrong and the answer says so. The worker's own count,
+            # kept before Redis was asked, still throttles the next attempts here.
+            return None
 
     def _parts(self, request: SpeechRequest, voice: Voice) -> list[SpeechParams]:
         texts = split_text(request.text, self.settings.part_chars)
@@ -577,14 +615,25 @@ class Pipeline:
             # One line per job, no traceback: the outage itself is logged by the breaker.
             log.warning("could not release reservation %s; it will lapse", reservation.usage_id)
 
-    def _key_hash(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> str:
+    def _credential(self, request: SpeechRequest | VoicesRequest | UsageRequest) -> _Credential:
+        """The caller's key as the job path uses it; refused at once (no database, no
+        Redis) while its prefix, or this malformed input, is throttled."""
         plain = request.api_key.get_secret_value()
-        return hash_key(plain, self.settings.pepper) if looks_like_key(plain) else _NO_KEY
+        pepper = self.settings.pepper
+        if looks_like_key(plain):
+            credential = _Credential(hash_key(plain, pepper), key_prefix(plain))
+        else:
+            # Counted under a keyed digest, never the input itself (it may be a real key
+            # mistyped); looked up as _NO_KEY, so it costs what a wrong key costs.
+            credential = _Credential(_NO_KEY, "input:" + hash_key(plain, pepper)[:24])
+        if (retry := self.limiter.auth_throttled(credential.subject)) is not None:
+            raise _too_many_failures(retry)
+        return credential
 
     # ------------------------------------------------------------ other actions
     async def available_voices(self, request: VoicesRequest) -> dict[str, Any]:
         """The ``voices`` action: the active voices a caller may ask for, filtered."""
-        await self._authenticate(self._key_hash(request))
+        await self._authenticate(self._credential(request))
         voices = [
             voice_dict(v)
             for v in await self._db(self.voices.active)
@@ -594,7 +643,7 @@ class Pipeline:
         return {"voices": voices}
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
-        caller = await self._authenticate(self._key_hash(request))
+        caller = await self._authenticate(self._credential(request))
         state, rows = await self._db(partial(self._usage_rows, caller, request))
         allowance, quota = state.allowance, state.quota
         return {
@@ -666,6 +715,14 @@ async def _pause(decision: Decision) -> float:
     pause = decision.retry_after + random.uniform(0, 0.05)
     await asyncio.sleep(pause)
     return pause
+
+
+def _too_many_failures(retry_after: float) -> RateLimited:
+    """The same answer for every key under a throttled prefix, whether it exists or not."""
+    return RateLimited(
+        "Too many failed authentications for this key; wait before trying again.",
+        retry_after=retry_after,
+    )
 
 
 def _refusal(decision: Decision, caller: metering.Caller) -> OdeaError:

@@ -203,6 +203,11 @@ UserFactory = Callable[..., Awaitable[tuple[int, str]]]
 @pytest.fixture
 def make_user(worker: Worker) -> UserFactory:
     """Create a user (default plan free) and return (user id, plain API key)."""
+    return user_factory(worker)
+
+
+def user_factory(worker: Worker) -> UserFactory:
+    """``make_user`` through ``worker``'s database connection (its role)."""
     counter = iter(range(1_000_000))
 
     async def make(plan: str = "free", **fields: Any) -> tuple[int, str]:
