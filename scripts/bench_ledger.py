@@ -98,8 +98,9 @@ SELECT g, CASE WHEN g > %(users)s::int THEN 1 ELSE g END,
 """
 
 # Row g: the big customer (user 1, over its three keys) holds every tenth row; the
-# others are spread over users 2..N; created at a pseudo-random second of the last
-# 90 days; 90% succeeded, 5% failed, 5% refused.
+# others are spread over users 2..N; created over the last 90 days in id order, as a
+# real ledger grows (rows are appended as jobs arrive, so a month's rows lie together
+# in the table); 90% succeeded, 5% failed, 5% refused.
 USAGE_SQL = """
 INSERT INTO usage (id, job_id, user_id, api_key_id, voice, model, text_chars, estimated_ms,
                    duration_ms, billed_characters, status, error_code, attempts,
@@ -121,7 +122,7 @@ SELECT g, 'bench-' || g, s.uid,
  CROSS JOIN LATERAL (
        SELECT CASE WHEN g %% 10 = 0 THEN 1 ELSE 2 + (g * 7919) %% (%(users)s::int - 1) END AS uid,
               20 + (g * 31) %% 480 AS chars,
-              %(now)s - ((g * 104729) %% 7776000) * interval '1 second' AS at,
+              %(now)s - (7776000 - (g * 7776000) / %(rows)s::bigint) * interval '1 second' AS at,
               CASE WHEN (g / 10) %% 20 = 0 THEN 'failed'
                    WHEN (g / 10) %% 20 = 1 THEN 'refused'
                    ELSE 'succeeded' END AS status) s

@@ -91,6 +91,12 @@ async def test_report_totals_equal_what_the_jobs_produced(
     assert rows[0]["requests"] == "4" and float(rows[0]["seconds"]) == expected["seconds"]
     assert float(rows[0]["cost_usd"]) == expected["cost"]
     assert rows[0]["period_from"] == data["period"]["from"]
+    for row, user in zip(rows, data["users"], strict=True):  # the same line, column by column
+        assert row == {
+            **{name: str(value) for name, value in user.items()},
+            "period_from": data["period"]["from"],
+            "period_to": data["period"]["to"],
+        }
 
     table = (await report(invoke)).stdout
     assert "user0@example.com" in table and "2 user(s)" in table and "user2@" not in table

@@ -104,14 +104,15 @@ async def _write_json(stream: billing.ReportStream, out: IO[str]) -> int:
 
 
 async def _write_csv(stream: billing.ReportStream, out: IO[str]) -> int:
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    """A line's columns are its ``to_dict`` in order, then the period (a plain writer:
+    DictWriter's per-row dict costs a third of the report's Python at 100,000 users)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
     period = stream.period()
+    start, end = period["from"], period["to"]
     written = 0
     async for line in stream.lines:
-        writer.writerow(
-            {**line.to_dict(), "period_from": period["from"], "period_to": period["to"]}
-        )
+        writer.writerow((*line.to_dict().values(), start, end))
         written += 1
     return written
 
