@@ -416,27 +416,24 @@ def render_prometheus(stats: Stats, *, window: str) -> str:
     """The same figures as gauges labelled with the window (``window="24h"``): each is a
     figure of the last ``window``, recomputed by each run, so none is a counter."""
     out = _Exposition(window)
-    out.family(
-        "jobs",
-        "Jobs in the window by outcome.",
-        [({"outcome": k}, n) for k, n in stats.outcomes.items()],
-    )
-    out.family(
-        "job_errors",
-        "Jobs in the window by error code.",
-        [({"code": k}, n) for k, n in stats.errors.items()],
-    )
+    _job_families(out, stats)
+    _delivery_families(out, stats)
+    return out.text()
+
+
+_Samples = list[tuple[dict[str, object], float]]
+
+
+def _by(label: str, figures: dict[str, Any]) -> _Samples:
+    return [({label: key}, value) for key, value in figures.items()]
+
+
+def _job_families(out: _Exposition, stats: Stats) -> None:
+    out.family("jobs", "Jobs in the window by outcome.", _by("outcome", stats.outcomes))
+    out.family("job_errors", "Jobs in the window by error code.", _by("code", stats.errors))
+    out.family("refusals", "Jobs refused in the window, by kind.", _by("kind", stats.refusals))
     rates = stats.refusal_rates()
-    out.family(
-        "refusals",
-        "Jobs refused in the window, by kind.",
-        [({"kind": k}, n) for k, n in stats.refusals.items()],
-    )
-    out.family(
-        "refusal_ratio",
-        "Refused jobs of all jobs, by kind.",
-        [({"kind": k}, r) for k, r in rates.items()],
-    )
+    out.family("refusal_ratio", "Refused jobs of all jobs, by kind.", _by("kind", rates))
     out.family(
         "error_ratio",
         "Jobs failed on our or MiniMax's side, of jobs not refused.",
@@ -447,42 +444,32 @@ def render_prometheus(stats: Stats, *, window: str) -> str:
         "Jobs failed on our MiniMax account.",
         [({}, stats.account_errors)],
     )
-    for name, what in (("worker", "in the worker"), ("upstream", "at MiniMax")):
+    for name, where in (("worker", "in the worker"), ("upstream", "at MiniMax")):
+        values = [float("nan") if v is None else v for v in stats.times_ms.get(name, [])]
         out.family(
             f"{name}_milliseconds",
-            f"Quantiles of succeeded jobs' time {what}.",
-            [
-                ({"quantile": q}, float("nan") if v is None else v)
-                for q, v in zip(QUANTILES, stats.times_ms.get(name, []), strict=True)
-            ],
+            f"Quantiles of succeeded jobs' time {where}.",
+            _by("quantile", dict(zip(map(str, QUANTILES), values, strict=True))),
         )
+
+
+def _delivery_families(out: _Exposition, stats: Stats) -> None:
     out.family("audio_seconds", "Audio seconds delivered.", [({}, stats.audio_ms / 1000)])
     out.family("billed_characters", "Characters MiniMax billed.", [({}, stats.billed_characters)])
     out.family("minimax_cost_usd", "What MiniMax charged, USD.", [({}, stats.cost_usd)])
     out.family(
-        "plan_audio_seconds",
-        "Audio seconds delivered by plan.",
-        [({"plan": p}, v) for p, v in stats.seconds_by_plan.items()],
+        "plan_audio_seconds", "Audio seconds delivered by plan.", _by("plan", stats.seconds_by_plan)
     )
+    busiest = {str(u["user_id"]): u["seconds"] for u in stats.busiest}
+    out.family("user_audio_seconds", "The busiest users' audio seconds.", _by("user_id", busiest))
+    near = {str(u["user_id"]): u["share"] for u in stats.near_quota}
     out.family(
-        "user_audio_seconds",
-        "The busiest users' audio seconds.",
-        [({"user_id": u["user_id"]}, u["seconds"]) for u in stats.busiest],
+        "user_quota_ratio", "Users above 80% of their quota: used of quota.", _by("user_id", near)
     )
+    left = {
+        c["name"]: (dt.datetime.fromisoformat(c["expires_at"]) - stats.end).total_seconds()
+        for c in stats.expiring_clones
+    }
     out.family(
-        "user_quota_ratio",
-        "Users above 80% of their quota: used of quota.",
-        [({"user_id": u["user_id"]}, u["share"]) for u in stats.near_quota],
+        "clone_expiry_seconds", "Seconds until MiniMax deletes an unused clone.", _by("voice", left)
     )
-    out.family(
-        "clone_expiry_seconds",
-        "Seconds until MiniMax deletes an unused clone.",
-        [
-            (
-                {"voice": c["name"]},
-                (dt.datetime.fromisoformat(c["expires_at"]) - stats.end).total_seconds(),
-            )
-            for c in stats.expiring_clones
-        ],
-    )
-    return out.text()
