@@ -37,7 +37,7 @@ from odeatts.cycles import next_month
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
 from odeatts.keys import NewKey, generate_key, key_prefix, looks_like_key, looks_like_prefix
-from odeatts.models import ApiKey, Plan, Usage, User, utcnow
+from odeatts.models import ApiKey, Plan, Usage, User, Voice, utcnow
 
 __all__ = [
     "LIMIT_NAMES",
@@ -52,6 +52,7 @@ __all__ = [
     "Rotation",
     "UserRow",
     "UserView",
+    "VoiceChange",
     "create_user",
     "find_user",
     "issue_key",
@@ -64,6 +65,7 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "set_active",
+    "set_default_voice",
     "set_limits",
     "set_plan",
     "show_user",
@@ -113,6 +115,16 @@ class UserView:
     @property
     def limits(self) -> dict[str, Limit]:
         return self.quota.allowance.limits
+
+
+@dataclass(frozen=True)
+class VoiceChange:
+    user: User
+    previous: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.user.default_voice
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,7 @@ def user_view_dict(view: UserView) -> dict[str, object]:
         "plan": user.plan_id,
         "active": user.active,
         "created_at": _iso(user.created_at),
+        "default_voice": user.default_voice,
         "limits": limits_dict(allowance.limits),
         "quota": {
             "limit_seconds": allowance.monthly_seconds.value,
@@ -522,6 +535,30 @@ async def set_limits(
         for name in LIMIT_NAMES if clear else given:
             setattr(found, OVERRIDE_COLUMNS[name], given.get(name))
     return LimitsChange(user=found, previous=previous, limits=allowance_of(found, plan).limits)
+
+
+async def set_default_voice(sessions: Sessions, *, user: str, voice: str | None) -> VoiceChange:
+    """The voice the user's jobs without ``voice`` use (None: none, such jobs are refused).
+
+    Checked against the active catalogue now; a voice deactivated later makes those
+    jobs ``voice_not_found`` until an operator sets another."""
+    async with sessions() as session, session.begin():
+        if voice is not None:
+            await _active_voice(session, voice)
+        found = await find_user(session, user, lock=True)
+        previous = found.default_voice
+        found.default_voice = voice
+    return VoiceChange(user=found, previous=previous)
+
+
+async def _active_voice(session: AsyncSession, name: str) -> None:
+    names = (
+        (await session.execute(select(Voice.name).where(Voice.active).order_by(Voice.name)))
+        .scalars()
+        .all()
+    )
+    if name not in names:
+        raise AdminError(f"no active voice named {name!r}; active voices: {', '.join(names)}")
 
 
 async def set_active(sessions: Sessions, *, user: str, active: bool) -> tuple[User, bool]:

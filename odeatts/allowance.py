@@ -38,6 +38,7 @@ __all__ = [
     "allowance_of",
     "live_after",
     "live_reserved_ms",
+    "quota_ms_of",
     "read_quota_state",
 ]
 
@@ -70,6 +71,11 @@ class Limit:
         return "plan" if self.override is None else "override"
 
 
+def quota_ms_of(monthly_seconds: Limit, credit_ms: int) -> int:
+    """This cycle's seconds, in ms: the monthly limit plus the operators' credit."""
+    return 1000 * monthly_seconds.value + credit_ms
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaView:
     """Used, live reserved and what is left of a cycle's quota."""
@@ -98,8 +104,7 @@ class Allowance:
 
     @property
     def quota_ms(self) -> int:
-        """This cycle's seconds, in ms: the monthly limit plus the credit."""
-        return 1000 * self.monthly_seconds.value + self.credit_ms
+        return quota_ms_of(self.monthly_seconds, self.credit_ms)
 
     @property
     def limits(self) -> dict[str, Limit]:

@@ -68,6 +68,7 @@ __all__ = [
     "UsageLine",
     "UsageReport",
     "adjust_quota",
+    "is_hd",
     "parse_period",
     "parse_seconds",
     "quota_state",
@@ -112,6 +113,16 @@ class Prices:
 
     turbo_per_million: float
     hd_per_million: float
+
+    def cost_usd(self, chars: int, hd_chars: int) -> float:
+        """MiniMax's price of ``chars`` billed characters, ``hd_chars`` of them by hd models."""
+        cost = hd_chars * self.hd_per_million + (chars - hd_chars) * self.turbo_per_million
+        return round(cost / 1_000_000, 6)
+
+
+def is_hd(model: Any) -> Any:
+    """The SQL test of a model column: hd models are priced apart (``Prices``)."""
+    return model.contains("-hd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +429,7 @@ def _lines_query(start: dt.datetime, end: dt.datetime, user_id: int | None) -> A
     def count(status: str) -> Any:
         return func.count().filter(Usage.status == status)
 
-    hd = Usage.model.contains("-hd")
+    hd = is_hd(Usage.model)
     grouped = select(
         Usage.user_id.label("user_id"),
         func.count().label("requests"),
@@ -459,9 +470,6 @@ def _lines_query(start: dt.datetime, end: dt.datetime, user_id: int | None) -> A
 
 def _line(row: Sequence[Any], prices: Prices) -> UsageLine:
     chars, hd_chars = int(row[8]), int(row[9])
-    cost = (
-        hd_chars * prices.hd_per_million + (chars - hd_chars) * prices.turbo_per_million
-    ) / 1_000_000
     return UsageLine(
         user_id=row[0],
         email=row[1],
@@ -472,7 +480,7 @@ def _line(row: Sequence[Any], prices: Prices) -> UsageLine:
         refused=int(row[6]),
         duration_ms=int(row[7]),
         billed_characters=chars,
-        cost_usd=round(cost, 6),
+        cost_usd=prices.cost_usd(chars, hd_chars),
     )
 
 
@@ -485,13 +493,14 @@ async def _clone_previews(
             select(
                 func.count(chars),
                 func.coalesce(func.sum(chars), 0),
-                func.coalesce(func.sum(chars).filter(Voice.preview_model.contains("-hd")), 0),
+                func.coalesce(func.sum(chars).filter(is_hd(Voice.preview_model)), 0),
             ).where(chars.is_not(None), Voice.created_at >= start, Voice.created_at < end)
         )
     ).one()
     previews, total, hd = (int(value or 0) for value in row)
-    cost = (hd * prices.hd_per_million + (total - hd) * prices.turbo_per_million) / 1_000_000
-    return ClonePreviews(previews=previews, preview_characters=total, cost_usd=round(cost, 6))
+    return ClonePreviews(
+        previews=previews, preview_characters=total, cost_usd=prices.cost_usd(total, hd)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class OdeaError(Exception):
         self.message = message or self.default_message
         self.retry_after = retry_after
         self.details = details or {}
+        # For operators only, never on the wire: MiniMax's alert kind when it failed the
+        # job that way (minimax.Failure.alert), recorded on the usage row for ``stats``.
+        self.alert: str | None = None
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,14 +9,17 @@ quota (credits, resets, reports) is billing.py.
              estimate fits or ``refused`` when it does not. The usage row is unique on
              the RunPod job id: a job delivered twice finds its row and is never charged
              twice; one whose earlier attempt died, failed or was refused takes the row
-             over (``attempts`` + 1).
+             over (``attempts`` + 1). A job without a voice gets the user's default
+             voice here, where the user row is read anyway.
 ``settle``   moves the real duration into ``used_ms`` and marks the row ``succeeded``,
-             only if the row is still this attempt's and open.
+             only if the row is still this attempt's and open; it records the job's
+             times (worker, MiniMax) for ``stats``.
 ``release``  marks the row ``failed``/``refused``; nothing was charged.
 
 Two implementations, one behaviour (tests/test_reserve_rules.py runs on both):
 
-Postgres     ``odeatts_reserve`` and ``odeatts_settle`` (PL/pgSQL, migration 0004) and
+Postgres     ``odeatts_reserve2`` and ``odeatts_settle2`` (PL/pgSQL, migrations 0004
+             and 0006) and
              one UPDATE for release, each a single prepared statement in autocommit on
              psycopg's own connection (db.autocommit): no ORM, no BEGIN/COMMIT, no pool
              reset. A transaction of several statements costs a round trip each; a
@@ -74,7 +77,7 @@ from odeatts.db import (
     insert_for,
     on_postgres,
 )
-from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
+from odeatts.errors import DuplicateJob, InvalidRequest, QuotaExceeded, Unauthorized
 from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
 from odeatts.outbox import Charge, Outbox
 
@@ -108,10 +111,11 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class JobMeta:
-    """What the usage row records about a job before synthesis."""
+    """What the usage row records about a job before synthesis (``voice`` None: the
+    user's default voice)."""
 
     job_id: str
-    voice: str
+    voice: str | None
     model: str
     text_chars: int
     estimated_ms: int
@@ -123,6 +127,7 @@ class Reservation:
     attempt: int
     caller: Caller
     estimated_ms: int
+    voice: str  # the job's, or the user's default
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int, User, Plan]:
@@ -176,7 +181,8 @@ async def reserve(
 ) -> Reservation:
     """Authenticate and reserve ``job.estimated_ms``: one round trip on Postgres.
 
-    Raises Unauthorized, QuotaExceeded (after recording a ``refused`` row) or DuplicateJob.
+    Raises Unauthorized, QuotaExceeded (after recording a ``refused`` row), DuplicateJob,
+    or InvalidRequest (``voice``) when the job names no voice and the user has no default.
     A user whose cycle has ended (once a month) takes the Python path, which rolls it.
     """
     engine = engine_of(sessions)
@@ -185,7 +191,7 @@ async def reserve(
         decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
     if decided is None:
         decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
-    caller, view, fits, usage_id, attempt = decided
+    caller, view, fits, usage_id, attempt, voice = decided
     if not fits:
         raise QuotaExceeded(
             f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
@@ -196,16 +202,27 @@ async def reserve(
             },
         )
     return Reservation(
-        usage_id=usage_id, attempt=attempt, caller=caller, estimated_ms=job.estimated_ms
+        usage_id=usage_id,
+        attempt=attempt,
+        caller=caller,
+        estimated_ms=job.estimated_ms,
+        voice=voice,
+    )
+
+
+def _no_voice() -> InvalidRequest:
+    return InvalidRequest(
+        "Give `voice`: this account has no default voice (an operator sets one).",
+        details={"field": "voice"},
     )
 
 
 # What a reservation decided: the caller, their quota (live reservations included, this
-# job not), whether the job fits, and its usage row and attempt.
-_Decided = tuple[Caller, QuotaView, bool, int, int]
+# job not), whether the job fits, its usage row and attempt, and the job's voice.
+_Decided = tuple[Caller, QuotaView, bool, int, int, str]
 
-# One statement, prepared once per connection; the function is migration 0004's.
-_RESERVE_SQL = "SELECT * FROM odeatts_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, prepared once per connection; the function is migration 0006's.
+_RESERVE_SQL = "SELECT * FROM odeatts_reserve2(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 async def _reserve_in_postgres(
@@ -215,7 +232,7 @@ async def _reserve_in_postgres(
     now: dt.datetime,
     stale_after: dt.timedelta,
 ) -> _Decided | None:
-    """``odeatts_reserve``: None when the user's cycle has ended (roll it in Python)."""
+    """``odeatts_reserve2``: None when the user's cycle has ended (roll it in Python)."""
     params = (
         key_hash,
         job.job_id,
@@ -233,11 +250,13 @@ async def _reserve_in_postgres(
     assert row is not None  # the function always returns one row
     (outcome, usage_id, attempt, user_id, api_key_id, plan_id) = row[:6]
     (plan_s, override_s, plan_rpm, override_rpm, plan_streams, override_streams) = row[6:12]
-    credit_ms, used_ms, reserved_ms = row[12:15]
+    credit_ms, used_ms, reserved_ms, voice = row[12:16]
     if outcome == "unauthorized":
         raise Unauthorized()
     if outcome == "roll":
         return None
+    if outcome == "no_voice":
+        raise _no_voice()
     if outcome == "completed":
         raise DuplicateJob(details={"job_status": "completed"})
     if outcome == "in_progress":
@@ -255,7 +274,7 @@ async def _reserve_in_postgres(
         used_ms=used_ms,
     )
     view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
-    return caller, view, outcome == RESERVED, usage_id, attempt
+    return caller, view, outcome == RESERVED, usage_id, attempt, voice
 
 
 async def _reserve_in_python(
@@ -269,6 +288,7 @@ async def _reserve_in_python(
     with database_errors():
         async with sessions() as session, session.begin():
             caller = await _load_caller(session, key_hash, now=now, lock=True)
+            voice = job.voice or await _default_voice(session, caller.user_id)
             reserved = await live_reserved_ms(
                 session,
                 user_id=caller.user_id,
@@ -278,7 +298,7 @@ async def _reserve_in_python(
             )
             view = caller.allowance.quota(used_ms=caller.used_ms, reserved_ms=reserved)
             fits = view.fits(job.estimated_ms)
-            values = _row_values(caller, job, now, RESERVED if fits else REFUSED)
+            values = _row_values(caller, job, voice, now, RESERVED if fits else REFUSED)
             row_id = await _insert_new(session, values)
             if row_id is None:  # this job id was seen before: a re-delivery
                 usage_id, attempt = await _take_over(
@@ -286,7 +306,17 @@ async def _reserve_in_python(
                 )
             else:
                 usage_id, attempt = row_id, 1
-    return caller, view, fits, usage_id, attempt
+    return caller, view, fits, usage_id, attempt, voice
+
+
+async def _default_voice(session: AsyncSession, user_id: int) -> str:
+    """The user's default voice (a job that named none), else InvalidRequest."""
+    voice = (
+        await session.execute(select(User.default_voice).where(User.id == user_id))
+    ).scalar_one()
+    if voice is None:
+        raise _no_voice()
+    return voice
 
 
 def _in_progress() -> DuplicateJob:
@@ -295,12 +325,14 @@ def _in_progress() -> DuplicateJob:
     )
 
 
-def _row_values(caller: Caller, job: JobMeta, now: dt.datetime, status: str) -> dict[str, Any]:
+def _row_values(
+    caller: Caller, job: JobMeta, voice: str, now: dt.datetime, status: str
+) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
         "user_id": caller.user_id,
         "api_key_id": caller.api_key_id,
-        "voice": job.voice,
+        "voice": voice,
         "model": job.model,
         "text_chars": job.text_chars,
         "estimated_ms": job.estimated_ms,
@@ -311,6 +343,9 @@ def _row_values(caller: Caller, job: JobMeta, now: dt.datetime, status: str) -> 
         "billed_characters": None,
         "trace_id": None,
         "settled_at": None,
+        "worker_ms": None,
+        "upstream_ms": None,
+        "upstream_alert": None,
     }
 
 
@@ -371,8 +406,8 @@ async def settle_deferred(sessions: Sessions, charge: Charge) -> bool:
 _OPEN = Usage.status == RESERVED
 _OPEN_OR_ABANDONED = or_(_OPEN, and_(Usage.status == FAILED, Usage.error_code == "abandoned"))
 
-# One statement, prepared once per connection; the function is migration 0004's.
-_SETTLE_SQL = "SELECT odeatts_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, prepared once per connection; the function is migration 0006's.
+_SETTLE_SQL = "SELECT odeatts_settle2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 async def _apply(sessions: Sessions, charge: Charge, *, abandoned_too: bool) -> int | None:
@@ -403,6 +438,8 @@ async def _apply_in_postgres(
         charge.trace_id,
         charge.error_code,
         abandoned_too,
+        charge.worker_ms,
+        charge.upstream_ms,
     )
     with database_errors():
         async with autocommit(engine) as pg:
@@ -441,6 +478,8 @@ async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bo
                         billed_characters=charge.billed_characters,
                         trace_id=charge.trace_id,
                         error_code=charge.error_code,
+                        worker_ms=charge.worker_ms,
+                        upstream_ms=charge.upstream_ms,
                     ),
                 )
                 if marked != 1:
@@ -539,7 +578,8 @@ async def recent_usage(session: AsyncSession, *, user_id: int, limit: int) -> li
 
 # One statement in autocommit on Postgres: one round trip.
 _RELEASE_SQL = (
-    "UPDATE usage SET status = %s, error_code = %s, settled_at = %s, trace_id = %s"
+    "UPDATE usage SET status = %s, error_code = %s, settled_at = %s, trace_id = %s,"
+    " worker_ms = %s, upstream_alert = %s"
     " WHERE id = %s AND attempts = %s AND status = 'reserved'"
 )
 
@@ -552,13 +592,24 @@ async def release(
     error_code: str,
     now: dt.datetime,
     trace_id: str | None = None,
+    worker_ms: int | None = None,
+    alert: str | None = None,
 ) -> None:
-    """Give the reservation back: the job failed or was refused; nothing is charged."""
+    """Give the reservation back: the job failed or was refused; nothing is charged.
+    ``worker_ms`` and ``alert`` (MiniMax's alert kind) are recorded for ``stats``."""
     assert status in (FAILED, REFUSED)
     engine = engine_of(sessions)
+    outcome = {
+        "status": status,
+        "error_code": error_code,
+        "settled_at": now,
+        "trace_id": trace_id,
+        "worker_ms": worker_ms,
+        "upstream_alert": alert,
+    }
     with database_errors():
         if on_postgres(engine):
-            params = (status, error_code, now, trace_id, reservation.usage_id, reservation.attempt)
+            params = (*outcome.values(), reservation.usage_id, reservation.attempt)
             async with autocommit(engine) as pg:
                 await pg.execute(_RELEASE_SQL, params, prepare=True)
             return
@@ -570,7 +621,7 @@ async def release(
                     Usage.attempts == reservation.attempt,
                     Usage.status == RESERVED,
                 )
-                .values(status=status, error_code=error_code, settled_at=now, trace_id=trace_id)
+                .values(**outcome)
             )
 
 

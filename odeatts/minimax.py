@@ -231,6 +231,7 @@ class Failure:
         error = self.error(
             self.message, retry_after=_BUSY_SECONDS if busy else None, details=details
         )
+        error.alert = self.alert
         return MiniMaxError(error, retry=self.retry, busy=busy)
 
 

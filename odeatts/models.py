@@ -96,6 +96,8 @@ class User(Base):
     used_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     # Seconds an operator granted (or took back) for this cycle; reset with the cycle.
     credit_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The voice a speech job without one uses (a catalogue name; migration 0006).
+    default_voice: Mapped[str | None] = mapped_column(String(64))
     cycle_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     cycle_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -202,6 +204,11 @@ class Usage(Base):
     error_code: Mapped[str | None] = mapped_column(String(32))
     trace_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    # For ``stats`` (migration 0006): the job's time in the worker and MiniMax's, and
+    # MiniMax's alert kind (minimax.Failure.alert) when it failed the job that way.
+    worker_ms: Mapped[int | None] = mapped_column(Integer)
+    upstream_ms: Mapped[int | None] = mapped_column(Integer)
+    upstream_alert: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     reserved_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     settled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

@@ -50,6 +50,9 @@ class Charge:
     trace_id: str | None
     settled_at: str  # ISO 8601, the moment the audio was delivered
     error_code: str | None = None  # "cancelled": a stream charged for what it delivered
+    # For ``stats``; absent from charges kept by a worker of an older version.
+    worker_ms: int | None = None
+    upstream_ms: int | None = None
 
     @property
     def field(self) -> str:

@@ -1,6 +1,7 @@
 """The one place that orders the steps of a job, from parsed input to the reply.
 
-speech:  parse -> voice (cached) -> Postgres: authenticate + reserve -> Redis: admit
+speech:  parse -> voice (cached) -> Postgres: authenticate + reserve (a job without a
+         voice gets the user's default here, then from the cache) -> Redis: admit
          -> MiniMax (one call, or several parts for a long text) -> object storage when
          the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
 stream:  the same, but audio chunks are yielded as MiniMax streams them, then a final
@@ -109,6 +110,7 @@ class _Job:
     parts: list[SpeechParams]
     reservation: metering.Reservation
     budget: Budget
+    started: float  # time.monotonic() when the job came: its worker time, for ``stats``
 
     @property
     def lease_id(self) -> str:
@@ -189,15 +191,21 @@ class Pipeline:
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
         async with self._metered(job):
+            asked = time.monotonic()
             speeches = await self.deps.minimax.call(
                 partial(self._synthesize, job), budget=job.budget
             )
+            upstream_ms = _ms_since(asked)
             bind(trace_id=speeches[0].trace_id)
             audio = _joined([s.audio for s in speeches], request.format)
             duration = sum(s.duration_ms for s in speeches)
             delivery = await self._deliver(job, audio)
             view = await self._settle(
-                job, duration, speeches[0].trace_id, sum(s.billed_characters or 0 for s in speeches)
+                job,
+                duration,
+                speeches[0].trace_id,
+                sum(s.billed_characters or 0 for s in speeches),
+                upstream_ms=upstream_ms,
             )
         return {**delivery, **self._metadata(job, duration, speeches[0].sample_rate, view)}
 
@@ -211,6 +219,8 @@ class Pipeline:
         async with self._metered(job):
             ends: list[StreamEnd] = []
             self.deps.minimax.check()
+            # MiniMax's time for a stream includes handing its chunks on to RunPod.
+            asked = time.monotonic()
             try:
                 for index, params in enumerate(job.parts):
                     await self._part_slot(job, index)
@@ -241,7 +251,11 @@ class Pipeline:
             self.deps.minimax.observe(None)
             duration = sum(e.duration_ms for e in ends)
             view = await self._settle(
-                job, duration, ends[0].trace_id, sum(e.billed_characters or 0 for e in ends)
+                job,
+                duration,
+                ends[0].trace_id,
+                sum(e.billed_characters or 0 for e in ends),
+                upstream_ms=_ms_since(asked),
             )
         yield {
             "done": True,
@@ -250,42 +264,71 @@ class Pipeline:
         }
 
     async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
-        """Everything that can refuse a job before anything is reserved, then reserve."""
+        """Everything that can refuse a job before anything is reserved, then reserve.
+
+        A job without a voice learns the user's default from the reservation (which
+        reads the user row anyway): no round trip of its own."""
+        started = time.monotonic()
         budget = Budget(self.settings.job_budget_seconds)
         credential = self._credential(request)
-        voice = self.voices.cached(request.voice) or await self._db(
-            partial(self.voices.get, request.voice), budget
-        )
-        if voice is None:
-            await self._authenticate(credential, budget)  # 401 before 404
-            names = [v.name for v in await self._db(self.voices.active, budget)]
-            raise VoiceNotFound(
-                f"Unknown voice `{request.voice}`.", details={"field": "voice", "voices": names}
-            )
+        voice = None
+        if request.voice is not None:
+            voice = await self._voice(request.voice, budget)
+            if voice is None:
+                await self._authenticate(credential, budget)  # 401 before 404
+                raise await self._unknown_voice(request.voice, budget)
         estimate = estimate_ms(request.text, request.speed)
         self._check_delivery(request, estimate)
-        parts = self._parts(request, voice)
+        texts, model = self._texts(request)
         meta = metering.JobMeta(
             job_id=job_id,
-            voice=voice.name,
-            model=parts[0].model,
+            voice=request.voice,
+            model=model,
             text_chars=len(request.text),
             estimated_ms=estimate,
         )
-        reservation = await self._as_caller(
-            credential,
-            partial(
-                metering.reserve,
-                self.sessions,
-                key_hash=credential.hash,
-                job=meta,
-                now=self.clock(),
-                stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds),
-            ),
-            budget,
-        )
+        reservation = await self._reserve(credential, meta, budget)
         bind(user_id=reservation.caller.user_id)
-        return _Job(job_id, request, voice, parts, reservation, budget)
+        if voice is None:  # the user's default voice
+            voice = await self._voice(reservation.voice, budget)
+            if voice is None:  # deactivated since it was set
+                error = await self._unknown_voice(reservation.voice, budget)
+                await self._release(reservation, FAILED, error, started)
+                raise error
+        parts = self._parts(request, voice, texts, model)
+        return _Job(job_id, request, voice, parts, reservation, budget, started)
+
+    async def _voice(self, name: str, budget: Budget) -> Voice | None:
+        return self.voices.cached(name) or await self._db(partial(self.voices.get, name), budget)
+
+    async def _voice_names(self, budget: Budget) -> list[str]:
+        return [v.name for v in await self._db(self.voices.active, budget)]
+
+    async def _unknown_voice(self, name: str, budget: Budget) -> VoiceNotFound:
+        names = await self._voice_names(budget)
+        return VoiceNotFound(
+            f"Unknown voice `{name}`.", details={"field": "voice", "voices": names}
+        )
+
+    async def _reserve(
+        self, credential: _Credential, meta: metering.JobMeta, budget: Budget
+    ) -> metering.Reservation:
+        try:
+            return await self._as_caller(
+                credential,
+                partial(
+                    metering.reserve,
+                    self.sessions,
+                    key_hash=credential.hash,
+                    job=meta,
+                    now=self.clock(),
+                    stale_after=dt.timedelta(seconds=self.settings.lease_ttl_seconds),
+                ),
+                budget,
+            )
+        except InvalidRequest as exc:  # no voice given and no default: name the choices
+            exc.details["voices"] = await self._voice_names(budget)
+            raise
 
     async def _db(
         self,
@@ -332,7 +375,8 @@ class Pipeline:
             # kept before Redis was asked, still throttles the next attempts here.
             return None
 
-    def _parts(self, request: SpeechRequest, voice: Voice) -> list[SpeechParams]:
+    def _texts(self, request: SpeechRequest) -> tuple[list[str], str]:
+        """The text's parts and the model, checked before anything is reserved."""
         texts = split_text(request.text, self.settings.part_chars)
         if len(texts) > 1 and request.format == "flac":
             raise InvalidRequest(
@@ -341,7 +385,12 @@ class Pipeline:
                 details={"field": "format"},
             )
         model = request.model or self.settings.minimax_model
-        check_emotion(request.emotion, model)  # before anything is reserved
+        check_emotion(request.emotion, model)
+        return texts, model
+
+    def _parts(
+        self, request: SpeechRequest, voice: Voice, texts: list[str], model: str
+    ) -> list[SpeechParams]:
         base = SpeechParams(
             text="",
             voice_id=voice.minimax_voice_id,
@@ -387,17 +436,17 @@ class Pipeline:
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
             await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id, void=True)
-            await self._release(job.reservation, FAILED, exc)
+            await self._release(job.reservation, FAILED, exc, job.started)
             raise
         if not decision.allowed:
             error = _refusal(decision, caller)
-            await self._release(job.reservation, REFUSED, error)
+            await self._release(job.reservation, REFUSED, error, job.started)
             raise error
         try:
             yield
         except BaseException as exc:
             # A no-op when the job was already settled (the row is no longer reserved).
-            await self._release(job.reservation, FAILED, exc)
+            await self._release(job.reservation, FAILED, exc, job.started)
             raise
         finally:
             await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id)
@@ -462,6 +511,7 @@ class Pipeline:
         trace_id: str | None,
         billed: int,
         error_code: str | None = None,
+        upstream_ms: int | None = None,
     ) -> QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
@@ -476,6 +526,8 @@ class Pipeline:
             trace_id=trace_id,
             settled_at=self.clock().isoformat(),
             error_code=error_code,
+            worker_ms=_ms_since(job.started),
+            upstream_ms=upstream_ms,
         )
         settle = partial(metering.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
@@ -591,7 +643,7 @@ class Pipeline:
             waited += await _pause(decision)
 
     async def _release(
-        self, reservation: metering.Reservation, status: str, exc: BaseException
+        self, reservation: metering.Reservation, status: str, exc: BaseException, started: float
     ) -> None:
         code = (
             exc.code
@@ -607,6 +659,8 @@ class Pipeline:
                     status=status,
                     error_code=code,
                     now=self.clock(),
+                    worker_ms=_ms_since(started),
+                    alert=exc.alert if isinstance(exc, OdeaError) else None,
                 ),
                 urgent=True,
             )
@@ -644,10 +698,11 @@ class Pipeline:
 
     async def usage(self, request: UsageRequest) -> dict[str, Any]:
         caller = await self._authenticate(self._credential(request))
-        state, rows = await self._db(partial(self._usage_rows, caller, request))
+        state, rows, default_voice = await self._db(partial(self._usage_rows, caller, request))
         allowance, quota = state.allowance, state.quota
         return {
             "plan": allowance.plan_id,
+            "default_voice": default_voice,
             # The caller's monthly seconds include the credit an operator granted them.
             "limits": {
                 "monthly_seconds": quota.quota_ms / 1000,
@@ -665,7 +720,7 @@ class Pipeline:
 
     async def _usage_rows(
         self, caller: metering.Caller, request: UsageRequest
-    ) -> tuple[QuotaState, Sequence[Usage]]:
+    ) -> tuple[QuotaState, Sequence[Usage], str | None]:
         lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
             async with self.sessions() as session:
@@ -678,7 +733,11 @@ class Pipeline:
                     session, user, plan, now=self.clock(), lease_ttl=lease_ttl
                 )
                 rows = await metering.recent_usage(session, user_id=user.id, limit=request.limit)
-        return state, rows
+        return state, rows, user.default_voice
+
+
+def _ms_since(moment: float) -> int:
+    return round((time.monotonic() - moment) * 1000)
 
 
 def _joined(parts: list[bytes], fmt: str) -> bytes:

@@ -2,7 +2,7 @@
 
 Accepted input shapes (``input`` of a RunPod job)::
 
-    {"api_key": "odea_...", "text": "...", "voice": "british-female",       # action "speech"
+    {"api_key": "odea_...", "text": "...", "voice"?: "british-female",      # action "speech"
      "speed"?: 0.5-2.0, "pitch"?: -12..12, "volume"?: (0, 10], "emotion"?: ...,
      "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
      "language_boost"?: "auto" | "English" | ..., "stream"?: false,
@@ -158,7 +158,8 @@ class _Input(BaseModel):
 class SpeechRequest(_Input):
     action: Literal["speech"] = "speech"
     text: str = Field(min_length=1)
-    voice: str = Field(min_length=1, max_length=64)
+    # None: the user's default voice (``users set-voice``), decided at the reservation.
+    voice: str | None = Field(None, min_length=1, max_length=64)
     speed: float = Field(1.0, ge=0.5, le=2.0)
     pitch: int = Field(0, ge=-12, le=12)
     volume: float = Field(1.0, gt=0, le=10)

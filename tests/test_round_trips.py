@@ -115,3 +115,16 @@ async def test_a_job_refused_at_redis_is_two_postgres_and_one_redis_round_trip(
         out, pg, redis = await wire.job(key)
     assert "rate_limited" in out["error"], out
     assert (pg, redis) == (2, 1)  # reserve, release; EVALSHA (refused, nothing to release)
+
+
+async def test_a_job_in_the_users_default_voice_is_two_and_two(
+    wire: Wire, make_user: UserFactory
+) -> None:
+    """The reservation returns the default voice; the voice itself comes from the cache."""
+    _, key = await make_user("pro", default_voice="british-female")
+    # Warm-up: the first job loads the voice catalogue between reserve and settle, so
+    # the second may still prepare a statement on another pooled connection.
+    for _ in range(3):
+        out, pg, redis = await wire.job(key, voice=None)
+    assert out.get("voice") == "british-female", out
+    assert (pg, redis) == (2, 2)

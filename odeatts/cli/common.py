@@ -41,7 +41,7 @@ from typer._click.core import Context
 from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
-from odeatts import accounts
+from odeatts import accounts, billing
 from odeatts.config import Settings
 from odeatts.connections import build_minimax
 from odeatts.db import Sessions, make_engine, make_sessionmaker
@@ -63,6 +63,7 @@ __all__ = [
     "minimax",
     "out",
     "piped",
+    "prices",
     "print_whole",
     "run",
     "say",
@@ -278,6 +279,15 @@ async def minimax() -> AsyncIterator[MiniMaxClient]:
 
 
 # --- units ---------------------------------------------------------------------------------
+
+
+def prices() -> billing.Prices:
+    """What MiniMax charges us, from the settings (the usage report and stats)."""
+    config = settings()
+    return billing.Prices(
+        turbo_per_million=config.price_turbo_per_million_chars,
+        hd_per_million=config.price_hd_per_million_chars,
+    )
 
 
 def seconds(value: float) -> str:

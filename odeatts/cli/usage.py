@@ -37,8 +37,10 @@ from odeatts.cli.common import (
     run,
     say,
     seconds,
-    settings,
     utc,
+)
+from odeatts.cli.common import (
+    prices as price_list,
 )
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
@@ -254,11 +256,7 @@ def report(
         fail(f"--json and --format {fmt} disagree; give one of them")
     fmt = "json" if as_json else fmt or "table"
     start_at, end_at = _checked(lambda: billing.parse_period(start, end, now=utcnow()))
-    config = settings()
-    prices = billing.Prices(
-        turbo_per_million=config.price_turbo_per_million_chars,
-        hd_per_million=config.price_hd_per_million_chars,
-    )
+    prices = price_list()
     target = Path(output) if output else None
     if fmt == "table":
         _write_table(

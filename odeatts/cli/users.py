@@ -5,6 +5,7 @@
     users list       [--plan P] [--active/--inactive]
     users set-plan   --user U --plan P               effective on the user's next job
     users set-limits --user U [--monthly-seconds N] [--rpm N] [--streams N] | --clear
+    users set-voice  --user U --voice NAME | --clear    the voice of jobs that name none
     users deactivate --user U / users activate --user U
 
 ``--user`` is an id or an email (case-insensitive). Every command takes ``--json``.
@@ -25,6 +26,7 @@ from odeatts.cli.common import (
     OneLineErrors,
     display,
     emit,
+    fail,
     key_table,
     run,
     say,
@@ -91,6 +93,7 @@ def _user_table(view: accounts.UserView) -> Table:
         ["email", user.email],
         ["plan", f"{view.plan.id} ({view.plan.name})"],
         ["active", "yes" if user.active else "NO — jobs are refused"],
+        ["default voice", user.default_voice or "none (jobs must name a voice)"],
         *[[name.replace("_", " "), _limit(view.limits[name])] for name in accounts.LIMIT_NAMES],
         [
             "seconds",
@@ -223,6 +226,29 @@ def set_limits(
         "limits": accounts.limits_dict(change.limits),
     }
     emit(data, as_json, _limits_table(f"limits of {_who(change.user)}", change))
+
+
+@app.command("set-voice")
+def set_voice(
+    user: str = USER,
+    voice: str | None = typer.Option(None, "--voice", help="An active catalogue voice."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the default voice."),
+    as_json: bool = JSON,
+) -> None:
+    """The voice a speech job without `voice` uses; from the user's next job."""
+    if clear == (voice is not None):
+        fail("give --voice NAME or --clear")
+    change = run(lambda s: accounts.set_default_voice(s, user=user, voice=voice))
+    found = change.user
+    data = {
+        "id": found.id,
+        "email": found.email,
+        "default_voice": found.default_voice,
+        "previous_default_voice": change.previous,
+        "changed": change.changed,
+    }
+    now = found.default_voice or "none: jobs must name a voice"
+    emit(data, as_json, f"{_who(found)}: default voice {change.previous or 'none'} → {now}")
 
 
 def _set_active(user: str, active: bool, as_json: bool) -> None:

@@ -43,7 +43,7 @@ GRANT SELECT ON plans, users, api_keys, voices, usage TO odeatts_worker;
 GRANT INSERT ON usage TO odeatts_worker;
 GRANT UPDATE (user_id, api_key_id, voice, model, text_chars, estimated_ms, duration_ms,
               billed_characters, status, error_code, trace_id, attempts, reserved_at,
-              settled_at)
+              settled_at, worker_ms, upstream_ms, upstream_alert)
     ON usage TO odeatts_worker;
 GRANT USAGE ON SEQUENCE usage_id_seq TO odeatts_worker;
 
@@ -54,8 +54,11 @@ GRANT UPDATE (used_ms, credit_ms, cycle_start, cycle_end) ON users TO odeatts_wo
 GRANT SELECT, INSERT ON billing_cycles TO odeatts_worker;
 GRANT USAGE ON SEQUENCE billing_cycles_id_seq TO odeatts_worker;
 
--- Migration 0004's functions (SECURITY INVOKER: they run with the rights above).
+-- The job path's functions, migrations 0004 and 0006 (SECURITY INVOKER: they run with
+-- the rights above; 0004's stay for workers of the previous version during a deploy).
 -- Postgres lets PUBLIC execute every new function; only the worker (and the owner)
 -- should call these.
-REVOKE EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle TO odeatts_worker;
+REVOKE EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2
+    TO odeatts_worker;

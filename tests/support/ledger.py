@@ -1,13 +1,17 @@
-"""Usage rows written straight into the ledger: what a worker left behind."""
+"""Usage rows written straight into the ledger: what a worker left behind, or a
+ledger of finished jobs for the operators' reports to add up."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
 
 from odeatts.db import Sessions
-from odeatts.models import RESERVED, Usage, utcnow
+from odeatts.models import RESERVED, ApiKey, Usage, utcnow
 
-__all__ = ["add_reservation"]
+__all__ = ["add_job", "add_reservation"]
 
 
 async def add_reservation(
@@ -21,17 +25,44 @@ async def add_reservation(
     """A ``reserved`` row, as a worker writes it at admission (and leaves it if it dies),
     reserved ``reserved_at`` (now by default)."""
     async with sessions() as session, session.begin():
-        session.add(
-            Usage(
-                job_id=job_id,
-                user_id=user_id,
-                api_key_id=1,
-                voice="british-male",
-                model="speech-02-turbo",
-                text_chars=10,
-                estimated_ms=estimated_ms,
-                status=RESERVED,
-                attempts=1,
-                reserved_at=reserved_at or utcnow(),
+        session.add(_row(job_id, user_id, 1, estimated_ms, reserved_at or utcnow()))
+
+
+async def add_job(
+    sessions: Sessions,
+    user_id: int,
+    job_id: str,
+    *,
+    at: dt.datetime,
+    status: str,
+    **columns: Any,
+) -> None:
+    """A job as the worker leaves it finished (``status``, ``error_code``,
+    ``duration_ms``, ``worker_ms``, ...), made ``at``, with the user's first key."""
+    async with sessions() as session, session.begin():
+        key_id = (
+            await session.execute(
+                select(ApiKey.id).where(ApiKey.user_id == user_id).order_by(ApiKey.id).limit(1)
             )
-        )
+        ).scalar_one()
+        row = _row(job_id, user_id, key_id, columns.pop("estimated_ms", 1_000), at)
+        row.status, row.settled_at = status, at
+        for name, value in columns.items():
+            setattr(row, name, value)
+        session.add(row)
+
+
+def _row(job_id: str, user_id: int, key_id: int, estimated_ms: int, at: dt.datetime) -> Usage:
+    return Usage(
+        job_id=job_id,
+        user_id=user_id,
+        api_key_id=key_id,
+        voice="british-male",
+        model="speech-02-turbo",
+        text_chars=10,
+        estimated_ms=estimated_ms,
+        status=RESERVED,
+        attempts=1,
+        reserved_at=at,
+        created_at=at,
+    )
