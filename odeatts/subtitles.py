@@ -108,15 +108,17 @@ def offset_timings(
     parts: Sequence[Sequence[Timing]], durations_ms: Sequence[int]
 ) -> list[dict[str, Any]]:
     """The parts' timings on the joined audio's clock: part ``i`` starts after the real
-    lengths of parts ``0..i-1``. Seconds, to the millisecond."""
+    lengths of parts ``0..i-1``. Seconds, to the millisecond. A time past its part's
+    end (MiniMax rounds its milliseconds; we measure to the sample) is its part's end,
+    so a part's words never overlap the next part's."""
     out: list[dict[str, Any]] = []
     start = 0
     for timings, duration in zip(parts, durations_ms, strict=True):
         out.extend(
             {
                 "text": t.text,
-                "start_seconds": round((start + t.start_ms) / 1000, 3),
-                "end_seconds": round((start + t.end_ms) / 1000, 3),
+                "start_seconds": round((start + min(t.start_ms, duration)) / 1000, 3),
+                "end_seconds": round((start + min(t.end_ms, duration)) / 1000, 3),
             }
             for t in timings
         )
