@@ -18,6 +18,8 @@ from array import array
 
 import lameenc
 
+from odeatts import g711
+
 __all__ = ["SOURCE_RATE", "encode", "output_samples", "resample", "to_stereo"]
 
 SOURCE_RATE = 22050
@@ -97,7 +99,8 @@ def _wav(raw: bytes, sample_rate: int, channels: int) -> bytes:
 
 
 def encode(pcm: array[int], fmt: str, sample_rate: int, bitrate: int, channels: int) -> bytes:
-    """Encode 22,050 Hz mono int16 pcm as mp3, wav or pcm (raw 16-bit LE)."""
+    """Encode 22,050 Hz mono int16 pcm as mp3, wav, pcm (raw 16-bit LE) or G.711
+    μ-law (pcmu_raw, pcmu_wav: mono, one byte a sample, at the asked rate)."""
     if fmt == "mp3":
         return _mp3(pcm, sample_rate, bitrate, channels)
     samples = resample(pcm, SOURCE_RATE, sample_rate)
@@ -106,4 +109,8 @@ def encode(pcm: array[int], fmt: str, sample_rate: int, bitrate: int, channels: 
         return _wav(raw, sample_rate, channels)
     if fmt == "pcm":
         return raw
+    if fmt == "pcmu_raw":
+        return g711.ulaw_encode(_little_endian(samples))
+    if fmt == "pcmu_wav":
+        return g711.ulaw_wav(g711.ulaw_encode(_little_endian(samples)), sample_rate)
     raise ValueError(f"unsupported format {fmt!r}")

@@ -15,10 +15,11 @@ become that many seconds of silence between spoken segments (values outside
 0.01..99.99 are clamped, not refused). Output length is computed from the
 PCM sample count, as MiniMax's extra_info.audio_length (milliseconds).
 
-Formats: mp3 (LAME via lameenc), wav (stdlib `wave`), pcm (raw 16-bit LE).
+Formats: mp3 (LAME via lameenc), wav (stdlib `wave`), pcm (raw 16-bit LE), and
+G.711 μ-law raw or in WAV (pcmu_raw, pcmu_wav; odeatts.g711, always mono).
 flac is NOT produced: no pure-Python route is trivial, so `synthesize`
 raises UnsupportedFormatError and the emulator answers flac (and the global-only
-pcmu_raw, pcmu_wav, opus) with base_resp 1000 "emulator: <format> not supported",
+opus) with base_resp 1000 "emulator: <format> not supported",
 e.g. "emulator: flac not supported". Volume is applied by espeak itself (its
 volume parameter) rather than by scaling samples in Python, for speed.
 """
@@ -39,6 +40,7 @@ from minimax_emulator.encode import SOURCE_RATE, encode, output_samples
 __all__ = [
     "FORMATS",
     "PAUSE",
+    "SAMPLE_BYTES",
     "Synthesis",
     "UnsupportedFormatError",
     "strip_pauses",
@@ -46,7 +48,9 @@ __all__ = [
     "voice_available",
 ]
 
-FORMATS = frozenset({"mp3", "wav", "pcm"})
+FORMATS = frozenset({"mp3", "wav", "pcm", "pcmu_raw", "pcmu_wav"})
+# Bytes per sample and channel, where the format is raw samples.
+SAMPLE_BYTES = {"pcm": 2, "pcmu_raw": 1}
 PAUSE = re.compile(r"<#(\d+(?:\.\d+)?)#>")
 
 _SYNCHRONOUS = 2

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from minimax_emulator.faults import FaultRule
 from minimax_emulator.protocol import base_resp, message_for
-from minimax_emulator.speech import Synthesis
+from minimax_emulator.speech import SAMPLE_BYTES, Synthesis
 from odeatts import mp3
 
 __all__ = ["Pacing", "pieces", "stream_events"]
@@ -40,11 +40,12 @@ class Pacing:
 
 
 def pieces(synthesis: Synthesis) -> list[bytes]:
-    """The audio cut into ~0.5 s pieces (MP3 at frame boundaries, PCM at sample boundaries)."""
+    """The audio cut into ~0.5 s pieces (MP3 at frame boundaries, PCM and μ-law at
+    sample boundaries)."""
     seconds = min(PIECE_SECONDS, synthesis.duration_ms / 2000)
     if synthesis.format == "mp3":
         return mp3.split(synthesis.audio, seconds)
-    step = 2 * synthesis.channels
+    step = SAMPLE_BYTES.get(synthesis.format, 2) * synthesis.channels
     size = max(step, int(synthesis.sample_rate * seconds) * step)
     audio = synthesis.audio
     return [audio[i : i + size] for i in range(0, len(audio), size)] or [b""]

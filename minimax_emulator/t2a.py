@@ -8,7 +8,10 @@ x characters before answering; streaming: latency_seconds before the first
 event and the per-character part spread over the events, plus
 chunk_delay_seconds between events), synthesis runs in a worker thread so
 the event loop keeps serving, and the answer goes out as JSON or SSE.
-A lie or audio_bytes fault rule, if one matched, alters that answer; a
+With subtitle_enable the reply's data carries subtitle_file, the URL of a
+JSON file the emulator serves (minimax_emulator/subtitles.py); a stream's
+final event carries it too (an assumption: MiniMax documents subtitles for
+replies only). A lie or audio_bytes fault rule, if one matched, alters that answer; a
 stream_json rule answers a stream request with the non-streaming reply, and a
 stream_tail rule moves the last audio piece into the final event.
 """
@@ -25,12 +28,19 @@ from minimax_emulator.protocol import ApiError, base_resp, json_response, read_j
 from minimax_emulator.speech import FORMATS, Synthesis, synthesize
 from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
 from minimax_emulator.streaming import Pacing, pieces, stream_events
+from minimax_emulator.subtitles import subtitle_file
 from minimax_emulator.textinfo import apply_tone, invisible_ratio, usage_characters, word_count
 from minimax_emulator.validation import T2ARequest, parse_t2a
 
 __all__ = ["CONTENT_TYPES", "hosted_url", "t2a_v2"]
 
-CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "application/octet-stream"}
+CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "pcm": "application/octet-stream",
+    "pcmu_raw": "audio/basic",
+    "pcmu_wav": "audio/wav",
+}
 
 
 def hosted_url(request: web.Request, token: str) -> str:
@@ -122,6 +132,7 @@ async def _stream(
     if kind == "stream_tail":  # kept back from the chunks, for the final event
         last = audio.pop()
     final = _reply(last if req.exclude_aggregated_audio else whole, info, trace_id)
+    final["data"].update(_subtitles(request, state, req, synthesis))
     pacing = _pacing(state, req, len(audio))
     return await stream_events(request, audio, final, trace_id, pacing, rule)
 
@@ -148,6 +159,16 @@ def _audio_field(
     return hosted_url(request, token)
 
 
+def _subtitles(
+    request: web.Request, state: EmulatorState, req: T2ARequest, synthesis: Synthesis
+) -> dict[str, str]:
+    """``{"subtitle_file": url}`` when subtitles were asked for, else nothing."""
+    if not req.subtitle_enable:
+        return {}
+    body = subtitle_file(req.text, synthesis.duration_ms, req.subtitle_type)
+    return {"subtitle_file": hosted_url(request, state.hosted.put(body, "application/json"))}
+
+
 async def t2a_v2(request: web.Request) -> web.StreamResponse:
     """The /v1/t2a_v2 handler (auth and faults are handled by the middleware)."""
     state: EmulatorState = request.app[STATE_KEY]
@@ -165,4 +186,5 @@ async def t2a_v2(request: web.Request) -> web.StreamResponse:
         return await _stream(request, state, req, synthesis, info)
     trace_id = request[TRACE_KEY]
     payload = _reply(_audio_field(request, state, req, synthesis), info, trace_id)
+    payload["data"].update(_subtitles(request, state, req, synthesis))
     return json_response(payload, trace_id)

@@ -5,8 +5,10 @@ Why: MiniMax answers a bad parameter with HTTP 200 and base_resp 2013
 so the emulator checks every documented constraint (and rejects what the
 docs do not allow, e.g. emotion "neutral", a non-integer pitch, wav or url
 output when streaming). Unknown extra fields are ignored, as MiniMax does.
-voice_modify is validated but not applied; subtitle_enable is accepted but
-no subtitle file is produced; timbre_weights (voice mixing) is not supported.
+voice_modify is validated (sliders -100..100, one of four sound_effects) but not
+applied; voice_setting.text_normalization is validated but changes nothing;
+subtitle_enable (with subtitle_type sentence or word) produces a subtitle file;
+timbre_weights (voice mixing) is not supported.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ EMOTIONS = frozenset(
 SAMPLE_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100})
 BITRATES = frozenset({32000, 64000, 128000, 256000})
 AUDIO_FORMATS = frozenset({"mp3", "pcm", "flac", "wav", "pcmu_raw", "pcmu_wav", "opus"})
+SOUND_EFFECTS = frozenset({"spacious_echo", "auditorium_echo", "lofi_telephone", "robotic"})
+SUBTITLE_TYPES = frozenset({"sentence", "word"})
 MAX_TEXT = 10000
 
 
@@ -58,6 +62,8 @@ class T2ARequest:
     channel: int = 1
     output_format: str = "hex"
     tone: tuple[str, ...] = ()
+    subtitle_enable: bool = False
+    subtitle_type: str = "sentence"
 
 
 def invalid(detail: str) -> ApiError:
@@ -160,6 +166,7 @@ def _voice_modify(body: dict[str, Any]) -> None:
         value = modify.get(key, 0)
         if not _is_int(value) or not -100 <= value <= 100:
             raise invalid(f"voice_modify.{key} must be an integer in [-100, 100]")
+    _choice(modify, "sound_effects", "voice_modify.sound_effects", SOUND_EFFECTS, None)
 
 
 def _check_stream_combination(stream: bool, audio: dict[str, Any], output_format: str) -> None:
@@ -191,7 +198,6 @@ def parse_t2a(body: Any) -> T2ARequest:
     _check_stream_combination(stream, audio, output_format)
     tone = _tone(body)
     _voice_modify(body)
-    _flag(body, "subtitle_enable", "subtitle_enable")
     return T2ARequest(
         model=model,
         text=text,
@@ -199,6 +205,8 @@ def parse_t2a(body: Any) -> T2ARequest:
         exclude_aggregated_audio=exclude,
         output_format=output_format,
         tone=tone,
+        subtitle_enable=_flag(body, "subtitle_enable", "subtitle_enable"),
+        subtitle_type=_choice(body, "subtitle_type", "subtitle_type", SUBTITLE_TYPES, "sentence"),
         **voice,
         **audio,
     )

@@ -4,8 +4,10 @@ Long texts are synthesised in parts and joined. MP3 frames are independent units
 so parts made with the same settings join frame-accurately by concatenating their
 audio frames; each part's ID3 tag and Xing/Info header frame are dropped, since they
 would describe one part and play as a click or mislead a player about the length.
-WAV parts join by their PCM data under one new header; PCM is bytes end to end.
-MP3 frames are read by ``odeatts.mp3``, the parser the emulator shares.
+WAV parts join by their PCM data under one new header; PCM is bytes end to end, and
+so is raw μ-law (``ulaw``, one byte a sample at 8000 Hz); μ-law WAV (``ulaw_wav``)
+joins as WAV does. MP3 frames are read by ``odeatts.mp3``, μ-law WAV by
+``odeatts.g711``: the parsers the emulator shares.
 
 ``duration_ms`` measures a whole file from its own bytes, per format, and refuses
 bytes that are not that format: what MiniMax claims (``audio_length``) is checked
@@ -19,7 +21,7 @@ import struct
 import wave
 from collections.abc import Callable
 
-from odeatts import mp3
+from odeatts import g711, mp3
 
 __all__ = ["AudioError", "delivered_ms", "duration_ms", "join"]
 
@@ -41,6 +43,8 @@ def delivered_ms(data: bytes, fmt: str, sample_rate: int) -> int:
         return round(mp3.duration_ms(data, "prefix"))
     if fmt == "pcm":
         return len(data) // 2 * 1000 // sample_rate
+    if fmt == "ulaw":
+        return len(data) * 1000 // g711.MULAW_RATE
     raise AudioError(f"cannot measure a partial {fmt} stream")
 
 
@@ -70,6 +74,30 @@ def _pcm_ms(data: bytes, sample_rate: int) -> int:
     return len(data) // 2 * 1000 // sample_rate
 
 
+def _ulaw_ms(data: bytes, _: int) -> int:
+    """One byte a sample, always at 8000 Hz: raw μ-law has no header to say otherwise."""
+    return len(data) * 1000 // g711.MULAW_RATE
+
+
+def _mulaw_wav(data: bytes) -> bytes:
+    """The μ-law samples of a μ-law WAV file (mono, 8 bits, 8000 Hz), or AudioError."""
+    try:
+        info = g711.read_wav(data)
+    except g711.WavError as exc:
+        raise AudioError(f"not a WAV file ({exc})") from exc
+    wanted = (g711.MULAW, 1, g711.MULAW_RATE, 8)
+    if info[:4] != wanted:
+        raise AudioError(f"not mono 8-bit μ-law at 8000 Hz (fmt {info[:4]})")
+    if not info.data:
+        raise AudioError("a μ-law WAV file without samples")
+    return info.data
+
+
+def _ulaw_wav_ms(data: bytes, _: int) -> int:
+    """Samples actually present (a header can claim more data) over 8000 Hz."""
+    return len(_mulaw_wav(data)) * 1000 // g711.MULAW_RATE
+
+
 _STREAMINFO = 0
 _STREAMINFO_BYTES = 34
 _SAMPLES_MASK = (1 << 36) - 1
@@ -95,6 +123,8 @@ _MEASURES: dict[str, Callable[[bytes, int], int]] = {
     "wav": _wav_ms,
     "pcm": _pcm_ms,
     "flac": _flac_ms,
+    "ulaw": _ulaw_ms,
+    "ulaw_wav": _ulaw_wav_ms,
 }
 
 
@@ -141,6 +171,8 @@ def join(parts: list[bytes], fmt: str) -> bytes:
         return _join_mp3(parts)
     if fmt == "wav":
         return _join_wav(parts)
-    if fmt == "pcm":
+    if fmt in ("pcm", "ulaw"):
         return b"".join(parts)
+    if fmt == "ulaw_wav":
+        return g711.ulaw_wav(b"".join(_mulaw_wav(part) for part in parts))
     raise AudioError(f"cannot join {fmt} parts")

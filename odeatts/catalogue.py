@@ -35,7 +35,7 @@ from odeatts.errors import (
     UpstreamUnavailable,
 )
 from odeatts.minimax import CloneReply, CloneUnconfirmed, MiniMaxClient
-from odeatts.models import SUCCEEDED, Usage, Voice, utcnow
+from odeatts.models import SUCCEEDED, Usage, Voice, VoiceAlias, utcnow
 from odeatts.schemas import MODELS, language_boost_problem
 
 __all__ = [
@@ -48,12 +48,15 @@ __all__ = [
     "VoiceImport",
     "VoiceStatus",
     "add_voice",
+    "aliases",
     "clone_voice",
     "derive_voice_id",
     "fetch_minimax_voices",
     "parse_import",
     "read_sample",
+    "remove_alias",
     "set_active",
+    "set_alias",
     "sync_system_voices",
     "update_voice",
     "voice_details",
@@ -338,6 +341,8 @@ async def _verified_kind(sessions: Sessions, minimax: MiniMaxClient, voice_id: s
 
 async def _ensure_free(sessions: Sessions, name: str, voice_id: str | None = None) -> None:
     async with sessions() as session:
+        if await _alias_named(session, name) is not None:
+            raise AdminError(f"{name!r} is an alias (see `voices alias --list`)")
         clash = (
             or_(Voice.name == name, Voice.minimax_voice_id == voice_id)
             if voice_id
@@ -454,6 +459,52 @@ async def update_voice(
         for attribute, value in changes.items():
             setattr(voice, attribute, value)
     return voice
+
+
+# --- aliases: other names for a voice (OpenAI's "alloy", say) ------------------------------
+
+
+async def _alias_named(session: AsyncSession, name: str) -> VoiceAlias | None:
+    return (await session.execute(select(VoiceAlias).where(VoiceAlias.name == name))).scalar()
+
+
+async def set_alias(sessions: Sessions, *, alias: str, voice: str) -> dict[str, Any]:
+    """Let callers say ``alias`` for the voice named ``voice`` (again: re-point it)."""
+    _check_name(alias)
+    try:
+        async with sessions() as session, session.begin():
+            target = await _voice_named(session, voice)
+            if (await session.execute(select(Voice.id).where(Voice.name == alias))).first():
+                raise AdminError(f"{alias!r} is a voice's own name; an alias must be another")
+            row = await _alias_named(session, alias)
+            if row is None:
+                session.add(VoiceAlias(name=alias, voice_id=target.id, created_at=utcnow()))
+            changed = row is None or row.voice_id != target.id
+            if row is not None:
+                row.voice_id = target.id
+    except IntegrityError as exc:  # another operator added it at the same moment
+        raise AdminError(f"alias {alias!r} was just added; run the command again") from exc
+    return {"alias": alias, "voice": target.name, "changed": changed}
+
+
+async def remove_alias(sessions: Sessions, *, alias: str) -> bool:
+    """Forget an alias; False if there was none."""
+    async with sessions() as session, session.begin():
+        row = await _alias_named(session, alias)
+        if row is not None:
+            await session.delete(row)
+    return row is not None
+
+
+async def aliases(sessions: Sessions) -> list[dict[str, Any]]:
+    """Every alias and the voice it names, by alias."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(VoiceAlias.name, Voice.name, Voice.active)
+            .join(Voice, Voice.id == VoiceAlias.voice_id)
+            .order_by(VoiceAlias.name)
+        )
+        return [{"alias": a, "voice": v, "active": active} for a, v, active in rows]
 
 
 async def set_active(sessions: Sessions, *, name: str, active: bool) -> tuple[Voice, bool]:

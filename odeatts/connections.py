@@ -1,4 +1,4 @@
-"""Clients built from the settings: Redis, the limiter and MiniMax.
+"""Clients built from the settings: Redis, the limiter, MiniMax and its subtitle files.
 
 The worker and the operators' CLI build their connections here, so neither imports
 the other to reach a client (README, "Layout"). Building a client opens nothing:
@@ -19,8 +19,10 @@ from redis.asyncio import Redis
 from odeatts.config import Settings
 from odeatts.limits import InProcessLimiter, Limiter, RedisLimiter, UpstreamBudget
 from odeatts.minimax import MiniMaxClient
+from odeatts.subtitles import TIMEOUT_SECONDS as SUBTITLE_TIMEOUT_SECONDS
+from odeatts.subtitles import SubtitleFetcher
 
-__all__ = ["build_limiter", "build_minimax", "build_redis"]
+__all__ = ["build_limiter", "build_minimax", "build_redis", "build_subtitles"]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +107,15 @@ def build_minimax(settings: Settings) -> MiniMaxClient:
         read_timeout_seconds=settings.minimax_timeout_seconds,
         connections=connections,
     )
+
+
+def build_subtitles(settings: Settings) -> SubtitleFetcher:
+    """A client of its own for MiniMax's subtitle files: they live on another host (a
+    CDN), must get none of our headers, and redirects are not followed."""
+    http = httpx.AsyncClient(
+        verify=_tls(),
+        follow_redirects=False,
+        timeout=httpx.Timeout(SUBTITLE_TIMEOUT_SECONDS, connect=3.0),
+        limits=httpx.Limits(max_connections=settings.max_concurrency),
+    )
+    return SubtitleFetcher(http, minimax_base_url=settings.minimax_base_url)

@@ -59,7 +59,9 @@ from odeatts.resilience import Gate
 
 __all__ = [
     "MAX_CALL_MS",
+    "MINIMAX_FORMATS",
     "UPSTREAM_FAILURES",
+    "WORD_SUBTITLE_MODELS",
     "CloneReply",
     "CloneUnconfirmed",
     "Failure",
@@ -84,8 +86,18 @@ _TOLERANCE_MS, _TOLERANCE_PERCENT = 250, 5
 _LOGGED_CHARS = 200
 
 
+# Our format names -> MiniMax's audio_setting.format (G.711 μ-law: pcmu, global host).
+MINIMAX_FORMATS = {"ulaw": "pcmu_raw", "ulaw_wav": "pcmu_wav"}
+# Models whose subtitles MiniMax can give word by word (subtitle_type "word"); the
+# others give sentences. See docs/minimax.md, "Subtitles".
+WORD_SUBTITLE_MODELS = frozenset({"speech-2.6-hd", "speech-2.6-turbo"})
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechParams:
+    """Every setting of one t2a_v2 request. ``body`` is the one place they become
+    MiniMax's JSON (a cache of audio must key on all of them: these are all)."""
+
     text: str
     voice_id: str
     model: str
@@ -97,8 +109,46 @@ class SpeechParams:
     bitrate: int = 128000
     format: str = "mp3"
     language_boost: str | None = None
+    normalize: bool = False
+    subtitles: bool = False
+    # voice_modify: (name, value) pairs in MiniMax's names (pitch, intensity, timbre,
+    # sound_effects); a tuple keeps the params hashable.
+    voice_modify: tuple[tuple[str, int | str], ...] = ()
 
-    def body(self) -> dict[str, Any]:
+    @property
+    def minimax_format(self) -> str:
+        return MINIMAX_FORMATS.get(self.format, self.format)
+
+    def body(self, *, stream: bool = False) -> dict[str, Any]:
+        """The request: hex audio in one reply, or (``stream``) SSE events without the
+        aggregated audio repeated at the end."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "text": self.text,
+            "stream": stream,
+            "voice_setting": self._voice(),
+            "audio_setting": {
+                "sample_rate": self.sample_rate,
+                "bitrate": self.bitrate,
+                "format": self.minimax_format,
+                "channel": 1,
+            },
+        }
+        if stream:
+            body["stream_options"] = {"exclude_aggregated_audio": True}
+        else:
+            body["output_format"] = "hex"
+        if self.language_boost:
+            body["language_boost"] = self.language_boost
+        if self.voice_modify:
+            body["voice_modify"] = dict(self.voice_modify)
+        if self.subtitles:
+            body["subtitle_enable"] = True
+            if self.model in WORD_SUBTITLE_MODELS:
+                body["subtitle_type"] = "word"
+        return body
+
+    def _voice(self) -> dict[str, Any]:
         voice: dict[str, Any] = {
             "voice_id": self.voice_id,
             "speed": self.speed,
@@ -107,22 +157,9 @@ class SpeechParams:
         }
         if self.emotion:
             voice["emotion"] = self.emotion
-        body: dict[str, Any] = {
-            "model": self.model,
-            "text": self.text,
-            "stream": False,
-            "voice_setting": voice,
-            "audio_setting": {
-                "sample_rate": self.sample_rate,
-                "bitrate": self.bitrate,
-                "format": self.format,
-                "channel": 1,
-            },
-            "output_format": "hex",
-        }
-        if self.language_boost:
-            body["language_boost"] = self.language_boost
-        return body
+        if self.normalize:
+            voice["text_normalization"] = True
+        return voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +173,8 @@ class Speech:
     format: str
     billed_characters: int | None
     trace_id: str | None
+    measured_ms: int = 0  # what the bytes play: where the next part starts
+    subtitle_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +187,8 @@ class StreamEnd:
     format: str
     billed_characters: int | None
     trace_id: str | None
+    subtitle_url: str | None = None
+    measured_ms: int = 0  # what the delivered bytes play
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +402,7 @@ class _BaseResp(_Strict):
 class _Data(_Strict):
     audio: bytes = b""  # hex on the wire; absent or null in events without audio
     status: int | None = None
+    subtitle_file: str | None = None  # a URL, with subtitle_enable
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -516,9 +558,12 @@ def _checked(body: Any, call: _Call) -> dict[str, Any]:
     return body
 
 
-def _check_format(extra: _StreamInfo, fmt: str, call: _Call) -> None:
-    if extra.audio_format is not None and extra.audio_format.lower() != fmt:
-        raise _invalid(call, f"audio_format {extra.audio_format[:20]!r}, not {fmt}")
+def _check_format(extra: _StreamInfo, params: SpeechParams, call: _Call) -> None:
+    """MiniMax's audio_format names what it made: the format asked for, in its name or
+    ours (which name it reports for pcmu is undocumented)."""
+    told = extra.audio_format
+    if told is not None and told.lower() not in (params.minimax_format, params.format):
+        raise _invalid(call, f"audio_format {told[:20]!r}, not {params.minimax_format}")
 
 
 def _checked_ms(claimed: int, measured: int, call: _Call) -> int:
@@ -541,7 +586,7 @@ def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
     """A success reply of /v1/t2a_v2, validated down to its audio bytes."""
     reply = _parse(_SpeechReply, body, call)
     extra = reply.extra_info
-    _check_format(extra, params.format, call)
+    _check_format(extra, params, call)
     try:
         measured = duration_ms(reply.data.audio, params.format, params.sample_rate)
     except AudioError as exc:
@@ -554,7 +599,18 @@ def _speech(body: dict[str, Any], call: _Call, params: SpeechParams) -> Speech:
         format=params.format,
         billed_characters=extra.usage_characters,
         trace_id=call.trace_id,
+        measured_ms=measured,
+        subtitle_url=_subtitle_url(reply.data, params, call),
     )
+
+
+def _subtitle_url(data: _Data, params: SpeechParams, call: _Call) -> str | None:
+    """The subtitle file's URL when we asked for one; a reply without it is broken."""
+    if not params.subtitles:
+        return None
+    if not data.subtitle_file:
+        raise _invalid(call, "subtitle_enable was sent but data.subtitle_file is missing")
+    return data.subtitle_file
 
 
 def _ending(
@@ -566,7 +622,8 @@ def _ending(
     if extra is None:
         raise _invalid(call, "the final event has no extra_info")
     tail = _unsent(event.data.audio if event.data else b"", sent, extra.audio_size, call)
-    end = _stream_end(extra, sent + tail, call, params)
+    subtitles = event.data.subtitle_file if event.data and params.subtitles else None
+    end = _stream_end(extra, sent + tail, call, params, subtitles or None)
     return [tail, end] if tail else [end]
 
 
@@ -608,10 +665,17 @@ def _unsent(audio: bytes, sent: bytes, size: int | None, call: _Call) -> bytes:
     return b""
 
 
-def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechParams) -> StreamEnd:
+def _stream_end(
+    extra: _StreamInfo,
+    sent: bytes,
+    call: _Call,
+    params: SpeechParams,
+    subtitle_url: str | None = None,
+) -> StreamEnd:
     """The final event's facts, its audio_length checked against what the stream delivered
-    (without one, what the delivered audio measures is charged)."""
-    _check_format(extra, params.format, call)
+    (without one, what the delivered audio measures is charged). A stream's subtitle
+    file is optional: MiniMax documents subtitles for replies, not streams."""
+    _check_format(extra, params, call)
     try:
         measured = delivered_ms(sent, params.format, params.sample_rate)
     except AudioError as exc:
@@ -635,6 +699,8 @@ def _stream_end(extra: _StreamInfo, sent: bytes, call: _Call, params: SpeechPara
         format=params.format,
         billed_characters=extra.usage_characters,
         trace_id=call.trace_id,
+        subtitle_url=subtitle_url,
+        measured_ms=measured,
     )
 
 
@@ -767,9 +833,7 @@ class MiniMaxClient:
     async def _stream_once(
         self, params: SpeechParams, request_id: str
     ) -> AsyncIterator[bytes | StreamEnd]:
-        body = params.body()
-        body.pop("output_format")
-        body.update(stream=True, stream_options={"exclude_aggregated_audio": True})
+        body = params.body(stream=True)
         call = _Call("/v1/t2a_v2", request_id)
         try:
             async with (

@@ -32,6 +32,7 @@ __all__ = [
     "User",
     "UtcDateTime",
     "Voice",
+    "VoiceAlias",
     "utcnow",
 ]
 
@@ -135,6 +136,17 @@ class Voice(Base):
     # model it used (hd and turbo are priced apart). The usage report adds them up.
     preview_characters: Mapped[int | None] = mapped_column(Integer)
     preview_model: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class VoiceAlias(Base):
+    """Another name callers may use for a voice (OpenAI's ``alloy``, say)."""
+
+    __tablename__ = "voice_aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    voice_id: Mapped[int] = mapped_column(ForeignKey("voices.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -57,6 +57,7 @@ from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
 from odeatts.outbox import Charge, Outbox
 from odeatts.resilience import Budget, Dependency
 from odeatts.schemas import (
+    ULAW_FORMATS,
     ParsedJob,
     SpeechRequest,
     UsageRequest,
@@ -64,6 +65,7 @@ from odeatts.schemas import (
     check_emotion,
 )
 from odeatts.storage import Storage
+from odeatts.subtitles import SubtitleFetcher, Timing, offset_timings
 from odeatts.text import split_text
 from odeatts.voice_cache import VoiceCache, voice_dict
 
@@ -88,6 +90,7 @@ class Dependencies:
     db: Dependency
     redis: Dependency
     minimax: Dependency
+    subtitles: Dependency
     storage: Dependency
 
 
@@ -124,6 +127,7 @@ class Pipeline:
     engine: AsyncEngine
     limiter: Limiter
     minimax: MiniMaxClient
+    subtitles: SubtitleFetcher
     voices: VoiceCache
     deps: Dependencies
     outbox: Outbox
@@ -181,10 +185,12 @@ class Pipeline:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
         if self._drainer is not None:
             self._drainer.cancel()
-        for dependency in (self.deps.db, self.deps.redis, self.deps.minimax, self.deps.storage):
+        deps = self.deps
+        for dependency in (deps.db, deps.redis, deps.minimax, deps.subtitles, deps.storage):
             await dependency.aclose()
         await self.limiter.aclose()
         await self.minimax.aclose()
+        await self.subtitles.aclose()
         await self.engine.dispose()
 
     # ------------------------------------------------------------------ speech
@@ -197,6 +203,7 @@ class Pipeline:
             )
             upstream_ms = _ms_since(asked)
             bind(trace_id=speeches[0].trace_id)
+            timings = await self._timings(job, speeches) if request.timestamps else None
             audio = _joined([s.audio for s in speeches], request.format)
             duration = sum(s.duration_ms for s in speeches)
             delivery = await self._deliver(job, audio)
@@ -207,7 +214,8 @@ class Pipeline:
                 sum(s.billed_characters or 0 for s in speeches),
                 upstream_ms=upstream_ms,
             )
-        return {**delivery, **self._metadata(job, duration, speeches[0].sample_rate, view)}
+        metadata = self._metadata(job, duration, speeches[0].sample_rate, view)
+        return {**delivery, **metadata, **_timestamps(request, timings)}
 
     async def speech_stream(
         self, job_id: str, request: SpeechRequest
@@ -249,6 +257,7 @@ class Pipeline:
                 exc.details.update(delivered_chunks=chunks, charged_seconds=0)
                 raise
             self.deps.minimax.observe(None)
+            timings = await self._stream_timings(job, ends) if request.timestamps else None
             duration = sum(e.duration_ms for e in ends)
             view = await self._settle(
                 job,
@@ -261,6 +270,7 @@ class Pipeline:
             "done": True,
             "chunks": chunks,
             **self._metadata(job, duration, ends[0].sample_rate, view),
+            **_timestamps(request, timings),
         }
 
     async def _prepare(self, job_id: str, request: SpeechRequest) -> _Job:
@@ -403,8 +413,44 @@ class Pipeline:
             bitrate=request.bitrate,
             format=request.format,
             language_boost=request.language_boost or voice.language_boost,
+            normalize=request.normalize,
+            subtitles=request.timestamps,
+            voice_modify=_voice_modify(request),
         )
         return [replace(base, text=t) for t in texts]
+
+    async def _timings(self, job: _Job, ends: Sequence[Speech | StreamEnd]) -> list[dict[str, Any]]:
+        """Every part's subtitle file, fetched at once under one deadline, on the clock
+        of the joined audio (each part starts where the real audio before it ends)."""
+        urls = [end.subtitle_url for end in ends]
+        if None in urls:
+            raise UpstreamUnavailable()
+
+        async def fetch_all() -> list[list[Timing]]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self.subtitles.fetch(url, request_id=f"{job.id}:{i}")
+                        for i, url in enumerate(urls)
+                        if url is not None
+                    )
+                )
+            )
+
+        parts = await self.deps.subtitles.call(fetch_all, budget=job.budget)
+        return offset_timings(parts, [end.measured_ms for end in ends])
+
+    async def _stream_timings(
+        self, job: _Job, ends: Sequence[StreamEnd]
+    ) -> list[dict[str, Any]] | None:
+        """A stream's timings, if MiniMax gave them: its audio is already delivered, so
+        a missing or broken file costs the caller the timings, not the audio's charge
+        (a failure here must not make streamed audio free)."""
+        try:
+            return await self._timings(job, ends)
+        except OdeaError as exc:
+            log.warning("job %s: no timings for the stream (%s)", job.id, exc.code)
+            return None
 
     def _check_delivery(self, request: SpeechRequest, estimate: int) -> None:
         """Refuse up front what could never be delivered, before anything is charged."""
@@ -749,10 +795,31 @@ def _joined(parts: list[bytes], fmt: str) -> bytes:
         raise UpstreamUnavailable() from exc
 
 
+def _voice_modify(request: SpeechRequest) -> tuple[tuple[str, int | str], ...]:
+    """The caller's effects in MiniMax's voice_modify names (sound_effect: sound_effects)."""
+    effects = request.effects
+    if effects is None:
+        return ()
+    named = {
+        "pitch": effects.pitch,
+        "intensity": effects.intensity,
+        "timbre": effects.timbre,
+        "sound_effects": effects.sound_effect,
+    }
+    return tuple((name, value) for name, value in named.items() if value is not None)
+
+
+def _timestamps(request: SpeechRequest, timings: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The result's ``timestamps``, for a job that asked (null: a stream's were lost)."""
+    return {"timestamps": timings} if request.timestamps else {}
+
+
 def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:
     seconds = estimate_ms / 1000
     if request.format == "mp3":
         return int(seconds * request.bitrate / 8)
+    if request.format in ULAW_FORMATS:
+        return int(seconds * request.sample_rate)
     pcm = int(seconds * request.sample_rate * 2)
     return pcm // 2 if request.format == "flac" else pcm
 

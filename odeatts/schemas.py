@@ -6,7 +6,11 @@ Accepted input shapes (``input`` of a RunPod job)::
      "speed"?: 0.5-2.0, "pitch"?: -12..12, "volume"?: (0, 10], "emotion"?: ...,
      "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
      "language_boost"?: "auto" | "English" | ..., "stream"?: false,
-     "output"?: "auto" | "base64" | "url"}
+     "output"?: "auto" | "base64" | "url", "timestamps"?: false, "normalize"?: false,
+     "effects"?: {"pitch"?, "intensity"?, "timbre"?: -100..100, "sound_effect"?: ...}}
+    {"api_key": "odea_...", "input": "...", "voice": "alloy",                # OpenAI's shape
+     "response_format"?: "mp3" | "wav" | "pcm" | "flac", "speed"?: 1.0,
+     "model"?: "tts-1" | "tts-1-hd" | "speech-02-hd" | ...}
     {"api_key": "odea_...", "action": "voices", "language"?: "en-NG", "gender"?: "female"}
     {"api_key": "odea_...", "action": "usage", "limit"?: 1-100}
 
@@ -14,6 +18,11 @@ Unknown fields are refused (a typo such as ``"sped"`` must not be silently ignor
 so is what MiniMax would refuse: a ``language_boost`` not in ``LANGUAGE_BOOSTS``, an
 emotion the model lacks (``MODEL_EMOTIONS``; with the default model, the pipeline checks
 it with ``check_emotion`` before anything is reserved).
+OpenAI's speech request (``openai_shape``) is the same speech job under OpenAI's names,
+so code written for OpenAI ports by changing the transport: ``input`` is ``text``,
+``response_format`` is ``format`` (``pcm`` at OpenAI's 24000 Hz), ``tts-1`` is the
+turbo sibling of our default model and ``tts-1-hd`` its hd sibling. A job is one shape
+or the other: OpenAI's fields beside fields of ours only are refused.
 ``parse_job`` is pure: it turns a raw job into one of these models or raises
 ``InvalidRequest`` naming the field, and is tested without any I/O.
 """
@@ -39,12 +48,16 @@ from odeatts.errors import InvalidRequest, Unauthorized
 __all__ = [
     "BITRATES",
     "EMOTIONS",
+    "FORMATS",
     "JOB_ID",
     "LANGUAGE_BOOSTS",
     "MODELS",
     "MODEL_EMOTIONS",
     "SAMPLE_RATES",
+    "SOUND_EFFECTS",
     "STREAM_FORMATS",
+    "ULAW_FORMATS",
+    "Effects",
     "JobRequest",
     "ParsedJob",
     "SpeechRequest",
@@ -52,6 +65,7 @@ __all__ = [
     "VoicesRequest",
     "check_emotion",
     "language_boost_problem",
+    "openai_shape",
     "parse_job",
 ]
 
@@ -83,10 +97,19 @@ Emotion = Literal[
 ]
 SampleRate = Literal[8000, 16000, 22050, 24000, 32000, 44100]
 Bitrate = Literal[32000, 64000, 128000, 256000]
+# ulaw: G.711 μ-law at 8000 Hz, raw; ulaw_wav: the same in a WAV file (telephony).
+Format = Literal["mp3", "wav", "pcm", "flac", "ulaw", "ulaw_wav"]
+# voice_modify.sound_effects, one at a time. Source: MiniMax's T2A reference (OpenAPI
+# T2aV2Req.voice_modify), as mirrored by third-party copies: see docs/minimax.md.
+SoundEffect = Literal["spacious_echo", "auditorium_echo", "lofi_telephone", "robotic"]
 MODELS: tuple[str, ...] = get_args(Model)
 EMOTIONS: tuple[str, ...] = get_args(Emotion)
 SAMPLE_RATES: tuple[int, ...] = get_args(SampleRate)
 BITRATES: tuple[int, ...] = get_args(Bitrate)
+FORMATS: tuple[str, ...] = get_args(Format)
+SOUND_EFFECTS: tuple[str, ...] = get_args(SoundEffect)
+ULAW_FORMATS = ("ulaw", "ulaw_wav")
+ULAW_RATE = 8000
 # Emotions not every model has. MiniMax's reference says only that fluent and whisper are
 # model-dependent; the clients that check it disagree on the rest (LiveKit's MiniMax
 # plugin: fluent only on speech-2.6-*; a Rust client: fluent and whisper only on
@@ -144,7 +167,12 @@ LANGUAGE_BOOSTS = (
 )
 # What a stream can carry and still be charged fairly if the caller stops it midway:
 # MiniMax streams no wav, and a partial FLAC cannot be measured.
-STREAM_FORMATS = ("mp3", "pcm")
+STREAM_FORMATS = ("mp3", "pcm", "ulaw")
+# OpenAI's speech request: its fields, the formats of theirs we make, its models.
+OPENAI_FIELDS = frozenset({"api_key", "input", "voice", "response_format", "speed", "model"})
+OPENAI_FORMATS = ("mp3", "wav", "pcm", "flac")
+OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz 16-bit mono
+_OPENAI_ONLY = ("input", "response_format")
 
 
 class _Input(BaseModel):
@@ -153,6 +181,23 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, strict=True)
 
     api_key: SecretStr = Field(min_length=1)
+
+
+class Effects(BaseModel):
+    """MiniMax's voice_modify: each slider -100..100, one optional sound effect."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    pitch: int | None = Field(None, ge=-100, le=100)
+    intensity: int | None = Field(None, ge=-100, le=100)
+    timbre: int | None = Field(None, ge=-100, le=100)
+    sound_effect: SoundEffect | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Effects:
+        if all(v is None for v in (self.pitch, self.intensity, self.timbre, self.sound_effect)):
+            raise ValueError("name at least one of pitch, intensity, timbre, sound_effect")
+        return self
 
 
 class SpeechRequest(_Input):
@@ -167,10 +212,13 @@ class SpeechRequest(_Input):
     model: Model | None = None
     sample_rate: SampleRate = 32000
     bitrate: Bitrate = 128000
-    format: Literal["mp3", "wav", "pcm", "flac"] = "mp3"
+    format: Format = "mp3"
     language_boost: str | None = Field(None, max_length=32)
     stream: bool = False
     output: Literal["auto", "base64", "url"] = "auto"
+    timestamps: bool = False
+    normalize: bool = False
+    effects: Effects | None = None
 
     @field_validator("language_boost")
     @classmethod
@@ -183,7 +231,9 @@ class SpeechRequest(_Input):
     @model_validator(mode="after")
     def _stream_combinations(self) -> SpeechRequest:
         if self.stream and self.format not in STREAM_FORMATS:
-            raise ValueError(f"format {self.format!r} cannot be streamed; use mp3 or pcm")
+            raise ValueError(
+                f"format {self.format!r} cannot be streamed; use {', '.join(STREAM_FORMATS)}"
+            )
         if self.stream and self.output == "url":
             raise ValueError("a streamed job yields its audio; output 'url' is for stream false")
         return self
@@ -236,8 +286,75 @@ def check_emotion(emotion: str | None, model: str) -> None:
         )
 
 
-def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
-    """Validate a raw RunPod job. Raises ``InvalidRequest`` naming the first bad field."""
+def openai_shape(raw: dict[str, Any], default_model: str) -> dict[str, Any]:
+    """OpenAI's speech request in our names (``raw`` is one when it has ``input`` or
+    ``response_format``). Refuses a field of ours beside them, naming it."""
+    mixed = sorted(set(raw) - OPENAI_FIELDS)
+    if mixed:
+        raise InvalidRequest(
+            f"`{mixed[0]}` is not a field of OpenAI's speech request, which this job uses "
+            "(`input`, `response_format`): send OpenAI's fields or ours (`text`, `format`), "
+            "not both.",
+            details={"field": mixed[0]},
+        )
+    ours = {k: v for k, v in raw.items() if k not in _OPENAI_ONLY and k != "model"}
+    if "input" in raw:
+        if not isinstance(raw["input"], str):
+            raise InvalidRequest("`input` must be a string.", details={"field": "input"})
+        ours["text"] = raw["input"]
+    fmt = raw.get("response_format", "mp3")
+    if fmt not in OPENAI_FORMATS:
+        raise InvalidRequest(
+            f"`response_format` must be one of: {', '.join(OPENAI_FORMATS)}.",
+            details={"field": "response_format"},
+        )
+    ours["format"] = fmt
+    if fmt == "pcm":
+        ours["sample_rate"] = OPENAI_PCM_RATE
+    if "model" in raw:
+        ours["model"] = _openai_model(raw["model"], default_model)
+    return ours
+
+
+def _openai_model(model: Any, default_model: str) -> Any:
+    """tts-1: the turbo sibling of our default model; tts-1-hd: its hd sibling."""
+    tiers = {"tts-1": "turbo", "tts-1-hd": "hd"}
+    if model not in tiers:
+        return model  # one of ours, validated as any model is
+    return f"{default_model.rsplit('-', 1)[0]}-{tiers[model]}"
+
+
+def _checked_speech(request: SpeechRequest, max_text_chars: int) -> SpeechRequest:
+    """What a speech request's fields cannot say alone."""
+    if request.model is not None:
+        check_emotion(request.emotion, request.model)  # the default model: pipeline._parts
+    if len(request.text) > max_text_chars:
+        raise InvalidRequest(
+            f"`text` is {len(request.text)} characters; the limit is {max_text_chars}.",
+            details={"field": "text", "max_chars": max_text_chars},
+        )
+    return _telephony(request)
+
+
+def _telephony(request: SpeechRequest) -> SpeechRequest:
+    """μ-law is 8000 Hz: that is its default rate, and the only one."""
+    if request.format not in ULAW_FORMATS or request.sample_rate == ULAW_RATE:
+        return request
+    if "sample_rate" in request.model_fields_set:
+        raise InvalidRequest(
+            f"`sample_rate`: {request.format} is {ULAW_RATE} Hz; leave sample_rate out.",
+            details={"field": "sample_rate"},
+        )
+    return request.model_copy(update={"sample_rate": ULAW_RATE})
+
+
+def parse_job(
+    job: Any, *, max_text_chars: int, default_model: str = "speech-02-turbo"
+) -> ParsedJob:
+    """Validate a raw RunPod job. Raises ``InvalidRequest`` naming the first bad field.
+
+    ``default_model`` is the deployment's (``MINIMAX_MODEL``, whose default this is):
+    OpenAI's ``tts-1`` and ``tts-1-hd`` are read as its turbo and hd siblings."""
     if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not job["id"]:
         raise InvalidRequest("The job has no id.", details={"field": "id"})
     if not JOB_ID.fullmatch(job["id"]):
@@ -250,18 +367,15 @@ def parse_job(job: Any, *, max_text_chars: int) -> ParsedJob:
     if "api_key" not in raw or not isinstance(raw.get("api_key"), str) or not raw["api_key"]:
         # A missing key is an authentication failure, reported before any other field.
         raise Unauthorized("Missing API key: send it as input.api_key.")
+    if any(name in raw for name in _OPENAI_ONLY):
+        raw = openai_shape(raw, default_model)
     raw = {"action": "speech", **raw}
     try:
         request = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    if isinstance(request, SpeechRequest) and request.model is not None:
-        check_emotion(request.emotion, request.model)  # the default model: pipeline._parts
-    if isinstance(request, SpeechRequest) and len(request.text) > max_text_chars:
-        raise InvalidRequest(
-            f"`text` is {len(request.text)} characters; the limit is {max_text_chars}.",
-            details={"field": "text", "max_chars": max_text_chars},
-        )
+    if isinstance(request, SpeechRequest):
+        request = _checked_speech(request, max_text_chars)
     return ParsedJob(id=job["id"], request=request)
 
 

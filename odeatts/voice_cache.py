@@ -1,4 +1,5 @@
-"""The worker's voice cache: friendly names (``nigerian-male``) -> active voices.
+"""The worker's voice cache: friendly names (``nigerian-male``) and their aliases
+(``alloy``, issue 12) -> active voices.
 
 A worker keeps the active voices in memory and reloads it every ``ttl`` seconds,
 so a speech job pays no database round trip for its voice. An unknown name forces
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from odeatts.db import Sessions, database_errors
-from odeatts.models import Voice
+from odeatts.models import Voice, VoiceAlias
 
 __all__ = ["VoiceCache", "voice_dict"]
 
@@ -39,6 +40,7 @@ class VoiceCache:
         self._ttl = ttl
         self._clock = clock
         self._voices: dict[str, Voice] = {}
+        self._aliases: dict[str, Voice] = {}
         self._loaded_at = float("-inf")
 
     def cached(self, name: str) -> Voice | None:
@@ -46,15 +48,18 @@ class VoiceCache:
         then ``get`` decides, reloading as its rules say."""
         if self._clock() - self._loaded_at > self._ttl:
             return None
-        return self._voices.get(name)
+        return self._named(name)
+
+    def _named(self, name: str) -> Voice | None:
+        return self._voices.get(name) or self._aliases.get(name)
 
     async def get(self, name: str) -> Voice | None:
         now = self._clock()
         if now - self._loaded_at > self._ttl or (
-            name not in self._voices and now - self._loaded_at > 1.0
+            self._named(name) is None and now - self._loaded_at > 1.0
         ):
             await self.reload()
-        return self._voices.get(name)
+        return self._named(name)
 
     async def active(self) -> list[Voice]:
         if self._clock() - self._loaded_at > self._ttl:
@@ -65,5 +70,8 @@ class VoiceCache:
         with database_errors():
             async with self._sessions() as session:
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
-                self._voices = {v.name: v for v in rows.scalars()}
+                voices = {v.id: v for v in rows.scalars()}
+                links = (await session.execute(select(VoiceAlias.name, VoiceAlias.voice_id))).all()
+        self._voices = {v.name: v for v in voices.values()}
+        self._aliases = {name: voices[i] for name, i in links if i in voices}
         self._loaded_at = self._clock()

@@ -40,7 +40,7 @@ from odeatts.errors import (
     UpstreamUnavailable,
 )
 from odeatts.logs import job_context
-from odeatts.schemas import JOB_ID, SpeechRequest, parse_job
+from odeatts.schemas import JOB_ID, ParsedJob, SpeechRequest, parse_job
 
 if TYPE_CHECKING:
     from odeatts.pipeline import Dependencies, Pipeline
@@ -68,6 +68,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
     from odeatts.pipeline import Dependencies
     from odeatts.resilience import Breaker, Dependency, Gate
+    from odeatts.subtitles import TIMEOUT_SECONDS as SUBTITLE_TIMEOUT_SECONDS
 
     def dependency(
         name: str,
@@ -104,6 +105,12 @@ def build_dependencies(settings: Settings) -> Dependencies:
         minimax=dependency(
             "minimax", settings.job_budget_seconds, UpstreamUnavailable, (UpstreamUnavailable,)
         ),
+        subtitles=dependency(
+            "minimax subtitles",
+            SUBTITLE_TIMEOUT_SECONDS,
+            UpstreamUnavailable,
+            (UpstreamUnavailable,),
+        ),
         storage=dependency(
             "object storage",
             settings.storage_timeout_seconds,
@@ -115,7 +122,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
-    from odeatts.connections import build_limiter, build_minimax, build_redis
+    from odeatts.connections import build_limiter, build_minimax, build_redis, build_subtitles
     from odeatts.db import make_engine, make_sessionmaker
     from odeatts.outbox import MemoryOutbox, RedisOutbox
     from odeatts.pipeline import Pipeline
@@ -136,6 +143,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         engine=engine,
         limiter=build_limiter(settings, redis),
         minimax=build_minimax(settings),
+        subtitles=build_subtitles(settings),
         voices=VoiceCache(make_sessionmaker(engine)),
         deps=build_dependencies(settings),
         outbox=outbox,
@@ -199,7 +207,7 @@ class Worker:
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The plain handler: one job, one object (``ODEATTS_HANDLER=plain``)."""
         with _answered(job) as outcome:
-            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            parsed = self._parse(job)
             if isinstance(parsed.request, SpeechRequest) and parsed.request.stream:
                 raise InvalidRequest(
                     "This endpoint does not stream; send stream: false or "
@@ -217,7 +225,7 @@ class Worker:
         The job context spans every step, as RunPod iterates the generator in one task.
         """
         with _answered(job) as outcome:
-            parsed = parse_job(job, max_text_chars=self.settings.max_text_chars)
+            parsed = self._parse(job)
             request = parsed.request
             if isinstance(request, SpeechRequest) and request.stream:
                 # aclosing: when RunPod stops consuming (cancel), the pipeline's own
@@ -230,6 +238,13 @@ class Worker:
                 yield await (await self.ready()).run(parsed)
         if outcome.error:
             yield outcome.error
+
+    def _parse(self, job: dict[str, Any]) -> ParsedJob:
+        return parse_job(
+            job,
+            max_text_chars=self.settings.max_text_chars,
+            default_model=self.settings.minimax_model,
+        )
 
     @property
     def handler(self) -> Callable[[dict[str, Any]], Any]:

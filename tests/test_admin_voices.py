@@ -326,6 +326,48 @@ async def test_a_deactivated_voice_is_voice_not_found(
     one_error(missing, 2, "no voice named")
 
 
+@backend_independent
+async def test_an_alias_lets_openai_s_voice_names_reach_a_voice(
+    invoke: Invoke, run_job: JobRunner, make_user: UserFactory, worker: Worker
+) -> None:
+    _, key = await make_user()
+    added = await asyncio.to_thread(
+        invoke, "alias", "--name", "alloy", "--voice", "british-female", "--json"
+    )
+    assert ok_json(added) == {"alias": "alloy", "voice": "british-female", "changed": True}
+    out = await run_job(api_key=key, input=TEXT, voice="alloy", response_format="mp3")
+    assert out["voice"] == "british-female" and out["audio_base64"]
+    moved = await asyncio.to_thread(
+        invoke, "alias", "--name", "alloy", "--voice", "british-male", "--json"
+    )
+    assert ok_json(moved)["voice"] == "british-male"
+    listed = ok_json(await asyncio.to_thread(invoke, "alias", "--list", "--json"))
+    assert listed == {"aliases": [{"alias": "alloy", "voice": "british-male", "active": True}]}
+    clash = await asyncio.to_thread(
+        invoke, "alias", "--name", "british-male", "--voice", "british-female"
+    )
+    one_error(clash, 2, "voice's own name")
+    taken = await asyncio.to_thread(
+        invoke,
+        "add",
+        "--name",
+        "alloy",
+        "--minimax-id",
+        "English_Graceful_Lady",
+        "--language",
+        "en-GB",
+        "--gender",
+        "female",
+    )
+    one_error(taken, 2, "is an alias")
+    one_error(await asyncio.to_thread(invoke, "alias", "--name", "nova"), 2, "--voice")
+    gone = await asyncio.to_thread(invoke, "alias", "--name", "alloy", "--remove", "--json")
+    assert ok_json(gone) == {"alias": "alloy", "removed": True}
+    await worker.pipeline().voices.reload()
+    out = await run_job(api_key=key, input=TEXT, voice="alloy")
+    assert out["error"]["code"] == "voice_not_found"
+
+
 # --- sync ----------------------------------------------------------------------------------
 
 

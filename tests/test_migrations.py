@@ -37,7 +37,16 @@ from odeatts.models import Base, Plan, User, Voice, utcnow
 from tests.support.services import require
 
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-TABLES = {"plans", "users", "api_keys", "voices", "usage", "quota_adjustments", "billing_cycles"}
+TABLES = {
+    "plans",
+    "users",
+    "api_keys",
+    "voices",
+    "voice_aliases",
+    "usage",
+    "quota_adjustments",
+    "billing_cycles",
+}
 PLANS = {
     # id: (monthly_seconds, rpm, max_streams, price_cents)
     "free": (600, 10, 1, 0),
@@ -173,7 +182,7 @@ def test_the_job_path_functions_come_and_go_with_0004(
     )
     downgrade(empty_url, "0003")
     assert job_path_functions(engine) == set()
-    assert tables(engine) == TABLES
+    assert tables(engine) == TABLES - {"voice_aliases"}  # 0008
     upgrade(empty_url)
     assert job_path_functions(engine) == expected
 
@@ -259,3 +268,12 @@ def test_0005_adds_the_ledger_indexes_and_its_downgrade_drops_them(
     assert ledger_indexes(engine) == {}
     upgrade(empty_url)
     assert len(ledger_indexes(engine)) == 2
+
+
+def test_0008_adds_voice_aliases_and_its_downgrade_drops_them(
+    empty_url: str, engine: Engine
+) -> None:
+    upgrade(empty_url)
+    assert "voice_aliases" in tables(engine)
+    downgrade(empty_url, "0005")
+    assert tables(engine) == TABLES - {"voice_aliases"}

@@ -308,14 +308,15 @@ def _python(code: str) -> str:
 
 
 def test_the_emulator_takes_the_parser_and_nothing_else_of_the_worker() -> None:
-    """minimax_emulator may import odeatts.mp3 (stdlib only), never the worker's runtime."""
+    """minimax_emulator may import odeatts.mp3 and odeatts.g711 (stdlib only), never the
+    worker's runtime."""
     emulator = _python(
         "import sys; import minimax_emulator.app, minimax_emulator.server; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'odeatts'))"
     )
-    assert emulator == "['odeatts', 'odeatts.mp3']"
+    assert emulator == "['odeatts', 'odeatts.g711', 'odeatts.mp3']"
     parser = _python(
-        "import sys; before = set(sys.modules); import odeatts.mp3; "
+        "import sys; before = set(sys.modules); import odeatts.mp3, odeatts.g711; "
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}"
         " - set(sys.stdlib_module_names)))"
     )

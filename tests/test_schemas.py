@@ -339,3 +339,114 @@ def test_estimate_has_a_floor_of_half_a_second() -> None:
     assert estimate_ms("Hi") == 500
     assert estimate_ms("") == 500
     assert estimate_ms("Hi", speed=2.0) == 500
+
+
+# ------------------------------------------------- issue 12: new options, OpenAI's shape
+def test_timestamps_normalize_and_effects_are_read() -> None:
+    request = parse_job(
+        speech(
+            timestamps=True,
+            normalize=True,
+            effects={"pitch": -100, "timbre": 100, "sound_effect": "robotic"},
+        ),
+        max_text_chars=MAX,
+    ).request
+    assert isinstance(request, SpeechRequest)
+    assert request.timestamps and request.normalize and request.effects is not None
+    assert (request.effects.pitch, request.effects.intensity) == (-100, None)
+    assert request.effects.sound_effect == "robotic"
+
+
+@pytest.mark.parametrize(
+    ("effects", "field"),
+    [
+        ({}, "effects"),
+        ({"pitch": 101}, "effects.pitch"),
+        ({"intensity": -101}, "effects.intensity"),
+        ({"timbre": 1.5}, "effects.timbre"),
+        ({"sound_effect": "echo"}, "effects.sound_effect"),
+        ({"sound_effects": "robotic"}, "effects.sound_effects"),
+        ("robotic", "effects"),
+    ],
+)
+def test_effects_outside_minimax_s_ranges_are_refused(effects: Any, field: str) -> None:
+    assert invalid(speech(effects=effects)).details["field"] == field
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_timestamps_and_normalize_are_booleans(value: Any) -> None:
+    assert invalid(speech(timestamps=value)).details["field"] == "timestamps"
+    assert invalid(speech(normalize=value)).details["field"] == "normalize"
+
+
+@pytest.mark.parametrize("fmt", ["ulaw", "ulaw_wav"])
+def test_mu_law_is_8000_hz_by_default_and_only(fmt: str) -> None:
+    request = parse_job(speech(format=fmt), max_text_chars=MAX).request
+    assert isinstance(request, SpeechRequest) and request.sample_rate == 8000
+    assert parse_job(speech(format=fmt, sample_rate=8000), max_text_chars=MAX).request
+    assert invalid(speech(format=fmt, sample_rate=16000)).details["field"] == "sample_rate"
+
+
+def test_raw_mu_law_streams_and_mu_law_wav_does_not() -> None:
+    assert parse_job(speech(format="ulaw", stream=True), max_text_chars=MAX).request
+    assert invalid(speech(format="ulaw_wav", stream=True)).details["field"] == "stream"
+
+
+def openai(**fields: Any) -> dict[str, Any]:
+    return job(**{"input": "Hello from Lagos.", "voice": "alloy", **fields})
+
+
+def test_openai_s_speech_request_is_a_speech_job() -> None:
+    request = parse_job(
+        openai(response_format="wav", speed=1.25, model="tts-1"), max_text_chars=MAX
+    ).request
+    assert isinstance(request, SpeechRequest)
+    assert (request.text, request.voice, request.format) == ("Hello from Lagos.", "alloy", "wav")
+    assert (request.speed, request.model) == (1.25, "speech-02-turbo")
+
+
+@pytest.mark.parametrize(
+    ("model", "default", "ours"),
+    [
+        ("tts-1", "speech-02-turbo", "speech-02-turbo"),
+        ("tts-1-hd", "speech-02-turbo", "speech-02-hd"),
+        ("tts-1", "speech-2.6-hd", "speech-2.6-turbo"),
+        ("tts-1-hd", "speech-2.8-hd", "speech-2.8-hd"),
+        ("speech-01-hd", "speech-02-turbo", "speech-01-hd"),  # one of ours, as it is
+    ],
+)
+def test_openai_s_models_are_siblings_of_our_default(model: str, default: str, ours: str) -> None:
+    request = parse_job(openai(model=model), max_text_chars=MAX, default_model=default).request
+    assert isinstance(request, SpeechRequest) and request.model == ours
+
+
+def test_openai_s_pcm_is_24_khz_and_its_default_format_is_mp3() -> None:
+    pcm = parse_job(openai(response_format="pcm"), max_text_chars=MAX).request
+    plain = parse_job(openai(), max_text_chars=MAX).request
+    assert isinstance(pcm, SpeechRequest) and (pcm.format, pcm.sample_rate) == ("pcm", 24000)
+    assert isinstance(plain, SpeechRequest) and plain.format == "mp3"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"text": "Hi"}, "text"),  # both shapes
+        ({"format": "wav"}, "format"),
+        ({"pitch": 2}, "pitch"),
+        ({"instructions": "cheerful"}, "instructions"),
+        ({"response_format": "opus"}, "response_format"),
+        ({"response_format": "aac"}, "response_format"),
+        ({"input": 5}, "input"),
+        ({"speed": 4.0}, "speed"),  # OpenAI allows 4; MiniMax 2
+        ({"model": "gpt-4o-mini-tts"}, "model"),
+    ],
+)
+def test_openai_s_shape_mixed_with_ours_or_out_of_range_is_refused(
+    fields: dict[str, Any], field: str
+) -> None:
+    assert invalid(openai(**fields)).details["field"] == field
+
+
+def test_response_format_alone_is_openai_s_shape_too() -> None:
+    error = invalid(speech(response_format="mp3"))
+    assert error.details["field"] == "text"

@@ -7,6 +7,7 @@
     voices activate     show it again
     voices sync         compare with MiniMax's system voices; import, deactivate the gone
     voices clone        upload a sample, clone it at MiniMax, register the clone
+    voices alias        another name for a voice (OpenAI's alloy, echo, ...); --remove, --list
 
 ``voices clone`` calls voice_clone once, never twice: when MiniMax's answer is lost it
 asks get_voice whether the clone exists and registers it if so; MiniMax lists a clone
@@ -30,6 +31,7 @@ from odeatts.cli.common import (
     choice,
     display,
     emit,
+    fail,
     language_option,
     minimax,
     run,
@@ -217,6 +219,42 @@ def activate(
 ) -> None:
     """Offer a deactivated voice to callers again."""
     _set_active(name, True, as_json)
+
+
+@app.command("alias")
+def alias(
+    name: str = typer.Option(None, help="The other name callers may use, e.g. alloy."),
+    voice: str = typer.Option(None, help="The voice it names, e.g. british-female."),
+    remove: bool = typer.Option(False, "--remove", help="Forget the alias --name."),
+    list_all: bool = typer.Option(False, "--list", help="Every alias and its voice."),
+    as_json: bool = JSON,
+) -> None:
+    """Another name for a voice: code written for OpenAI's speech API sends OpenAI's voice
+    names (alloy, echo, fable, onyx, nova, shimmer, ...); map the ones you offer."""
+    if list_all:
+        rows = run(catalogue.aliases)
+        shown = table(
+            "voice aliases", ["alias", "voice", "active"], [list(r.values()) for r in rows]
+        )
+        emit({"aliases": rows}, as_json, shown)
+        return
+    if not name or (voice is None) == (not remove):
+        fail("give --name with --voice, or --name with --remove, or --list")
+    if remove:
+        removed = run(lambda s: catalogue.remove_alias(s, alias=name))
+        emit(
+            {"alias": name, "removed": removed},
+            as_json,
+            f"{name} " + ("removed" if removed else "was no alias"),
+        )
+        return
+    data = run(lambda s: catalogue.set_alias(s, alias=name, voice=voice))
+    emit(
+        data,
+        as_json,
+        f"{data['alias']} now names {data['voice']}"
+        + ("" if data["changed"] else " (it already did)"),
+    )
 
 
 def _print_sync(report: SyncReport) -> None:

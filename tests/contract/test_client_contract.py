@@ -28,6 +28,7 @@ from odeatts.errors import (
     VoiceNotFound,
 )
 from odeatts.minimax import CloneUnconfirmed, MiniMaxClient, SpeechParams, StreamEnd
+from odeatts.subtitles import SubtitleFetcher
 from scripts.contract import integer_problems, json_type, load, parse_sse, shape_diff, sse_text
 
 KEY = "contract-key"
@@ -67,10 +68,18 @@ T2A_FIELDS = {
     "pronunciation_dict.tone": "array",
     "language_boost": "string",
     "subtitle_enable": "boolean",
+    "subtitle_type": "string",
     "voice_modify": "object",
+    "voice_modify.pitch": "number",
+    "voice_modify.intensity": "number",
+    "voice_modify.timbre": "number",
+    "voice_modify.sound_effects": "string",
 }
 T2A_INTEGERS = (
     "voice_setting.pitch",
+    "voice_modify.pitch",
+    "voice_modify.intensity",
+    "voice_modify.timbre",
     "audio_setting.sample_rate",
     "audio_setting.bitrate",
     "audio_setting.channel",
@@ -524,3 +533,58 @@ async def test_delete_voice_sends_the_documented_request() -> None:
     await call(exchange, lambda c: c.delete_voice(fixture["request"]["voice_id"]))
     expect_json_post(exchange.requests[0], "/v1/delete_voice")
     assert exchange.json() == fixture["request"]
+
+
+# --------------------------------------------------------- subtitles and options
+SUBTITLES = load("t2a_v2.subtitles")
+SUBTITLE_FILE = load("subtitle_file")
+
+
+async def test_a_synthesis_with_subtitles_sends_the_documented_request() -> None:
+    exchange = answering(t2a_v2=reply(SUBTITLES["reply"]))
+    speech = await synthesize(exchange, params_of(SUBTITLES["request"], subtitles=True))
+    assert exchange.json() == SUBTITLES["request"] and undocumented(exchange.json()) == []
+    assert speech.subtitle_url == SUBTITLES["reply"]["data"]["subtitle_file"]
+
+
+async def test_the_documented_subtitle_file_becomes_timings() -> None:
+    url = SUBTITLES["reply"]["data"]["subtitle_file"]
+
+    def cdn(request: httpx.Request) -> httpx.Response:
+        assert str(request.url) == url and "authorization" not in request.headers
+        return reply(SUBTITLE_FILE["reply"])
+
+    fetcher = SubtitleFetcher(
+        httpx.AsyncClient(transport=httpx.MockTransport(cdn)),
+        minimax_base_url="https://api.minimax.io",
+    )
+    try:
+        [timing] = await fetcher.fetch(url, request_id="req-contract")
+    finally:
+        await fetcher.aclose()
+    [entry] = SUBTITLE_FILE["reply"]
+    assert (timing.text, timing.start_ms, timing.end_ms) == (
+        entry["text"],
+        entry["time_begin"],  # milliseconds
+        entry["time_end"],
+    )
+
+
+async def test_normalization_effects_and_telephony_go_where_the_docs_put_them() -> None:
+    exchange = answering(t2a_v2=reply(SUCCESS["reply"]))
+    params = params_of(
+        SUCCESS["request"],
+        normalize=True,
+        voice_modify=(("pitch", -20), ("timbre", 15), ("sound_effects", "lofi_telephone")),
+        model="speech-2.6-turbo",
+        subtitles=True,
+    )
+    with pytest.raises(OdeaError):  # the reply has no subtitle file: a broken reply
+        await synthesize(exchange, params)
+    sent = exchange.json()
+    assert undocumented(sent) == []
+    assert sent["voice_setting"]["text_normalization"] is True
+    assert sent["voice_modify"] == {"pitch": -20, "timbre": 15, "sound_effects": "lofi_telephone"}
+    assert (sent["subtitle_enable"], sent["subtitle_type"]) == (True, "word")
+    ulaw = params_of(SUCCESS["request"], format="ulaw_wav", sample_rate=8000).body()
+    assert ulaw["audio_setting"]["format"] == "pcmu_wav" and undocumented(ulaw) == []

@@ -230,5 +230,21 @@ def test_every_fixture_is_checked_here_or_marked_client_only() -> None:
         "voice_clone.duplicate",
         "get_voice",
         "delete_voice",
+        "t2a_v2.subtitles",
+        "subtitle_file",
     }
     assert names == checked | client_only, json.dumps(sorted(names - checked - client_only))
+
+
+def test_a_reply_with_subtitles_links_a_file_of_the_documented_shape(
+    http: httpx.Client,
+) -> None:
+    fixture = load("t2a_v2.subtitles")
+    body = post(http, fixture).json()
+    assert shape_diff(fixture["reply"], body) == []
+    entries = http.get(body["data"]["subtitle_file"]).json()
+    assert shape_diff(load("subtitle_file")["reply"], entries, extra_keys=False) == []
+    # Milliseconds from the start of the reply's audio, in order.
+    assert entries[0]["time_begin"] == 0
+    assert entries[-1]["time_end"] <= body["extra_info"]["audio_length"]
+    assert all(e["time_begin"] <= e["time_end"] for e in entries)
