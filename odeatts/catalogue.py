@@ -51,6 +51,7 @@ __all__ = [
     "clone_voice",
     "derive_voice_id",
     "fetch_minimax_voices",
+    "find_voice",
     "parse_import",
     "read_sample",
     "set_active",
@@ -372,7 +373,8 @@ async def _file_id_of(session: AsyncSession, voice_id: str) -> int | None:
     ).scalar()
 
 
-async def _voice_named(session: AsyncSession, name: str) -> Voice:
+async def find_voice(session: AsyncSession, name: str) -> Voice:
+    """``--voice``: a voice by its friendly name, active or not."""
     voice = (await session.execute(select(Voice).where(Voice.name == name))).scalar()
     if voice is None:
         raise AdminError(f"no voice named {name!r} (see `voices list --all`)")
@@ -443,12 +445,12 @@ async def update_voice(
             "--gender or --language-boost"
         )
     async with sessions() as session:
-        await _voice_named(session, name)  # an unknown name fails before MiniMax is asked
+        await find_voice(session, name)  # an unknown name fails before MiniMax is asked
     if minimax_voice_id is not None:
         changes["kind"] = await _verified_kind(sessions, minimax, minimax_voice_id)
         changes["minimax_voice_id"] = minimax_voice_id
     async with sessions() as session, session.begin():
-        voice = await _voice_named(session, name)
+        voice = await find_voice(session, name)
         if minimax_voice_id is not None and minimax_voice_id != voice.minimax_voice_id:
             changes["minimax_file_id"] = await _file_id_of(session, minimax_voice_id)
         for attribute, value in changes.items():
@@ -459,7 +461,7 @@ async def update_voice(
 async def set_active(sessions: Sessions, *, name: str, active: bool) -> tuple[Voice, bool]:
     """Activate or deactivate a voice; returns it and whether anything changed."""
     async with sessions() as session, session.begin():
-        voice = await _voice_named(session, name)
+        voice = await find_voice(session, name)
         changed = voice.active != active
         voice.active = active
     return voice, changed

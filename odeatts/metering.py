@@ -40,7 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -75,7 +75,17 @@ from odeatts.db import (
     on_postgres,
 )
 from odeatts.errors import DuplicateJob, QuotaExceeded, Unauthorized
-from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
+from odeatts.models import (
+    FAILED,
+    REFUSED,
+    RESERVED,
+    SUCCEEDED,
+    ApiKey,
+    Plan,
+    Pronunciation,
+    Usage,
+    User,
+)
 from odeatts.outbox import Charge, Outbox
 
 __all__ = [
@@ -91,6 +101,7 @@ __all__ = [
     "reserve",
     "settle",
     "settle_deferred",
+    "user_pronunciations",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,6 +134,8 @@ class Reservation:
     attempt: int
     caller: Caller
     estimated_ms: int
+    # The user's saved pronunciations, read with the reservation (no round trip of its own).
+    pronunciations: dict[str, str] = field(default_factory=dict)
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int, User, Plan]:
@@ -185,7 +198,7 @@ async def reserve(
         decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
     if decided is None:
         decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
-    caller, view, fits, usage_id, attempt = decided
+    caller, view, fits, usage_id, attempt, words = decided
     if not fits:
         raise QuotaExceeded(
             f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
@@ -196,16 +209,27 @@ async def reserve(
             },
         )
     return Reservation(
-        usage_id=usage_id, attempt=attempt, caller=caller, estimated_ms=job.estimated_ms
+        usage_id=usage_id,
+        attempt=attempt,
+        caller=caller,
+        estimated_ms=job.estimated_ms,
+        pronunciations=words,
     )
 
 
 # What a reservation decided: the caller, their quota (live reservations included, this
-# job not), whether the job fits, and its usage row and attempt.
-_Decided = tuple[Caller, QuotaView, bool, int, int]
+# job not), whether the job fits, its usage row and attempt, and the user's saved
+# pronunciations.
+_Decided = tuple[Caller, QuotaView, bool, int, int, dict[str, str]]
 
-# One statement, prepared once per connection; the function is migration 0004's.
-_RESERVE_SQL = "SELECT * FROM odeatts_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, prepared once per connection; the function is migration 0004's. The
+# user's pronunciations (migration 0007) ride along as one more column: a sub-select on
+# their unique (user_id, word) index, run after the function in the same statement, so
+# the job pays no round trip for them and sees an operator's change at its next job.
+_RESERVE_SQL = (
+    "SELECT r.*, (SELECT json_object_agg(p.word, p.pronunciation) FROM pronunciations p"
+    " WHERE p.user_id = r.user_id) FROM odeatts_reserve(%s, %s, %s, %s, %s, %s, %s, %s) r"
+)
 
 
 async def _reserve_in_postgres(
@@ -233,7 +257,7 @@ async def _reserve_in_postgres(
     assert row is not None  # the function always returns one row
     (outcome, usage_id, attempt, user_id, api_key_id, plan_id) = row[:6]
     (plan_s, override_s, plan_rpm, override_rpm, plan_streams, override_streams) = row[6:12]
-    credit_ms, used_ms, reserved_ms = row[12:15]
+    credit_ms, used_ms, reserved_ms, words = row[12:16]
     if outcome == "unauthorized":
         raise Unauthorized()
     if outcome == "roll":
@@ -255,7 +279,7 @@ async def _reserve_in_postgres(
         used_ms=used_ms,
     )
     view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
-    return caller, view, outcome == RESERVED, usage_id, attempt
+    return caller, view, outcome == RESERVED, usage_id, attempt, words or {}
 
 
 async def _reserve_in_python(
@@ -286,7 +310,18 @@ async def _reserve_in_python(
                 )
             else:
                 usage_id, attempt = row_id, 1
-    return caller, view, fits, usage_id, attempt
+            words = await user_pronunciations(session, caller.user_id)
+    return caller, view, fits, usage_id, attempt, words
+
+
+async def user_pronunciations(session: AsyncSession, user_id: int) -> dict[str, str]:
+    """The user's saved dictionary (the Python path; Postgres reads it in _RESERVE_SQL)."""
+    rows = await session.execute(
+        select(Pronunciation.word, Pronunciation.pronunciation).where(
+            Pronunciation.user_id == user_id
+        )
+    )
+    return {word: said for word, said in rows}
 
 
 def _in_progress() -> DuplicateJob:

@@ -97,6 +97,8 @@ class SpeechParams:
     bitrate: int = 128000
     format: str = "mp3"
     language_boost: str | None = None
+    # (word, replacement) pairs, merged by schemas.merge_pronunciations.
+    pronunciations: tuple[tuple[str, str], ...] = ()
 
     def body(self) -> dict[str, Any]:
         voice: dict[str, Any] = {
@@ -122,6 +124,8 @@ class SpeechParams:
         }
         if self.language_boost:
             body["language_boost"] = self.language_boost
+        if self.pronunciations:  # docs/minimax.md: an object, never a list of pairs
+            body["pronunciation_dict"] = {"tone": [f"{w}/{p}" for w, p in self.pronunciations]}
         return body
 
 

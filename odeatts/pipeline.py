@@ -60,6 +60,7 @@ from odeatts.schemas import (
     UsageRequest,
     VoicesRequest,
     check_emotion,
+    merge_pronunciations,
 )
 from odeatts.storage import Storage
 from odeatts.text import split_text
@@ -274,6 +275,10 @@ class Pipeline:
             budget,
         )
         bind(user_id=reservation.caller.user_id)
+        words = merge_pronunciations(
+            request.pronunciations, reservation.pronunciations, self.voices.pronunciations(voice)
+        )
+        parts = [replace(p, pronunciations=words) for p in parts] if words else parts
         return _Job(job_id, request, voice, parts, reservation, budget)
 
     async def _db(

@@ -5,6 +5,10 @@ so a speech job pays no database round trip for its voice. An unknown name force
 one early reload (at most once a second) so a voice an operator just added works
 at once; a deactivated voice disappears within ``ttl``. Operators change the
 catalogue itself with catalogue.py.
+
+The voices' saved pronunciation dictionaries come with them, in the same reload:
+an operator's change to a voice's dictionary applies within ``ttl``, like any other
+change to the voice.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from odeatts.db import Sessions, database_errors
-from odeatts.models import Voice
+from odeatts.models import Pronunciation, Voice
 
 __all__ = ["VoiceCache", "voice_dict"]
 
@@ -39,6 +43,7 @@ class VoiceCache:
         self._ttl = ttl
         self._clock = clock
         self._voices: dict[str, Voice] = {}
+        self._words: dict[int, dict[str, str]] = {}
         self._loaded_at = float("-inf")
 
     def cached(self, name: str) -> Voice | None:
@@ -56,6 +61,10 @@ class VoiceCache:
             await self.reload()
         return self._voices.get(name)
 
+    def pronunciations(self, voice: Voice) -> dict[str, str]:
+        """The voice's saved dictionary as last loaded (no I/O)."""
+        return self._words.get(voice.id, {})
+
     async def active(self) -> list[Voice]:
         if self._clock() - self._loaded_at > self._ttl:
             await self.reload()
@@ -65,5 +74,12 @@ class VoiceCache:
         with database_errors():
             async with self._sessions() as session:
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
-                self._voices = {v.name: v for v in rows.scalars()}
+                voices = {v.name: v for v in rows.scalars()}
+                entries = await session.execute(
+                    select(Pronunciation).where(Pronunciation.voice_id.is_not(None))
+                )
+                words: dict[int, dict[str, str]] = {}
+                for entry in entries.scalars():
+                    words.setdefault(entry.voice_id or 0, {})[entry.word] = entry.pronunciation
+        self._voices, self._words = voices, words
         self._loaded_at = self._clock()
