@@ -1,9 +1,8 @@
-"""``AsyncClient``: ``Client`` (_sync.py), awaited; the same rules, each in one place."""
+"""``AsyncClient``: runs the flows (_flow.py) with httpx.AsyncClient and asyncio.sleep."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -11,53 +10,49 @@ from typing import Any
 import httpx
 
 from odeatts_client._config import Config
-from odeatts_client._errors import EndpointError, Throttled, TransportError
-from odeatts_client._protocol import (
-    Speech,
-    Voice,
-    audio_chunk,
-    checked,
-    completed_output,
-    reply_json,
-    result_of,
-    speech_of,
-    stream_items,
-    voices_of,
+from odeatts_client._errors import TransportError
+from odeatts_client._flow import (
+    Chunk,
+    Flow,
+    Send,
+    Session,
+    result_flow,
+    speech_flow,
+    speech_input,
+    stream_flow,
+    usage_input,
+    voices_input,
 )
+from odeatts_client._protocol import Speech, Voice, voices_of
 
 __all__ = ["AsyncAudioStream", "AsyncClient"]
 
 
 class AsyncAudioStream:
-    """Audio chunks as the endpoint makes them (iterate it); ``result`` is the job's
-    metadata once the last chunk has come (its ``audio`` is empty: you have the chunks)."""
+    """``async for chunk in stream``; ``result`` is the job's metadata after the last."""
 
     def __init__(self, client: AsyncClient, job_input: dict[str, Any]) -> None:
         self._client, self._input = client, job_input
         self.result: Speech | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        deadline = self._client.config.deadline()
-        job_id = (await self._client._post("run", self._client.config.body(self._input)))["id"]
-        pause = self._client.config.poll_interval
+        flow = stream_flow(self._client._session, self._input)
+        response: httpx.Response | None = None
         while True:
-            items, ended = stream_items(await self._client._ask(f"stream/{job_id}"))
-            for item in items:
-                if isinstance(item, dict) and item.get("done"):
-                    self.result = speech_of(item, b"")
-                else:
-                    yield audio_chunk(item)
-            if ended:
+            try:
+                step = flow.send(response)
+            except StopIteration as done:
+                self.result = done.value
                 return
-            self._client.config.check(deadline, job_id)
-            if not items:
-                await asyncio.sleep(pause)
-                pause = self._client.config.next_poll(pause)
+            response = None
+            if isinstance(step, Chunk):
+                yield step.audio
+            else:
+                response = await self._client._do(step)
 
 
 class AsyncClient:
-    """A caller of one OdeaTTS endpoint. ``runpod_api_key`` may be None for the local API
-    server; ``api_key`` is your OdeaTTS key. See ``Config`` for the other options."""
+    """``Client``, awaited: the same calls, options and errors."""
 
     def __init__(
         self,
@@ -68,9 +63,9 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         **options: Any,
     ) -> None:
-        self.config = Config(endpoint_url, runpod_api_key, api_key, **options)
-        self._http = httpx.AsyncClient(transport=transport, timeout=self.config.timeout + 30)
-        self._ask_method = "GET"  # RunPod's; the SDK's local server takes only POST
+        config = Config(endpoint_url, runpod_api_key, api_key, **options)
+        self._session = Session(config)
+        self._http = httpx.AsyncClient(transport=transport, timeout=config.timeout + 30)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -83,75 +78,38 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
-    # ------------------------------------------------------------------ the API
     async def speech(self, text: str, voice: str, **options: Any) -> Speech:
-        """Synthesise ``text``; the audio comes inline or is fetched from its URL."""
-        result = await self._result({"text": text, "voice": voice, **options})
-        return speech_of(result, await self._audio(result))
+        speech: Speech = await self._run(
+            speech_flow(self._session, speech_input(text, voice, options))
+        )
+        return speech
 
     def stream(self, text: str, voice: str, **options: Any) -> AsyncAudioStream:
-        """Audio chunks as they are made (a streaming endpoint: ``ODEATTS_HANDLER=stream``)."""
-        return AsyncAudioStream(self, {"text": text, "voice": voice, **options, "stream": True})
+        return AsyncAudioStream(self, {**speech_input(text, voice, options), "stream": True})
 
     async def voices(self, language: str | None = None, gender: str | None = None) -> list[Voice]:
-        filters = {k: v for k, v in (("language", language), ("gender", gender)) if v}
-        return voices_of(await self._result({"action": "voices", **filters}))
+        return voices_of(
+            await self._run(result_flow(self._session, voices_input(language, gender)))
+        )
 
     async def usage(self, limit: int | None = None) -> dict[str, Any]:
-        """Plan, limits, quota, cycle and recent jobs (the README's ``usage`` shape)."""
-        return await self._result({"action": "usage", **({"limit": limit} if limit else {})})
+        usage: dict[str, Any] = await self._run(result_flow(self._session, usage_input(limit)))
+        return usage
 
-    # ------------------------------------------------------------------ the wire
-    async def _result(self, job_input: dict[str, Any]) -> dict[str, Any]:
-        deadline = self.config.deadline()
-        attempt = 0
+    async def _run(self, flow: Flow) -> Any:
+        response: httpx.Response | None = None
         while True:
             try:
-                return await self._once(job_input, deadline)
-            except Throttled as exc:
-                await asyncio.sleep(self.config.retry_wait(exc, attempt, deadline))
-                attempt += 1
+                step = flow.send(response)
+            except StopIteration as done:
+                return done.value
+            response = await self._do(step)
 
-    async def _once(self, job_input: dict[str, Any], deadline: float) -> dict[str, Any]:
-        body = self.config.body(job_input)
-        reply = await self._post("runsync", body, params=self.config.runsync_params(deadline))
-        job_id = reply.get("id")
-        pause = self.config.poll_interval
-        while not (finished := completed_output(reply))[0]:
-            self.config.check(deadline, str(job_id))
-            await asyncio.sleep(pause)
-            pause = self.config.next_poll(pause)
-            reply = await self._ask(f"status/{job_id}")
-        return result_of(finished[1], job_id)
-
-    async def _audio(self, result: dict[str, Any]) -> bytes:
-        if isinstance(result.get("audio_base64"), str):
-            return base64.b64decode(result["audio_base64"])
-        # A presigned URL: fetched without RunPod's key (it must not leave for storage).
-        response = await self._send("GET", result["audio_url"], headers={})
-        return response.content
-
-    async def _post(self, path: str, body: Any, params: Any = None) -> dict[str, Any]:
-        response = await self._send(
-            "POST", self.config.url(path), json=body, params=params, headers=self.config.headers()
-        )
-        return reply_json(response)
-
-    async def _ask(self, path: str) -> dict[str, Any]:
-        """/status and /stream: GET on RunPod; the SDK's local server answers GET with 405
-        and takes POST, so the client switches once and keeps to it."""
-        url, headers = self.config.url(path), self.config.headers()
+    async def _do(self, step: Any) -> httpx.Response | None:
+        if not isinstance(step, Send):
+            await asyncio.sleep(step.seconds)
+            return None
         try:
-            return reply_json(await self._send(self._ask_method, url, headers=headers))
-        except EndpointError as exc:
-            if exc.status != 405 or self._ask_method == "POST":
-                raise
-        self._ask_method = "POST"
-        return reply_json(await self._send("POST", url, headers=headers))
-
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, url, **kwargs)
+            return await self._http.request(step.method, step.url, **step.kwargs)
         except httpx.HTTPError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        return checked(response)

@@ -43,7 +43,7 @@ class Config:
     def runsync_params(self, deadline: float) -> dict[str, int]:
         """How long RunPod may hold /runsync (it takes 1,000 to 300,000 ms); past it,
         RunPod answers IN_QUEUE or IN_PROGRESS and the client polls /status."""
-        left = max(deadline - time.monotonic(), 1.0)
+        left = deadline - time.monotonic()
         return {"wait": int(min(max(left, 1.0), 300.0) * 1000)}
 
     def deadline(self) -> float:

@@ -1,8 +1,7 @@
-"""``Client``: the blocking client. ``AsyncClient`` (_async.py) is the same, awaited."""
+"""``Client``: runs the flows (_flow.py) with httpx.Client and time.sleep."""
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -11,19 +10,20 @@ from typing import Any
 import httpx
 
 from odeatts_client._config import Config
-from odeatts_client._errors import EndpointError, Throttled, TransportError
-from odeatts_client._protocol import (
-    Speech,
-    Voice,
-    audio_chunk,
-    checked,
-    completed_output,
-    reply_json,
-    result_of,
-    speech_of,
-    stream_items,
-    voices_of,
+from odeatts_client._errors import TransportError
+from odeatts_client._flow import (
+    Chunk,
+    Flow,
+    Send,
+    Session,
+    result_flow,
+    speech_flow,
+    speech_input,
+    stream_flow,
+    usage_input,
+    voices_input,
 )
+from odeatts_client._protocol import Speech, Voice, voices_of
 
 __all__ = ["AudioStream", "Client"]
 
@@ -37,27 +37,24 @@ class AudioStream:
         self.result: Speech | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        deadline = self._client.config.deadline()
-        job_id = self._client._post("run", self._client.config.body(self._input))["id"]
-        pause = self._client.config.poll_interval
+        flow = stream_flow(self._client._session, self._input)
+        response: httpx.Response | None = None
         while True:
-            items, ended = stream_items(self._client._ask(f"stream/{job_id}"))
-            for item in items:
-                if isinstance(item, dict) and item.get("done"):
-                    self.result = speech_of(item, b"")
-                else:
-                    yield audio_chunk(item)
-            if ended:
+            try:
+                step = flow.send(response)
+            except StopIteration as done:
+                self.result = done.value
                 return
-            self._client.config.check(deadline, job_id)
-            if not items:
-                time.sleep(pause)
-                pause = self._client.config.next_poll(pause)
+            response = None
+            if isinstance(step, Chunk):
+                yield step.audio
+            else:
+                response = self._client._do(step)
 
 
 class Client:
     """A caller of one OdeaTTS endpoint. ``runpod_api_key`` may be None for the local API
-    server; ``api_key`` is your OdeaTTS key. See ``Config`` for the other options."""
+    server; ``api_key`` is your OdeaTTS key. Options: see ``Config``."""
 
     def __init__(
         self,
@@ -68,9 +65,9 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         **options: Any,
     ) -> None:
-        self.config = Config(endpoint_url, runpod_api_key, api_key, **options)
-        self._http = httpx.Client(transport=transport, timeout=self.config.timeout + 30)
-        self._ask_method = "GET"  # RunPod's; the SDK's local server takes only POST
+        config = Config(endpoint_url, runpod_api_key, api_key, **options)
+        self._session = Session(config)
+        self._http = httpx.Client(transport=transport, timeout=config.timeout + 30)
 
     def close(self) -> None:
         self._http.close()
@@ -83,75 +80,37 @@ class Client:
     ) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ the API
     def speech(self, text: str, voice: str, **options: Any) -> Speech:
-        """Synthesise ``text``; the audio comes inline or is fetched from its URL."""
-        result = self._result({"text": text, "voice": voice, **options})
-        return speech_of(result, self._audio(result))
+        """Synthesise ``text`` (``options``: any field of the job input table)."""
+        speech: Speech = self._run(speech_flow(self._session, speech_input(text, voice, options)))
+        return speech
 
     def stream(self, text: str, voice: str, **options: Any) -> AudioStream:
         """Audio chunks as they are made (a streaming endpoint: ``ODEATTS_HANDLER=stream``)."""
-        return AudioStream(self, {"text": text, "voice": voice, **options, "stream": True})
+        return AudioStream(self, {**speech_input(text, voice, options), "stream": True})
 
     def voices(self, language: str | None = None, gender: str | None = None) -> list[Voice]:
-        filters = {k: v for k, v in (("language", language), ("gender", gender)) if v}
-        return voices_of(self._result({"action": "voices", **filters}))
+        return voices_of(self._run(result_flow(self._session, voices_input(language, gender))))
 
     def usage(self, limit: int | None = None) -> dict[str, Any]:
         """Plan, limits, quota, cycle and recent jobs (the README's ``usage`` shape)."""
-        return self._result({"action": "usage", **({"limit": limit} if limit else {})})
+        usage: dict[str, Any] = self._run(result_flow(self._session, usage_input(limit)))
+        return usage
 
-    # ------------------------------------------------------------------ the wire
-    def _result(self, job_input: dict[str, Any]) -> dict[str, Any]:
-        deadline = self.config.deadline()
-        attempt = 0
+    def _run(self, flow: Flow) -> Any:
+        response: httpx.Response | None = None
         while True:
             try:
-                return self._once(job_input, deadline)
-            except Throttled as exc:
-                time.sleep(self.config.retry_wait(exc, attempt, deadline))
-                attempt += 1
+                step = flow.send(response)
+            except StopIteration as done:
+                return done.value
+            response = self._do(step)
 
-    def _once(self, job_input: dict[str, Any], deadline: float) -> dict[str, Any]:
-        body = self.config.body(job_input)
-        reply = self._post("runsync", body, params=self.config.runsync_params(deadline))
-        job_id = reply.get("id")
-        pause = self.config.poll_interval
-        while not (finished := completed_output(reply))[0]:
-            self.config.check(deadline, str(job_id))
-            time.sleep(pause)
-            pause = self.config.next_poll(pause)
-            reply = self._ask(f"status/{job_id}")
-        return result_of(finished[1], job_id)
-
-    def _audio(self, result: dict[str, Any]) -> bytes:
-        if isinstance(result.get("audio_base64"), str):
-            return base64.b64decode(result["audio_base64"])
-        # A presigned URL: fetched without RunPod's key (it must not leave for storage).
-        response = self._send("GET", result["audio_url"], headers={})
-        return response.content
-
-    def _post(self, path: str, body: Any, params: Any = None) -> dict[str, Any]:
-        response = self._send(
-            "POST", self.config.url(path), json=body, params=params, headers=self.config.headers()
-        )
-        return reply_json(response)
-
-    def _ask(self, path: str) -> dict[str, Any]:
-        """/status and /stream: GET on RunPod; the SDK's local server answers GET with 405
-        and takes POST, so the client switches once and keeps to it."""
-        url, headers = self.config.url(path), self.config.headers()
+    def _do(self, step: Any) -> httpx.Response | None:
+        if not isinstance(step, Send):
+            time.sleep(step.seconds)
+            return None
         try:
-            return reply_json(self._send(self._ask_method, url, headers=headers))
-        except EndpointError as exc:
-            if exc.status != 405 or self._ask_method == "POST":
-                raise
-        self._ask_method = "POST"
-        return reply_json(self._send("POST", url, headers=headers))
-
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kwargs)
+            return self._http.request(step.method, step.url, **step.kwargs)
         except httpx.HTTPError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        return checked(response)
