@@ -43,7 +43,7 @@ class VoiceCache:
         self._ttl = ttl
         self._clock = clock
         self._voices: dict[str, Voice] = {}
-        self._words: dict[int, dict[str, str]] = {}
+        self._words: dict[int | None, dict[str, str]] = {}
         self._loaded_at = float("-inf")
 
     def cached(self, name: str) -> Voice | None:
@@ -76,10 +76,12 @@ class VoiceCache:
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
                 voices = {v.name: v for v in rows.scalars()}
                 entries = await session.execute(
-                    select(Pronunciation).where(Pronunciation.voice_id.is_not(None))
+                    select(
+                        Pronunciation.voice_id, Pronunciation.word, Pronunciation.pronunciation
+                    ).where(Pronunciation.voice_id.is_not(None))
                 )
-                words: dict[int, dict[str, str]] = {}
-                for entry in entries.scalars():
-                    words.setdefault(entry.voice_id or 0, {})[entry.word] = entry.pronunciation
+                words: dict[int | None, dict[str, str]] = {}
+                for voice_id, word, said in entries:
+                    words.setdefault(voice_id, {})[word] = said
         self._voices, self._words = voices, words
         self._loaded_at = self._clock()
