@@ -24,7 +24,7 @@ from odeatts.schemas import (
     pronunciation_problem,
 )
 from odeatts.worker import Worker
-from tests.conftest import JobRunner, UserFactory
+from tests.conftest import JobRunner, UserFactory, backend_independent
 from tests.support.cli import Invoke
 from tests.test_admin_cli import assert_operator_error
 
@@ -99,7 +99,9 @@ def test_the_job_wins_over_the_user_and_the_user_over_the_voice() -> None:
     assert merge_pronunciations({}, None, None) == ()
 
 
-# --- saved dictionaries, through the admin CLI and a job (both backends) -------------------
+# --- saved dictionaries, through the admin CLI and a job ---------------------------------
+# Only the merge runs on both backends: the user's dictionary is read by SQL beside
+# odeatts_reserve on Postgres and in Python on SQLite.
 
 
 async def admin(invoke: Invoke, *args: str) -> dict[str, Any]:
@@ -157,6 +159,7 @@ async def test_saved_dictionaries_are_merged_into_every_job(
     assert last_tone(emu) == set()
 
 
+@backend_independent
 async def test_the_cli_lists_sets_and_replaces(invoke: Invoke, make_user: UserFactory) -> None:
     user_id, _ = await make_user()
     await admin(invoke, "set", "--user", str(user_id), "--entry", "Adebayo=a-de-ba-yo")
@@ -171,6 +174,7 @@ async def test_the_cli_lists_sets_and_replaces(invoke: Invoke, make_user: UserFa
     assert listed == {"owner": "voice nigerian-male", "pronunciations": {}}
 
 
+@backend_independent
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -192,6 +196,7 @@ async def test_operator_mistakes_are_one_line(
     assert_operator_error(result, 2, words)
 
 
+@backend_independent
 async def test_a_saved_dictionary_keeps_to_the_job_limit(
     invoke: Invoke, make_user: UserFactory
 ) -> None:
