@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["ENDPOINT_NAMES", "Stats"]
@@ -37,6 +38,7 @@ class Stats:
             self._in_flight_max = 0
             self._characters = 0
             self._audio: list[dict[str, Any]] = []
+            self._tones: list[list[str]] = []
 
     def arrived(self, endpoint: str) -> None:
         """Count a request (and time-stamp it if it is a t2a_v2 call)."""
@@ -61,10 +63,12 @@ class Stats:
         with self._lock:
             self._characters += characters
 
-    def made(self, audio: bytes) -> None:
-        """Fingerprint the audio of a successful synthesis (before any fault alters it)."""
+    def made(self, audio: bytes, tone: Sequence[str] = ()) -> None:
+        """Fingerprint the audio of a successful synthesis (before any fault alters it),
+        and keep the pronunciation_dict entries it was read with."""
         with self._lock:
             self._audio.append({"size": len(audio), "sha256": hashlib.sha256(audio).hexdigest()})
+            self._tones.append(list(tone))
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy, as served by GET /_emulator/stats."""
@@ -76,4 +80,5 @@ class Stats:
                 "in_flight_max": self._in_flight_max,
                 "characters": self._characters,
                 "audio": [dict(made) for made in self._audio],
+                "tones": [list(tone) for tone in self._tones],
             }

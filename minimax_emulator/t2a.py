@@ -180,7 +180,7 @@ async def t2a_v2(request: web.Request) -> web.StreamResponse:
     synthesis = await asyncio.to_thread(_synthesize, req, voice)
     state.voices.mark_used(req.voice_id)
     state.stats.billed(usage_characters(req.text))
-    state.stats.made(synthesis.audio)
+    state.stats.made(synthesis.audio, req.tone)
     info = _lie(_extra_info(req, synthesis, ratio), request.get(FAULT_KEY))
     if req.stream:
         return await _stream(request, state, req, synthesis, info)

@@ -153,9 +153,19 @@ def _audio(setting: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _entry(value: Any) -> bool:
+    """One documented tone entry: "word/replacement", neither side empty."""
+    if not isinstance(value, str):
+        return False
+    word, slash, replacement = value.partition("/")
+    return bool(slash and word.strip() and replacement.strip())
+
+
 def _tone(body: dict[str, Any]) -> tuple[str, ...]:
+    """pronunciation_dict: an object whose tone is a list of "word/replacement" strings
+    (a list of objects, as MiniMax's CLI once sent, is refused: MiniMax-AI/cli #187)."""
     tone = _object(body, "pronunciation_dict").get("tone") or []
-    if not isinstance(tone, list) or not all(isinstance(t, str) and "/" in t for t in tone):
+    if not isinstance(tone, list) or not all(_entry(t) for t in tone):
         raise invalid('pronunciation_dict.tone must be a list of "word/replacement" strings')
     return tuple(tone)
 

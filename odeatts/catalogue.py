@@ -52,6 +52,7 @@ __all__ = [
     "clone_voice",
     "derive_voice_id",
     "fetch_minimax_voices",
+    "find_voice",
     "parse_import",
     "read_sample",
     "remove_alias",
@@ -377,7 +378,8 @@ async def _file_id_of(session: AsyncSession, voice_id: str) -> int | None:
     ).scalar()
 
 
-async def _voice_named(session: AsyncSession, name: str) -> Voice:
+async def find_voice(session: AsyncSession, name: str) -> Voice:
+    """``--voice``: a voice by its friendly name, active or not."""
     voice = (await session.execute(select(Voice).where(Voice.name == name))).scalar()
     if voice is None:
         raise AdminError(f"no voice named {name!r} (see `voices list --all`)")
@@ -448,12 +450,12 @@ async def update_voice(
             "--gender or --language-boost"
         )
     async with sessions() as session:
-        await _voice_named(session, name)  # an unknown name fails before MiniMax is asked
+        await find_voice(session, name)  # an unknown name fails before MiniMax is asked
     if minimax_voice_id is not None:
         changes["kind"] = await _verified_kind(sessions, minimax, minimax_voice_id)
         changes["minimax_voice_id"] = minimax_voice_id
     async with sessions() as session, session.begin():
-        voice = await _voice_named(session, name)
+        voice = await find_voice(session, name)
         if minimax_voice_id is not None and minimax_voice_id != voice.minimax_voice_id:
             changes["minimax_file_id"] = await _file_id_of(session, minimax_voice_id)
         for attribute, value in changes.items():
@@ -473,7 +475,7 @@ async def set_alias(sessions: Sessions, *, alias: str, voice: str) -> dict[str, 
     _check_name(alias)
     try:
         async with sessions() as session, session.begin():
-            target = await _voice_named(session, voice)
+            target = await find_voice(session, voice)
             if (await session.execute(select(Voice.id).where(Voice.name == alias))).first():
                 raise AdminError(f"{alias!r} is a voice's own name; an alias must be another")
             row = await _alias_named(session, alias)
@@ -510,7 +512,7 @@ async def aliases(sessions: Sessions) -> list[dict[str, Any]]:
 async def set_active(sessions: Sessions, *, name: str, active: bool) -> tuple[Voice, bool]:
     """Activate or deactivate a voice; returns it and whether anything changed."""
     async with sessions() as session, session.begin():
-        voice = await _voice_named(session, name)
+        voice = await find_voice(session, name)
         changed = voice.active != active
         voice.active = active
     return voice, changed

@@ -43,7 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -78,7 +78,17 @@ from odeatts.db import (
     on_postgres,
 )
 from odeatts.errors import DuplicateJob, InvalidRequest, QuotaExceeded, Unauthorized
-from odeatts.models import FAILED, REFUSED, RESERVED, SUCCEEDED, ApiKey, Plan, Usage, User
+from odeatts.models import (
+    FAILED,
+    REFUSED,
+    RESERVED,
+    SUCCEEDED,
+    ApiKey,
+    Plan,
+    Pronunciation,
+    Usage,
+    User,
+)
 from odeatts.outbox import Charge, Outbox
 
 __all__ = [
@@ -94,6 +104,7 @@ __all__ = [
     "reserve",
     "settle",
     "settle_deferred",
+    "user_pronunciations",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,6 +139,8 @@ class Reservation:
     caller: Caller
     estimated_ms: int
     voice: str  # the job's, or the user's default
+    # The user's saved pronunciations, read with the reservation (no round trip of its own).
+    pronunciations: dict[str, str] = field(default_factory=dict)
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int, User, Plan]:
@@ -191,7 +204,7 @@ async def reserve(
         decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
     if decided is None:
         decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
-    caller, view, fits, usage_id, attempt, voice = decided
+    caller, view, fits, usage_id, attempt, voice, words = decided
     if not fits:
         raise QuotaExceeded(
             f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
@@ -207,6 +220,7 @@ async def reserve(
         caller=caller,
         estimated_ms=job.estimated_ms,
         voice=voice,
+        pronunciations=words,
     )
 
 
@@ -218,11 +232,18 @@ def _no_voice() -> InvalidRequest:
 
 
 # What a reservation decided: the caller, their quota (live reservations included, this
-# job not), whether the job fits, its usage row and attempt, and the job's voice.
-_Decided = tuple[Caller, QuotaView, bool, int, int, str]
+# job not), whether the job fits, its usage row and attempt, the job's voice and the
+# user's saved pronunciations.
+_Decided = tuple[Caller, QuotaView, bool, int, int, str, dict[str, str]]
 
-# One statement, prepared once per connection; the function is migration 0006's.
-_RESERVE_SQL = "SELECT * FROM odeatts_reserve2(%s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, prepared once per connection; the function is migration 0006's. The
+# user's pronunciations (migration 0007) ride along as one more column: a sub-select on
+# their unique (user_id, word) index, run after the function in the same statement, so
+# the job pays no round trip for them and sees an operator's change at its next job.
+_RESERVE_SQL = (
+    "SELECT r.*, (SELECT json_object_agg(p.word, p.pronunciation) FROM pronunciations p"
+    " WHERE p.user_id = r.user_id) FROM odeatts_reserve2(%s, %s, %s, %s, %s, %s, %s, %s) r"
+)
 
 
 async def _reserve_in_postgres(
@@ -250,7 +271,7 @@ async def _reserve_in_postgres(
     assert row is not None  # the function always returns one row
     (outcome, usage_id, attempt, user_id, api_key_id, plan_id) = row[:6]
     (plan_s, override_s, plan_rpm, override_rpm, plan_streams, override_streams) = row[6:12]
-    credit_ms, used_ms, reserved_ms, voice = row[12:16]
+    credit_ms, used_ms, reserved_ms, voice, words = row[12:17]
     if outcome == "unauthorized":
         raise Unauthorized()
     if outcome == "roll":
@@ -274,7 +295,7 @@ async def _reserve_in_postgres(
         used_ms=used_ms,
     )
     view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
-    return caller, view, outcome == RESERVED, usage_id, attempt, voice
+    return caller, view, outcome == RESERVED, usage_id, attempt, voice, words or {}
 
 
 async def _reserve_in_python(
@@ -306,7 +327,8 @@ async def _reserve_in_python(
                 )
             else:
                 usage_id, attempt = row_id, 1
-    return caller, view, fits, usage_id, attempt, voice
+            words = await user_pronunciations(session, caller.user_id)
+    return caller, view, fits, usage_id, attempt, voice, words
 
 
 async def _default_voice(session: AsyncSession, user_id: int) -> str:
@@ -317,6 +339,16 @@ async def _default_voice(session: AsyncSession, user_id: int) -> str:
     if voice is None:
         raise _no_voice()
     return voice
+
+
+async def user_pronunciations(session: AsyncSession, user_id: int) -> dict[str, str]:
+    """The user's saved dictionary (the Python path; Postgres reads it in _RESERVE_SQL)."""
+    rows = await session.execute(
+        select(Pronunciation.word, Pronunciation.pronunciation).where(
+            Pronunciation.user_id == user_id
+        )
+    )
+    return {word: said for word, said in rows}
 
 
 def _in_progress() -> DuplicateJob:

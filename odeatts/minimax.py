@@ -114,6 +114,8 @@ class SpeechParams:
     # voice_modify: (name, value) pairs in MiniMax's names (pitch, intensity, timbre,
     # sound_effects); a tuple keeps the params hashable.
     voice_modify: tuple[tuple[str, int | str], ...] = ()
+    # (word, replacement) pairs, merged by schemas.merge_pronunciations.
+    pronunciations: tuple[tuple[str, str], ...] = ()
 
     @property
     def minimax_format(self) -> str:
@@ -142,6 +144,8 @@ class SpeechParams:
             body["language_boost"] = self.language_boost
         if self.voice_modify:
             body["voice_modify"] = dict(self.voice_modify)
+        if self.pronunciations:  # docs/minimax.md: an object, never a list of pairs
+            body["pronunciation_dict"] = {"tone": [f"{w}/{p}" for w, p in self.pronunciations]}
         if self.subtitles:
             body["subtitle_enable"] = True
             if self.model in WORD_SUBTITLE_MODELS:

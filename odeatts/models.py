@@ -10,6 +10,7 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -27,6 +28,7 @@ __all__ = [
     "Base",
     "BillingCycle",
     "Plan",
+    "Pronunciation",
     "QuotaAdjustment",
     "Usage",
     "User",
@@ -224,3 +226,24 @@ class Usage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     reserved_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     settled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Pronunciation(Base):
+    """One entry of a saved dictionary, a user's or a voice's (never both): merged into
+    every job of that user or with that voice, the job's own entries first."""
+
+    __tablename__ = "pronunciations"
+    __table_args__ = (
+        CheckConstraint(
+            "(user_id IS NULL) <> (voice_id IS NULL)", name="ck_pronunciations_one_owner"
+        ),
+        UniqueConstraint("user_id", "word", name="uq_pronunciations_user_word"),
+        UniqueConstraint("voice_id", "word", name="uq_pronunciations_voice_word"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    voice_id: Mapped[int | None] = mapped_column(ForeignKey("voices.id"))
+    word: Mapped[str] = mapped_column(String(64))
+    pronunciation: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

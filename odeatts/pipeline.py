@@ -63,6 +63,7 @@ from odeatts.schemas import (
     UsageRequest,
     VoicesRequest,
     check_emotion,
+    merge_pronunciations,
 )
 from odeatts.storage import Storage
 from odeatts.subtitles import SubtitleFetcher, Timing, offset_timings
@@ -306,6 +307,10 @@ class Pipeline:
                 await self._release(reservation, FAILED, error, started)
                 raise error
         parts = self._parts(request, voice, texts, model)
+        words = merge_pronunciations(
+            request.pronunciations, reservation.pronunciations, self.voices.pronunciations(voice)
+        )
+        parts = [replace(p, pronunciations=words) for p in parts] if words else parts
         return _Job(job_id, request, voice, parts, reservation, budget, started)
 
     async def _voice(self, name: str, budget: Budget) -> Voice | None:

@@ -7,7 +7,8 @@ Accepted input shapes (``input`` of a RunPod job)::
      "model"?: ..., "sample_rate"?: ..., "bitrate"?: ..., "format"?: "mp3",
      "language_boost"?: "auto" | "English" | ..., "stream"?: false,
      "output"?: "auto" | "base64" | "url", "timestamps"?: false, "normalize"?: false,
-     "effects"?: {"pitch"?, "intensity"?, "timbre"?: -100..100, "sound_effect"?: ...}}
+     "effects"?: {"pitch"?, "intensity"?, "timbre"?: -100..100, "sound_effect"?: ...},
+     "pronunciations"?: {"Adebayo": "a-de-ba-yo"}}
     {"api_key": "odea_...", "input": "...", "voice": "alloy",                # OpenAI's shape
      "response_format"?: "mp3" | "wav" | "pcm" | "flac", "speed"?: 1.0,
      "model"?: "tts-1" | "tts-1-hd" | "speech-02-hd" | ...}
@@ -51,6 +52,7 @@ __all__ = [
     "FORMATS",
     "JOB_ID",
     "LANGUAGE_BOOSTS",
+    "MAX_PRONUNCIATIONS",
     "MODELS",
     "MODEL_EMOTIONS",
     "SAMPLE_RATES",
@@ -65,8 +67,10 @@ __all__ = [
     "VoicesRequest",
     "check_emotion",
     "language_boost_problem",
+    "merge_pronunciations",
     "openai_shape",
     "parse_job",
+    "pronunciation_problem",
 ]
 
 # RunPod job ids: "<uuid>-<region>", "sync-<uuid>-<region>", "test-<uuid>", "local_test".
@@ -165,6 +169,17 @@ LANGUAGE_BOOSTS = (
     "Tamil",
     "Afrikaans",
 )
+# Pronunciations (MiniMax's pronunciation_dict: {"tone": ["word/replacement", ...]}, see
+# docs/minimax.md). MiniMax documents no limits; these are ours, per dictionary (a job's,
+# a user's, a voice's), so that a merged dictionary stays small beside a 10,000-character
+# text. "/" separates word from replacement, so neither may hold one; a replacement is
+# plain text ("a-de-ba-yo", "oh my god") or Chinese tones, "(chu3)(li3)", and
+# parentheses anywhere else would read as a broken tone.
+MAX_PRONUNCIATIONS = 100
+MAX_WORD_CHARS, MAX_PRONUNCIATION_CHARS = 64, 128
+_PLAIN = re.compile(r"[^/()\x00-\x1f\x7f]+")
+_TONES = re.compile(r"(?:\([^/()\x00-\x1f\x7f]+\))+")
+
 # What a stream can carry and still be charged fairly if the caller stops it midway:
 # MiniMax streams no wav, and a partial FLAC cannot be measured.
 STREAM_FORMATS = ("mp3", "pcm", "ulaw")
@@ -219,6 +234,15 @@ class SpeechRequest(_Input):
     timestamps: bool = False
     normalize: bool = False
     effects: Effects | None = None
+    pronunciations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pronunciations")
+    @classmethod
+    def _a_dictionary_minimax_reads(cls, value: dict[str, str]) -> dict[str, str]:
+        problem = pronunciation_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("language_boost")
     @classmethod
@@ -273,6 +297,33 @@ def language_boost_problem(value: str | None) -> str | None:
         f"{hint}must be 'auto' or one of MiniMax's languages, spelled as it spells them "
         "(e.g. English, French, Chinese,Yue)"
     )
+
+
+def pronunciation_problem(entries: dict[str, str]) -> str | None:
+    """Why MiniMax could not read this dictionary as we send it, or None."""
+    if len(entries) > MAX_PRONUNCIATIONS:
+        return f"at most {MAX_PRONUNCIATIONS} entries"
+    for word, said in entries.items():
+        if len(word) > MAX_WORD_CHARS or not _PLAIN.fullmatch(word) or word != word.strip():
+            return (
+                f"{word[:MAX_WORD_CHARS]!r}: a word is 1 to {MAX_WORD_CHARS} characters, "
+                "without '/', parentheses, line breaks or surrounding spaces"
+            )
+        plain, tones = _PLAIN.fullmatch(said), _TONES.fullmatch(said)
+        if len(said) > MAX_PRONUNCIATION_CHARS or said != said.strip() or not (plain or tones):
+            return (
+                f"{word!r}: a pronunciation is 1 to {MAX_PRONUNCIATION_CHARS} characters of "
+                "plain text without '/' or line breaks, or tones such as '(chu3)(li3)'"
+            )
+    return None
+
+
+def merge_pronunciations(
+    job: dict[str, str], user: dict[str, str] | None, voice: dict[str, str] | None
+) -> tuple[tuple[str, str], ...]:
+    """One dictionary for MiniMax: the job's entries win over the user's saved ones, and
+    those over the voice's."""
+    return tuple({**(voice or {}), **(user or {}), **job}.items())
 
 
 def check_emotion(emotion: str | None, model: str) -> None:

@@ -6,6 +6,10 @@ so a speech job pays no database round trip for its voice. An unknown name force
 one early reload (at most once a second) so a voice an operator just added works
 at once; a deactivated voice disappears within ``ttl``. Operators change the
 catalogue itself with catalogue.py.
+
+The voices' saved pronunciation dictionaries come with them, in the same reload:
+an operator's change to a voice's dictionary applies within ``ttl``, like any other
+change to the voice.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from odeatts.db import Sessions, database_errors
-from odeatts.models import Voice, VoiceAlias
+from odeatts.models import Pronunciation, Voice, VoiceAlias
 
 __all__ = ["VoiceCache", "voice_dict"]
 
@@ -41,6 +45,7 @@ class VoiceCache:
         self._clock = clock
         self._voices: dict[str, Voice] = {}
         self._aliases: dict[str, Voice] = {}
+        self._words: dict[int | None, dict[str, str]] = {}
         self._loaded_at = float("-inf")
 
     def cached(self, name: str) -> Voice | None:
@@ -61,6 +66,10 @@ class VoiceCache:
             await self.reload()
         return self._named(name)
 
+    def pronunciations(self, voice: Voice) -> dict[str, str]:
+        """The voice's saved dictionary as last loaded (no I/O)."""
+        return self._words.get(voice.id, {})
+
     async def active(self) -> list[Voice]:
         if self._clock() - self._loaded_at > self._ttl:
             await self.reload()
@@ -72,6 +81,15 @@ class VoiceCache:
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
                 voices = {v.id: v for v in rows.scalars()}
                 links = (await session.execute(select(VoiceAlias.name, VoiceAlias.voice_id))).all()
+                entries = await session.execute(
+                    select(
+                        Pronunciation.voice_id, Pronunciation.word, Pronunciation.pronunciation
+                    ).where(Pronunciation.voice_id.is_not(None))
+                )
+                words: dict[int | None, dict[str, str]] = {}
+                for voice_id, word, said in entries:
+                    words.setdefault(voice_id, {})[word] = said
         self._voices = {v.name: v for v in voices.values()}
         self._aliases = {name: voices[i] for name, i in links if i in voices}
+        self._words = words
         self._loaded_at = self._clock()

@@ -4,16 +4,17 @@ with what MiniMax documents (tests/contract/fixtures).
 
     MINIMAX_API_KEY=... MINIMAX_BASE_URL=https://api.minimax.io python scripts/minimax_smoke.py
 
-Makes one short synthesis, one short stream and one get_voice through our
-MiniMaxClient, built from the same settings as the worker (odeatts.config.Settings,
-so MINIMAX_MODEL, MINIMAX_GROUP_ID and MINIMAX_TIMEOUT_SECONDS apply too). Retries are
+Makes one short synthesis, one with a pronunciation_dict, one short stream and one
+get_voice through our MiniMaxClient, built from the same settings as the worker
+(odeatts.config.Settings, so MINIMAX_MODEL, MINIMAX_GROUP_ID and MINIMAX_TIMEOUT_SECONDS
+apply too). Retries are
 off: the first reply is the one worth seeing, and a retry would be billed twice. Every
 raw HTTP reply is kept as it came and its shape (keys and JSON types, recursively) is
 compared with the fixture of that exchange. What the docs leave open (what the final
 stream event holds, whether chunks are whole MP3 frames) is printed as a note.
 
 Exit status: 0 nothing differs, 1 something differs, 2 a call failed (or no key).
-The key is never printed. Costs: about 40 billed characters.
+The key is never printed. Costs: about 65 billed characters.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,16 @@ async def attempt(report: Report, what: str, action: Callable[[], Awaitable[str]
         report.fail(what, f"{type(exc).__name__}: {exc}")
 
 
+async def pronounced(client: MiniMaxClient, params: SpeechParams) -> str:
+    """A synthesis with the fixture's pronunciation_dict (the shape MiniMax documents)."""
+    tone = load("t2a_v2.pronunciation")["request"]["pronunciation_dict"]["tone"]
+    words = tuple((w, p) for w, _, p in (entry.partition("/") for entry in tone))
+    speech = await client.synthesize(
+        replace(params, pronunciations=words), request_id="smoke-pronunciation"
+    )
+    return f"{len(speech.audio)} bytes, {speech.duration_ms} ms, with {len(words)} entries"
+
+
 async def run_calls(
     client: MiniMaxClient, params: SpeechParams, report: Report, recorder: Recorder
 ) -> dict[str, list[Raw]]:
@@ -220,7 +232,13 @@ async def run_calls(
         counts = {k: len(v) for k, v in found.items() if isinstance(v, list)}
         return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no lists"
 
-    for name, action in (("synthesis", synthesize), ("stream", stream), ("get_voice", voices)):
+    calls = (
+        ("synthesis", synthesize),
+        ("pronunciation", partial(pronounced, client, params)),
+        ("stream", stream),
+        ("get_voice", voices),
+    )
+    for name, action in calls:
         start = len(recorder.replies)
         await attempt(report, name, action)
         raws[name] = recorder.replies[start:]
@@ -353,7 +371,12 @@ def _whole_frames(chunk: bytes) -> bool:
 
 def compare(report: Report, raws: dict[str, list[Raw]]) -> None:
     report.say("Shapes against tests/contract/fixtures:")
-    for name, fixture in (("synthesis", "t2a_v2.success"), ("get_voice", "get_voice")):
+    documented = (
+        ("synthesis", "t2a_v2.success"),
+        ("pronunciation", "t2a_v2.pronunciation"),
+        ("get_voice", "get_voice"),
+    )
+    for name, fixture in documented:
         for raw in raws[name] or []:
             compare_json(report, f"{name} reply", raw, fixture)
         if not raws[name]:

@@ -46,6 +46,7 @@ TABLES = {
     "usage",
     "quota_adjustments",
     "billing_cycles",
+    "pronunciations",
 }
 PLANS = {
     # id: (monthly_seconds, rpm, max_streams, price_cents)
@@ -182,7 +183,7 @@ def test_the_job_path_functions_come_and_go_with_0004(
     )
     downgrade(empty_url, "0003")
     assert job_path_functions(engine) == set()
-    assert tables(engine) == TABLES - {"voice_aliases"}  # 0008
+    assert tables(engine) == TABLES - {"voice_aliases", "pronunciations"}  # 0007, 0008
     upgrade(empty_url)
     assert job_path_functions(engine) == expected
 
@@ -275,5 +276,5 @@ def test_0008_adds_voice_aliases_and_its_downgrade_drops_them(
 ) -> None:
     upgrade(empty_url)
     assert "voice_aliases" in tables(engine)
-    downgrade(empty_url, "0005")
+    downgrade(empty_url, "0007")
     assert tables(engine) == TABLES - {"voice_aliases"}

@@ -17,6 +17,7 @@ measured jobs then run on warm connections, as nearly every job in production do
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -27,6 +28,7 @@ from minimax_emulator import Emulator
 from odeatts.config import Settings
 from odeatts.worker import Worker
 from tests.conftest import UserFactory
+from tests.support.cli import Invoke
 from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.parametrize("backend", ["real"], indirect=True)
@@ -128,3 +130,21 @@ async def test_a_job_in_the_users_default_voice_is_two_and_two(
         out, pg, redis = await wire.job(key, voice=None)
     assert out.get("voice") == "british-female", out
     assert (pg, redis) == (2, 2)
+
+
+async def test_saved_pronunciations_cost_no_round_trip(
+    wire: Wire, make_user: UserFactory, emu: Emulator, invoke: Invoke
+) -> None:
+    """The user's dictionary comes back with the reservation, the voice's with the
+    cached catalogue (the warm-up job loads it), so a job with both is still 2 and 2."""
+    user_id, key = await make_user("pro")
+    for owner in (["--user", str(user_id)], ["--voice", "british-male"]):
+        done = await asyncio.to_thread(
+            invoke, "pronunciations", "set", *owner, "--entry", f"trips={owner[0]}"
+        )
+        assert done.exit_code == 0, done.stderr
+    for _ in range(2):
+        out, pg, redis = await wire.job(key)
+    assert "error" not in out, out
+    assert (pg, redis) == (2, 2)
+    assert set(emu.stats()["tones"][-1]) == {"trips/--user"}  # the user's wins

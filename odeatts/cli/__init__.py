@@ -7,6 +7,7 @@ admin.py quota ...    seconds, credits, resets   (cli/quota.py)
 admin.py voices ...   the voice catalogue        (cli/voices.py)
 admin.py usage ...    usage reports              (cli/usage.py)
 admin.py stats        the service at a glance    (cli/stats.py)
+admin.py pronunciations ...  saved dictionaries  (cli/pronunciations.py)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from odeatts.cli import db, keys, quota, stats, usage, users, voices
+from odeatts.cli import db, keys, pronunciations, quota, stats, usage, users, voices
 from odeatts.cli.common import OneLineErrors
 from odeatts.config import Settings
 from odeatts.logs import configure_logging
@@ -26,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Operate OdeaTTS: database, users, keys, quotas, voices and usage.",
+    help="Operate OdeaTTS: database, users, keys, quotas, voices, usage and pronunciations.",
 )
 
 
@@ -57,3 +58,4 @@ app.add_typer(quota.app, name="quota")
 app.add_typer(voices.app, name="voices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(stats.app, name="stats")
+app.add_typer(pronunciations.app, name="pronunciations")

@@ -34,9 +34,11 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM odeatts_worker;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO odeatts_worker;
 
--- Authenticate a key, read its user's plan and limits, the voice catalogue (and aliases), the
--- caller's quota and recent usage (the `usage` action).
-GRANT SELECT ON plans, users, api_keys, voices, voice_aliases, usage TO odeatts_worker;
+-- Authenticate a key, read its user's plan and limits, the voice catalogue (with its
+-- aliases and saved pronunciations), the caller's quota and recent usage (the `usage`
+-- action).
+GRANT SELECT ON plans, users, api_keys, voices, voice_aliases, pronunciations, usage
+    TO odeatts_worker;
 
 -- A job's usage row: inserted by the reservation, closed by settle or release, taken
 -- over by a re-delivery. Never deleted, never moved to another job id.

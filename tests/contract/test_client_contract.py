@@ -237,6 +237,17 @@ async def test_optional_voice_fields_go_where_the_docs_put_them() -> None:
     assert sent["language_boost"] == "English"
 
 
+async def test_pronunciations_go_as_the_documented_object_of_tone_strings() -> None:
+    """Not a list of {tone, text} objects: MiniMax refuses that (MiniMax-AI/cli #187)."""
+    fixture = load("t2a_v2.pronunciation")
+    exchange = answering(t2a_v2=reply(fixture["reply"]))
+    words = (("Adebayo", "a-de-ba-yo"), ("处理", "(chu3)(li3)"))
+    await synthesize(exchange, params_of(fixture["request"], pronunciations=words))
+    sent = exchange.json()
+    assert sent == fixture["request"]
+    assert undocumented(sent) == []
+
+
 async def test_the_documented_reply_becomes_speech() -> None:
     speech = await synthesize(answering(t2a_v2=reply(SUCCESS["reply"])))
     assert speech.audio == AUDIO and speech.format == "mp3"

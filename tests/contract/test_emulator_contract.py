@@ -99,6 +99,16 @@ def test_an_invalid_parameter_is_the_documented_error_reply(http: httpx.Client) 
     assert body["base_resp"]["status_code"] == fixture["reply"]["base_resp"]["status_code"]
 
 
+def test_a_pronunciation_dict_is_read_and_its_wrong_shape_refused(http: httpx.Client) -> None:
+    fixture = load("t2a_v2.pronunciation")
+    body = post(http, fixture).json()
+    assert shape_diff(fixture["reply"], body) == []
+    wrong = [{"tone": "a-de-ba-yo", "text": "Adebayo"}]  # MiniMax-AI/cli #187, refused
+    for dictionary in (wrong, {"tone": ["Adebayo"]}, {"tone": ["/a-de-ba-yo"]}):
+        refused = post(http, fixture, pronunciation_dict=dictionary).json()
+        assert refused["base_resp"]["status_code"] == 2013, dictionary
+
+
 def stream_events(http: httpx.Client, fixture: dict[str, Any]) -> list[Any]:
     response = post(http, fixture)
     assert response.headers["content-type"].startswith(fixture["reply_content_type"])
@@ -223,6 +233,7 @@ def test_every_fixture_is_checked_here_or_marked_client_only() -> None:
     checked = {
         "t2a_v2.success",
         "t2a_v2.error",
+        "t2a_v2.pronunciation",
         "t2a_v2.stream",
         "t2a_v2.stream_aggregated",
         "files_upload",

@@ -5,7 +5,7 @@ changing the transport only. An alias is a name like a voice's, in the same spac
 its voice (inactive voice, unusable alias).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from odeatts.models import UtcDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
