@@ -193,7 +193,14 @@ class Usage(Base):
     __tablename__ = "usage"
     __table_args__ = (
         Index("ix_usage_user_status", "user_id", "status"),
-        Index("ix_usage_created_at", "created_at"),
+        # BRIN on Postgres (migration 0009): time ranges for reports, stats and
+        # retention, and never an order a LIMIT query could walk (see the migration).
+        Index(
+            "ix_usage_created_at",
+            "created_at",
+            postgresql_using="brin",
+            postgresql_with={"autosummarize": "on"},
+        ),
         Index("ix_usage_api_key_created", "api_key_id", "created_at"),
         # Only the rows in flight: abandon_stale finds dead workers' reservations here.
         Index(

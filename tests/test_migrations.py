@@ -278,3 +278,18 @@ def test_0008_adds_voice_aliases_and_its_downgrade_drops_them(
     assert "voice_aliases" in tables(engine)
     downgrade(empty_url, "0007")
     assert tables(engine) == TABLES - {"voice_aliases"}
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+def test_0009_makes_the_ledgers_time_index_brin_and_its_downgrade_a_btree_again(
+    empty_url: str, engine: Engine
+) -> None:
+    def definition() -> str:
+        with engine.connect() as conn:
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_usage_created_at'"
+            return str(conn.execute(text(sql)).scalar_one())
+
+    upgrade(empty_url)
+    assert "USING brin (created_at)" in definition() and "autosummarize='on'" in definition()
+    downgrade(empty_url, "0008")
+    assert "USING btree (created_at)" in definition()
