@@ -13,19 +13,20 @@ return to the pool), see metering.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import event
+from sqlalchemy import Select, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -45,6 +46,7 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "on_postgres",
+    "stream_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,38 @@ def on_postgres(where: AsyncSession | AsyncEngine) -> bool:
     """Whether a session or an engine talks to Postgres (else the embedded SQLite)."""
     bind = where.get_bind() if isinstance(where, AsyncSession) else where
     return bind.dialect.name == "postgresql"
+
+
+async def stream_rows(
+    connection: AsyncConnection, stmt: Select[Any], *, chunk: int = 2000
+) -> AsyncGenerator[Sequence[Any], None]:
+    """The rows of ``stmt`` as they arrive, in constant memory, in the connection's
+    transaction (for an operator's report of every user).
+
+    On Postgres through psycopg's own streaming (rows come in chunks of ``chunk``)
+    rather than SQLAlchemy's server-side cursor: Postgres never runs a cursor's query
+    in parallel, and the usage report's one grouped query over a month of a 10M-row
+    ledger takes half the time with its parallel workers (README "Benchmarks"). A
+    driver error is raised as SQLAlchemy's, as from any other statement."""
+    if connection.dialect.name != "postgresql":
+        result = await connection.stream(stmt)
+        try:
+            async for rows in result.partitions(chunk):
+                for row in rows:
+                    yield row
+        finally:
+            await result.close()
+        return
+    compiled = stmt.compile(dialect=connection.dialect)
+    raw = await connection.get_raw_connection()
+    pg = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
+    size = chunk if psycopg.pq.version() >= 170000 else 1  # chunks need libpq 17
+    try:
+        async with pg.cursor() as cursor:
+            async for row in cursor.stream(str(compiled), compiled.params, size=size):
+                yield row
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(str(compiled), None, exc, psycopg.Error) from exc
 
 
 def insert_for(session: AsyncSession) -> Any:
