@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 
 from minimax_emulator import Emulator
 from odeatts.models import ApiKey, Usage, User, utcnow
-from odeatts.worker import Worker
+from odeatts.schemas import JOB_ID
+from odeatts.worker import LOCAL_TEST_ID, Worker, local_job
 from tests.conftest import JobRunner, UserFactory, backend_independent
 
 TEXT = "Good morning, Lagos. The market opens at nine."
@@ -203,3 +204,31 @@ async def test_no_secret_or_traceback_in_any_output(
     text = repr(outputs) + caplog.text
     assert key not in text and "emulator-key" not in text
     assert "Traceback" not in repr(outputs)
+
+
+# --- python handler.py --test_input: repeatable outside production ---------------------------
+
+
+def test_a_local_test_id_is_made_unique_outside_production_only() -> None:
+    job = {"id": LOCAL_TEST_ID, "input": {"text": "hi"}}
+    first, second = (local_job(job, production=False)["id"] for _ in range(2))
+    assert first != second and first.startswith(f"{LOCAL_TEST_ID}-")
+    assert JOB_ID.fullmatch(first)
+    assert local_job(job, production=True) == job  # production ids are RunPod's
+    assert local_job({"id": "abc", "input": {}}, production=False)["id"] == "abc"
+
+
+@backend_independent
+async def test_the_sdks_local_test_job_can_run_again(
+    worker: Worker, make_user: UserFactory
+) -> None:
+    """`python handler.py --test_input ...` gives every run the id local_test: the
+    second run must speak again, not answer duplicate_job."""
+    _, key = await make_user()
+    job = {"id": LOCAL_TEST_ID, "input": {"api_key": key, "text": TEXT, "voice": "british-male"}}
+    first, second = await worker.handle(job), await worker.handle(job)
+    assert "error" not in first and "error" not in second, (first, second)
+    assert first["request_id"] != second["request_id"]
+    assert sorted(r.job_id for r in await usage_rows(worker)) == sorted(
+        [first["request_id"], second["request_id"]]
+    )
