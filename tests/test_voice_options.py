@@ -1,6 +1,7 @@
 """Issue 12 end to end, through the worker and the emulator over HTTP: telephony audio,
 word timings (also across the parts of a long text, and in a stream's final item),
-OpenAI's request shape. Metering is the plain path's, so one backend suffices."""
+OpenAI's request shape. Metering is the plain path's, so one backend suffices, except
+for the last test, which checks the charge itself on both."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from minimax_emulator import Emulator
+from minimax_emulator.textinfo import usage_characters
 from odeatts import g711
 from odeatts.config import Settings
 from odeatts.errors import UpstreamUnavailable
@@ -167,3 +169,29 @@ async def test_normalization_and_effects_pass_minimax_s_checks(
     )
     # The emulator refuses (2013) what MiniMax's reference does not allow where it was sent.
     assert audio_of(out) and out["format"] == "mp3"
+
+
+async def test_the_new_options_leave_the_charge_as_measured_and_record_minimax_s_bill(
+    run_job: JobRunner, make_user: UserFactory, worker: Worker
+) -> None:
+    """Issue 12's options change what MiniMax is asked, never the price rule: the charge is
+    the audio's real duration and the row keeps what MiniMax billed (both backends: the
+    charge is written by the backend's own reserve and settle)."""
+    _, key = await make_user()
+    plain = await run_job(api_key=key, text=TEXT, voice="british-female")
+    rich = await run_job(
+        api_key=key,
+        text=TEXT,
+        voice="british-female",
+        timestamps=True,
+        normalize=True,
+        effects={"pitch": 10, "timbre": -5},
+        pronunciations={"Lagos": "lay-goss"},
+    )
+    telephone = await run_job(api_key=key, text=TEXT, voice="british-female", format="ulaw")
+    used, rows = await charged(worker)
+    outputs = (plain, rich, telephone)
+    assert [r.status for r in rows] == ["succeeded"] * 3
+    assert [r.duration_ms for r in rows] == [round(o["duration_seconds"] * 1000) for o in outputs]
+    assert used == sum(r.duration_ms or 0 for r in rows)
+    assert [r.billed_characters for r in rows] == [usage_characters(TEXT)] * 3
