@@ -104,6 +104,30 @@ class _Credential:
     subject: str
 
 
+class _Lease:
+    """A job's concurrency lease, given back once: ``release_soon`` starts the release
+    (a Redis round trip) so that it runs beside what the job still does; ``release``
+    waits for it (the job's answer never precedes its lease's release: the caller's
+    next job must find the slot free)."""
+
+    __slots__ = ("_lease_id", "_limiter", "_releasing", "_user_id")
+
+    def __init__(self, limiter: Limiter, user_id: int, lease_id: str) -> None:
+        self._limiter, self._user_id, self._lease_id = limiter, user_id, lease_id
+        self._releasing: asyncio.Future[None] | None = None
+
+    def release_soon(self) -> None:
+        if self._releasing is None:
+            self._releasing = asyncio.ensure_future(
+                self._limiter.release(user_id=self._user_id, lease_id=self._lease_id)
+            )
+
+    async def release(self) -> None:
+        self.release_soon()
+        assert self._releasing is not None
+        await asyncio.shield(self._releasing)  # a cancelled job still gives its lease back
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """A speech job ready for MiniMax: its voice, its parts and its reservation."""
@@ -197,12 +221,13 @@ class Pipeline:
     # ------------------------------------------------------------------ speech
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
-        async with self._metered(job):
+        async with self._metered(job) as lease:
             asked = time.monotonic()
             speeches = await self.deps.minimax.call(
                 partial(self._synthesize, job), budget=job.budget
             )
             upstream_ms = _ms_since(asked)
+            lease.release_soon()  # MiniMax is done: the stream slot is free
             bind(trace_id=speeches[0].trace_id)
             timings = await self._timings(job, speeches) if request.timestamps else None
             audio = _joined([s.audio for s in speeches], request.format)
@@ -479,8 +504,11 @@ class Pipeline:
             )
 
     @asynccontextmanager
-    async def _metered(self, job: _Job) -> AsyncIterator[None]:
-        """Admission, then the body; gives back the reservation and the lease on any exit."""
+    async def _metered(self, job: _Job) -> AsyncIterator[_Lease]:
+        """Admission, then the body; gives back the reservation and the lease on any exit.
+
+        The body may give the lease back early (``_Lease.release_soon``) once MiniMax
+        is done with the job: the release's round trip then runs beside the settle."""
         caller = job.reservation.caller
         try:
             decision = await self._admit(job, caller, len(job.parts[0].text))
@@ -493,14 +521,15 @@ class Pipeline:
             error = _refusal(decision, caller)
             await self._release(job.reservation, REFUSED, error, job.started)
             raise error
+        lease = _Lease(self.limiter, caller.user_id, job.lease_id)
         try:
-            yield
+            yield lease
         except BaseException as exc:
             # A no-op when the job was already settled (the row is no longer reserved).
             await self._release(job.reservation, FAILED, exc, job.started)
             raise
         finally:
-            await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id)
+            await lease.release()
 
     async def _synthesize(self, job: _Job) -> list[Speech]:
         """All parts, at most ``part_parallelism`` at once; one failure cancels the rest."""
