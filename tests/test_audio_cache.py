@@ -6,10 +6,13 @@ the cache as chunks; a stalled cache is a miss within its deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import boto3
 import pytest
 from sqlalchemy import select
 
@@ -18,6 +21,7 @@ from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
 from tests.conftest import S3_BUCKET, UserFactory, backend_independent
+from tests.support.cli import Invoke, cli_env
 from tests.support.proxy import TcpProxy
 
 TEXT = "Thank you for calling. Press one for sales, two for support."
@@ -161,3 +165,49 @@ async def test_a_stalled_cache_is_a_miss_within_its_deadline(
     assert "audio_base64" in out and "cached" not in out
     assert syntheses(emu) == 2
     assert "audio cache call failed: no answer within 0.5 s" in caplog.text
+
+
+@backend_independent
+async def test_operators_see_the_cache_purge_it_share_a_user_and_set_the_bucket_rule(
+    cached: Worker, settings: Settings, invoke: Invoke, make_user: UserFactory, s3_url: str
+) -> None:
+    user_id, key = await make_user("pro")
+    await speak(cached, key, "op-miss")
+    await speak(cached, key, "op-hit")
+
+    def admin(*args: str, env: dict[str, str] | None = None) -> Any:
+        result = invoke(*args, "--json", env=env)
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    figures = await asyncio.to_thread(admin, "cache", "stats")
+    assert (figures["entries"], figures["hits"], figures["misses"]) == (1, 1, 1)
+    assert figures["bytes"] > 0 and figures["saved_characters"] > 0
+    assert figures["minimax_cost_saved_usd"] > 0
+    assert await asyncio.to_thread(admin, "cache", "purge", "--voice", "british-male") == {
+        "removed": 0
+    }
+    assert await asyncio.to_thread(admin, "cache", "purge", "--user", str(user_id)) == {
+        "removed": 1
+    }
+    shared = await asyncio.to_thread(admin, "cache", "share", "--user", str(user_id))
+    assert shared == {"user_id": user_id, "cache_global": True}
+    assert (await asyncio.to_thread(admin, "quota", "reset-due"))["cache_entries_expired"] == 0
+    bucket = {
+        "BUCKET_ENDPOINT_URL": s3_url,
+        "BUCKET_NAME": S3_BUCKET,
+        "BUCKET_ACCESS_KEY_ID": "test",
+        "BUCKET_SECRET_ACCESS_KEY": "test",
+        "ODEATTS_CACHE_TTL_DAYS": "7",
+    }
+    env = {**cli_env(settings), **bucket}
+    assert await asyncio.to_thread(admin, "cache", "lifecycle", env=env) == {"expire_after_days": 7}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    [rule] = s3.get_bucket_lifecycle_configuration(Bucket=S3_BUCKET)["Rules"]
+    assert rule["Expiration"]["Days"] == 7 and rule["Filter"]["Prefix"] == "cache/"
