@@ -92,7 +92,7 @@ async def measure(
     try:
         for n in range(runs + 1):  # the first prompt warms the worker up, not counted
             text = f"Prompt {name} {n}. " + SENTENCE * (chars // len(SENTENCE) + 1)
-            base = {"api_key": created.key.plain, "text": text[:chars], "voice": "british-female"}
+            base: dict[str, Any] = {"api_key": created.key.plain, "text": text[:chars], "voice": "british-female"}
             miss = await timed(worker, {"id": f"{name}-miss-{n}", "input": base})
             hit = await timed(worker, {"id": f"{name}-hit-{n}", "input": base})
             if (miss[1], hit[1]) != (False, True):
@@ -118,7 +118,7 @@ async def main(args: argparse.Namespace) -> None:
     ):
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
         upgrade(url)
-        base = {
+        base: dict[str, Any] = {
             "DATABASE_URL": url,
             "MINIMAX_BASE_URL": emu.url,
             "MINIMAX_API_KEY": "emulator-key",
@@ -127,9 +127,9 @@ async def main(args: argparse.Namespace) -> None:
             "ODEATTS_DATA_DIR": tmp,
             "ODEATTS_CACHE": True,
         }
-        stores = {"local directory": Settings(**base)}
+        stores = {"local directory": Settings.model_validate(base)}
         if bucket is not None:
-            stores["bucket (moto)"] = Settings(**base, **bucket)
+            stores["bucket (moto)"] = Settings.model_validate({**base, **bucket})
         rows = {}
         for n, (store, settings) in enumerate(stores.items()):
             rows[store] = await measure(settings, f"s{n}", args.runs, args.chars)
