@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     cache_charge: float = Field(1.0, ge=0, le=1, validation_alias="ODEATTS_CACHE_CHARGE")
     cache_ttl_days: int = Field(30, ge=1, le=3650, validation_alias="ODEATTS_CACHE_TTL_DAYS")
     cache_max_chars: int = Field(
-        3000, ge=0, le=1_000_000, validation_alias="ODEATTS_CACHE_MAX_CHARS"
+        10_000, ge=0, le=1_000_000, validation_alias="ODEATTS_CACHE_MAX_CHARS"
     )
     # The local directory's cap (the bucket's size is its lifecycle rule's business).
     cache_max_mb: int = Field(1024, ge=1, validation_alias="ODEATTS_CACHE_MAX_MB")
