@@ -518,10 +518,10 @@ class Pipeline:
     @asynccontextmanager
     async def _metered(self, job: _Job, *, upstream: bool = True) -> AsyncIterator[None]:
         """Admission, then the body; gives back the reservation and the lease on any exit.
-        ``upstream`` False (a cache hit): no characters of the MiniMax TPM guard taken."""
+        ``upstream`` False (a cache hit): no slot of the fleet's MiniMax guard taken."""
         caller = job.reservation.caller
         try:
-            chars = len(job.parts[0].text) if upstream else 0
+            chars = len(job.parts[0].text) if upstream else None
             decision = await self._admit(job, caller, chars)
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
@@ -843,7 +843,7 @@ class Pipeline:
             await asyncio.gather(*self._cache_writes, return_exceptions=True)
 
     # --------------------------------------------------------------- admission
-    async def _admit(self, job: _Job, caller: metering.Caller, chars: int) -> Decision:
+    async def _admit(self, job: _Job, caller: metering.Caller, chars: int | None) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:

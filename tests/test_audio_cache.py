@@ -35,7 +35,7 @@ async def cached(make_settings: Callable[..., Settings]) -> AsyncIterator[Worker
 
 
 async def speak(worker: Worker, key: str, job_id: str, **options: Any) -> dict[str, Any]:
-    job = {"api_key": key, "text": TEXT, "voice": "british-female", **options}
+    job = {"api_key": key, "text": TEXT, "voice": "british-female"} | options
     out = await worker.handle({"id": job_id, "input": job})
     await worker.pipeline().cache_writes()  # the entry is written after the answer
     return out
@@ -69,6 +69,24 @@ async def test_a_repeat_is_a_hit_charged_its_fraction_and_recorded_as_cached(
     assert second.upstream_ms is None and second.status == "succeeded"
     assert used == first.duration_ms + second.duration_ms  # type: ignore[operator]
     assert hit["quota"]["used_seconds"] == used / 1000
+
+
+async def test_a_hit_takes_no_slot_of_the_minimax_guard(
+    make_settings: Callable[..., Settings], make_user: UserFactory, emu: Emulator
+) -> None:
+    """With our MiniMax account's minute spent, repeats are still served (Redis's script
+    and the in-process limiter alike); new texts wait for MiniMax as before."""
+    worker = Worker(
+        make_settings(ODEATTS_CACHE=True, MINIMAX_RPM_LIMIT=1, ODEATTS_UPSTREAM_MAX_WAIT_SECONDS=0)
+    )
+    try:
+        _, key = await make_user("pro")
+        await speak(worker, key, "spends-the-minute")
+        assert (await speak(worker, key, "repeat"))["cached"] is True
+        other = await speak(worker, key, "new-text", text="Something never said before.")
+    finally:
+        await worker.aclose()
+    assert "upstream_busy" in other["error"]  # RunPod's error: our JSON as a string
 
 
 @backend_independent
