@@ -277,11 +277,7 @@ class Pipeline:
                             continue
                         for piece in _pieces(item, self.settings.stream_chunk_bytes):
                             sent += piece
-                            yield {
-                                "chunk": chunks,
-                                "format": request.format,
-                                "audio_base64": base64.b64encode(piece).decode("ascii"),
-                            }
+                            yield _chunk(chunks, request.format, piece)
                             chunks += 1
             except (asyncio.CancelledError, GeneratorExit):
                 await self._charge_delivered(job, bytes(sent))
@@ -751,19 +747,15 @@ class Pipeline:
     async def _stream_from_cache(self, job: _Job, hit: Hit) -> AsyncGenerator[dict[str, Any], None]:
         """A hit streamed as chunks, then the metadata, as a stream from MiniMax is."""
         request = job.request
-        chunks = 0
+        chunks = sent = 0
         async with self._metered(job, upstream=False):
             try:
                 for piece in _pieces(hit.audio, self.settings.stream_chunk_bytes):
-                    yield {
-                        "chunk": chunks,
-                        "format": request.format,
-                        "audio_base64": base64.b64encode(piece).decode("ascii"),
-                    }
+                    sent += len(piece)  # handed over once yielded: a close comes after
+                    yield _chunk(chunks, request.format, piece)
                     chunks += 1
             except (asyncio.CancelledError, GeneratorExit):
-                sent = hit.audio[: chunks * self.settings.stream_chunk_bytes]
-                await self._charge_delivered(job, sent, hit)
+                await self._charge_delivered(job, hit.audio[:sent], hit)
                 raise
             view = await self._settle_hit(job, hit)
         yield {
@@ -1014,6 +1006,10 @@ def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:
 def _pieces(audio: bytes, size: int) -> list[bytes]:
     """Stream chunks no larger than RunPod carries (the caller concatenates them)."""
     return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+def _chunk(index: int, fmt: str, piece: bytes) -> dict[str, Any]:
+    return {"chunk": index, "format": fmt, "audio_base64": base64.b64encode(piece).decode("ascii")}
 
 
 def _worth_waiting(decision: Decision, waited: float, max_wait: float) -> bool:

@@ -92,7 +92,11 @@ async def measure(
     try:
         for n in range(runs + 1):  # the first prompt warms the worker up, not counted
             text = f"Prompt {name} {n}. " + SENTENCE * (chars // len(SENTENCE) + 1)
-            base: dict[str, Any] = {"api_key": created.key.plain, "text": text[:chars], "voice": "british-female"}
+            base: dict[str, Any] = {
+                "api_key": created.key.plain,
+                "text": text[:chars],
+                "voice": "british-female",
+            }
             miss = await timed(worker, {"id": f"{name}-miss-{n}", "input": base})
             hit = await timed(worker, {"id": f"{name}-hit-{n}", "input": base})
             if (miss[1], hit[1]) != (False, True):

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from minimax_emulator import Emulator
+from odeatts.audio import delivered_ms
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
@@ -125,9 +126,14 @@ async def test_a_stream_is_cached_and_served_from_the_cache_as_chunks(
     make_settings: Callable[..., Settings], make_user: UserFactory, emu: Emulator
 ) -> None:
     streamer = Worker(
-        make_settings(ODEATTS_CACHE=True, ODEATTS_HANDLER="stream", ODEATTS_STREAM_CHUNK_BYTES=4096)
+        make_settings(
+            ODEATTS_CACHE=True,
+            ODEATTS_CACHE_CHARGE=0.5,
+            ODEATTS_HANDLER="stream",
+            ODEATTS_STREAM_CHUNK_BYTES=4096,
+        )
     )
-    _, key = await make_user("pro")
+    user_id, key = await make_user("pro")
     job = {"api_key": key, "text": TEXT, "voice": "british-female", "stream": True}
 
     async def stream(job_id: str) -> tuple[bytes, dict[str, Any]]:
@@ -138,11 +144,19 @@ async def test_a_stream_is_cached_and_served_from_the_cache_as_chunks(
     try:
         made, made_end = await stream("stream-miss")
         served, served_end = await stream("stream-hit")
+        stopped = streamer.handler({"id": "stream-stopped", "input": job})
+        first = base64.b64decode((await stopped.__anext__())["audio_base64"])
+        await stopped.aclose()  # the caller went away after one chunk
+        _, rows = await ledger(streamer, user_id)
     finally:
         await streamer.aclose()
     assert syntheses(emu) == 1
     assert served == made and served_end.pop("cached") is True and served_end["chunks"] > 1
     assert served_end["duration_seconds"] == made_end["duration_seconds"]
+    row = rows["stream-stopped"]
+    assert (row.status, row.error_code, row.cached) == ("succeeded", "cancelled", True)
+    assert row.duration_ms == round(delivered_ms(first, "mp3", 32000) * 0.5)
+    assert rows["stream-hit"].duration_ms == round(made_end["duration_seconds"] * 500)
 
 
 @backend_independent
