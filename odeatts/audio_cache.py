@@ -324,6 +324,11 @@ class LocalStore:
         return found
 
 
+# What S3 answers for nothing there: no such entry, no lifecycle rules yet.
+_ABSENT = ("NoSuchKey", "404", "NoSuchLifecycleConfiguration")
+_RULE_ID = "odeatts-audio-cache"
+
+
 class S3Store:
     """Entries as objects under ``cache/`` in the bucket; expiry by the bucket's
     lifecycle rule (``lifecycle``). botocore's errors become ``ServiceUnavailable``."""
@@ -338,7 +343,7 @@ class S3Store:
         try:
             return await asyncio.to_thread(getattr(self._client, method), **kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if exc.response.get("Error", {}).get("Code") in _ABSENT:
                 return None
             raise ServiceUnavailable("The audio cache is unavailable.") from exc
         except BotoCoreError as exc:
@@ -382,9 +387,12 @@ class S3Store:
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     async def lifecycle(self, days: int) -> None:
-        """The bucket rule that expires entries ``days`` after they were written."""
+        """The bucket rule that expires entries ``days`` after they were written; the
+        bucket's other rules (an operator's for ``audio/``, say) are kept."""
+        current = await self._boto("get_bucket_lifecycle_configuration", Bucket=self._bucket)
+        others = [r for r in (current or {}).get("Rules", []) if r.get("ID") != _RULE_ID]
         rule = {
-            "ID": "odeatts-audio-cache",
+            "ID": _RULE_ID,
             "Filter": {"Prefix": S3_PREFIX},
             "Status": "Enabled",
             "Expiration": {"Days": days},
@@ -392,7 +400,7 @@ class S3Store:
         await self._boto(
             "put_bucket_lifecycle_configuration",
             Bucket=self._bucket,
-            LifecycleConfiguration={"Rules": [rule]},
+            LifecycleConfiguration={"Rules": [*others, rule]},
         )
 
 

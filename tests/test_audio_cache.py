@@ -122,6 +122,21 @@ async def test_a_users_audio_is_theirs_unless_an_operator_shares_it(
 
 
 @backend_independent
+async def test_repointing_a_voice_name_never_serves_the_old_voice(
+    cached: Worker, invoke: Invoke, make_user: UserFactory, emu: Emulator
+) -> None:
+    _, key = await make_user("pro")
+    await speak(cached, key, "old-voice")
+    assert (await speak(cached, key, "old-voice-again"))["cached"] is True
+    args = ["voices", "update", "--name", "british-female", "--minimax-id", "English_CalmWoman"]
+    moved = await asyncio.to_thread(invoke, *args)
+    assert moved.exit_code == 0, (moved.stdout, moved.stderr)
+    await cached.pipeline().voices.reload()  # the workers' catalogue, within a minute
+    assert "cached" not in await speak(cached, key, "new-voice")
+    assert syntheses(emu) == 2
+
+
+@backend_independent
 async def test_a_stream_is_cached_and_served_from_the_cache_as_chunks(
     make_settings: Callable[..., Settings], make_user: UserFactory, emu: Emulator
 ) -> None:
@@ -233,7 +248,6 @@ async def test_operators_see_the_cache_purge_it_share_a_user_and_set_the_bucket_
         "ODEATTS_CACHE_TTL_DAYS": "7",
     }
     env = {**cli_env(settings), **bucket}
-    assert await asyncio.to_thread(admin, "cache", "lifecycle", env=env) == {"expire_after_days": 7}
     s3 = boto3.client(
         "s3",
         endpoint_url=s3_url,
@@ -241,5 +255,18 @@ async def test_operators_see_the_cache_purge_it_share_a_user_and_set_the_bucket_
         aws_secret_access_key="test",
         region_name="us-east-1",
     )
-    [rule] = s3.get_bucket_lifecycle_configuration(Bucket=S3_BUCKET)["Rules"]
-    assert rule["Expiration"]["Days"] == 7 and rule["Filter"]["Prefix"] == "cache/"
+    theirs = {"ID": "urls", "Filter": {"Prefix": "audio/"}, "Status": "Enabled"}
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=S3_BUCKET,
+        LifecycleConfiguration={"Rules": [{**theirs, "Expiration": {"Days": 1}}]},
+    )
+    for _ in range(2):  # run again: replaced, not added
+        assert await asyncio.to_thread(admin, "cache", "lifecycle", env=env) == {
+            "expire_after_days": 7
+        }
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=S3_BUCKET)["Rules"]
+    s3.delete_bucket_lifecycle(Bucket=S3_BUCKET)  # the session's bucket, as it was
+    assert [(r["ID"], r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules] == [
+        ("urls", "audio/", 1),
+        ("odeatts-audio-cache", "cache/", 7),
+    ]
