@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -807,16 +808,20 @@ class Pipeline:
         if len(self._cache_writes) >= self.settings.cache_pending_writes:
             log.info("job %s: %d cache writes pending; not cached", job.id, len(self._cache_writes))
             return
-        entry = Entry.made(
-            slot,
-            audio,
-            fmt=job.request.format,
-            sample_rate=sample_rate,
-            duration=duration,
-            billed_characters=billed,
-            timestamps=timings,
-            now=time.time(),
-        )
+        try:
+            entry = Entry.made(
+                slot,
+                audio,
+                fmt=job.request.format,
+                sample_rate=sample_rate,
+                duration=duration,
+                billed_characters=billed,
+                timestamps=timings,
+                now=time.time(),
+            )
+        except ValidationError as exc:  # a value an entry may not hold: delivered, not kept
+            log.warning("job %s: not cached (%d odd values)", job.id, exc.error_count())
+            return
         task = asyncio.create_task(self._write_entry(job.id, slot, entry))
         self._cache_writes.add(task)
         task.add_done_callback(self._cache_writes.discard)

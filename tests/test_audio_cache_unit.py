@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from odeatts.audio_cache import (
     AudioCache,
@@ -190,3 +191,10 @@ async def test_purge_by_user_and_by_voice(tmp_path: Path) -> None:
     assert await cache.purge(user_id=1, voice_id="voice-a") == 1
     assert await cache.purge(voice_id="voice-b") == 2
     assert [i.path for i in await cache.entries()] == [made[1].path]
+
+
+@pytest.mark.parametrize("odd", [{"duration": 0}, {"sample_rate": 0}, {"billed_characters": -1}])
+def test_an_entry_refuses_values_it_could_not_charge_from(odd: dict[str, Any]) -> None:
+    """The pipeline then delivers the audio and keeps no entry (pipeline._remember)."""
+    with pytest.raises(ValidationError):
+        entry(**odd)
