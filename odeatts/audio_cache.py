@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from odeatts.audio import AudioError, duration_ms
 from odeatts.config import Settings
 from odeatts.errors import ServiceUnavailable
+from odeatts.resilience import Dependency
 from odeatts.storage import s3_client
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "LocalStore",
     "S3Store",
     "Slot",
+    "Writes",
     "build_cache",
     "cache_key",
     "charged_ms",
@@ -458,6 +461,64 @@ class AudioCache:
         old = [i.path for i in await self.store.listing() if i.modified < cutoff]
         await self.store.delete(old)
         return len(old)
+
+
+class Writes:
+    """Entries written after the answer, in the background: at most ``limit`` at once
+    (beyond that the job is not cached), each within ``timeout`` through the cache's
+    ``Dependency``. A write lost (a full queue, a failing store, a worker scaled down)
+    is a later miss, nothing more; the caller never waits for it."""
+
+    def __init__(
+        self, cache: AudioCache, dependency: Dependency, *, limit: int, timeout: float
+    ) -> None:
+        self.cache, self.dependency = cache, dependency
+        self.limit, self.timeout = limit, timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(
+        self,
+        slot: Slot,
+        audio: bytes,
+        *,
+        fmt: str,
+        sample_rate: int,
+        duration: int,
+        billed_characters: int | None,
+        timestamps: list[dict[str, Any]] | None,
+        job_id: str,
+    ) -> None:
+        if len(self._tasks) >= self.limit:
+            log.info("job %s: %d cache writes pending; not cached", job_id, len(self._tasks))
+            return
+        try:
+            entry = Entry.made(
+                slot,
+                audio,
+                fmt=fmt,
+                sample_rate=sample_rate,
+                duration=duration,
+                billed_characters=billed_characters,
+                timestamps=timestamps,
+                now=self.cache.clock(),
+            )
+        except ValidationError as exc:  # a value an entry may not hold: delivered, not kept
+            log.warning("job %s: not cached (%d odd values)", job_id, exc.error_count())
+            return
+        task = asyncio.create_task(self._write(job_id, slot, entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, job_id: str, slot: Slot, entry: Entry) -> None:
+        try:
+            await self.dependency.call(partial(self.cache.write, slot, entry), timeout=self.timeout)
+        except Exception as exc:
+            log.warning("job %s: audio not cached (%s)", job_id, type(exc).__name__)
+
+    async def wait(self) -> None:
+        """Until the writes under way have ended (shutdown, tests, benchmarks)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def build_cache(settings: Settings) -> AudioCache | None:

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from odeatts import metering
 from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
-from odeatts.audio_cache import AudioCache, Entry, Hit, Slot, cache_key, charged_ms
+from odeatts.audio_cache import AudioCache, Hit, Slot, Writes, cache_key, charged_ms
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
@@ -140,10 +139,17 @@ class Pipeline:
     clock: Callable[[], dt.datetime] = utcnow
     sessions: Sessions = field(init=False, repr=False)
     _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
-    _cache_writes: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _writes: Writes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_sessionmaker(self.engine)
+        if self.cache is not None:
+            self._writes = Writes(
+                self.cache,
+                self.deps.cache,
+                limit=self.settings.cache_pending_writes,
+                timeout=4 * self.settings.cache_timeout_seconds,
+            )
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
         request = job.request
@@ -800,44 +806,25 @@ class Pipeline:
         billed: int | None,
         timings: list[dict[str, Any]] | None,
     ) -> None:
-        """Write the entry after the answer, in the background: at most
-        ``cache_pending_writes`` at once (beyond that the job is not cached), each within
-        four times the cache's deadline. A lost write is a later miss, nothing more."""
-        if slot is None or self.cache is None or (job.request.timestamps and timings is None):
+        """Keep the job's audio (with its timings, if asked) for the next time; written
+        after the answer (``audio_cache.Writes``)."""
+        if self._writes is None or slot is None or (job.request.timestamps and timings is None):
             return
-        if len(self._cache_writes) >= self.settings.cache_pending_writes:
-            log.info("job %s: %d cache writes pending; not cached", job.id, len(self._cache_writes))
-            return
-        try:
-            entry = Entry.made(
-                slot,
-                audio,
-                fmt=job.request.format,
-                sample_rate=sample_rate,
-                duration=duration,
-                billed_characters=billed,
-                timestamps=timings,
-                now=time.time(),
-            )
-        except ValidationError as exc:  # a value an entry may not hold: delivered, not kept
-            log.warning("job %s: not cached (%d odd values)", job.id, exc.error_count())
-            return
-        task = asyncio.create_task(self._write_entry(job.id, slot, entry))
-        self._cache_writes.add(task)
-        task.add_done_callback(self._cache_writes.discard)
-
-    async def _write_entry(self, job_id: str, slot: Slot, entry: Entry) -> None:
-        assert self.cache is not None
-        write = partial(self.cache.write, slot, entry)
-        try:
-            await self.deps.cache.call(write, timeout=4 * self.settings.cache_timeout_seconds)
-        except Exception as exc:
-            log.warning("job %s: audio not cached (%s)", job_id, type(exc).__name__)
+        self._writes.submit(
+            slot,
+            audio,
+            fmt=job.request.format,
+            sample_rate=sample_rate,
+            duration=duration,
+            billed_characters=billed,
+            timestamps=timings,
+            job_id=job.id,
+        )
 
     async def cache_writes(self) -> None:
         """Wait for the cache writes under way (shutdown, tests, benchmarks)."""
-        if self._cache_writes:
-            await asyncio.gather(*self._cache_writes, return_exceptions=True)
+        if self._writes is not None:
+            await self._writes.wait()
 
     # --------------------------------------------------------------- admission
     async def _admit(self, job: _Job, caller: metering.Caller, chars: int | None) -> Decision:

@@ -3,7 +3,9 @@ metadata read back as untrusted input, and the local directory's sweep and size 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,16 @@ from odeatts.audio_cache import (
     Entry,
     LocalStore,
     Slot,
+    Writes,
     cache_key,
     charged_ms,
     checked_hit,
     decode_entry,
     encode_entry,
 )
+from odeatts.errors import ServiceUnavailable
 from odeatts.minimax import SpeechParams
+from odeatts.resilience import Breaker, Dependency
 from tests.support.sounds import MP3_FRAME_MS, mp3
 
 BASE = SpeechParams(text="Press one for sales.", voice_id="English_Graceful_Lady", model="m")
@@ -198,3 +203,33 @@ def test_an_entry_refuses_values_it_could_not_charge_from(odd: dict[str, Any]) -
     """The pipeline then delivers the audio and keeps no entry (pipeline._remember)."""
     with pytest.raises(ValidationError):
         entry(**odd)
+
+
+async def test_writes_after_the_answer_are_bounded_and_a_failed_one_is_only_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="odeatts.audio_cache")
+    release = asyncio.Event()
+
+    class SlowStore(LocalStore):
+        async def put(self, path: str, data: bytes) -> None:
+            await release.wait()
+            raise OSError("disk full")
+
+    cache = AudioCache(SlowStore(tmp_path, max_bytes=10**9), ttl_days=30)
+    dependency = Dependency(
+        name="audio cache",
+        timeout=5,
+        error=ServiceUnavailable,
+        is_failure=lambda exc: isinstance(exc, OSError | ServiceUnavailable),
+        breaker=Breaker("audio cache"),
+    )
+    writes = Writes(cache, dependency, limit=1, timeout=5)
+    args = {k: v for k, v in _made_args().items() if k != "now"}
+    writes.submit(SLOT, AUDIO, **args, job_id="first")
+    writes.submit(SLOT, AUDIO, **args, job_id="second")  # the queue is full: not kept
+    release.set()
+    await writes.wait()
+    assert "job second: 1 cache writes pending; not cached" in caplog.text
+    assert "job first: audio not cached (ServiceUnavailable)" in caplog.text
+    assert await cache.entries() == []
