@@ -53,6 +53,7 @@ __all__ = [
     "Hit",
     "Item",
     "LocalStore",
+    "Made",
     "S3Store",
     "Slot",
     "Writes",
@@ -143,34 +144,36 @@ class EntryMeta(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Made:
+    """What a synthesis made beside its audio, as an entry keeps it: the format, the
+    sample rate, the duration charged, what MiniMax billed, the word timings if asked."""
+
+    fmt: str
+    sample_rate: int
+    duration: int
+    billed_characters: int | None
+    timestamps: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     meta: EntryMeta
     audio: bytes
 
     @classmethod
-    def made(
-        cls,
-        slot: Slot,
-        audio: bytes,
-        *,
-        fmt: str,
-        sample_rate: int,
-        duration: int,
-        billed_characters: int | None,
-        timestamps: list[dict[str, Any]] | None,
-        now: float,
-    ) -> Entry:
+    def made(cls, slot: Slot, audio: bytes, made: Made, *, now: float) -> Entry:
+        """Raises pydantic's ValidationError for a value no entry may hold."""
         meta = EntryMeta.model_validate(
             {
                 "key": slot.key,
-                "format": fmt,
-                "sample_rate": sample_rate,
-                "duration_ms": duration,
-                "billed_characters": billed_characters,
+                "format": made.fmt,
+                "sample_rate": made.sample_rate,
+                "duration_ms": made.duration,
+                "billed_characters": made.billed_characters,
                 "audio_sha256": hashlib.sha256(audio).hexdigest(),
                 "voice_id": slot.voice_id,
                 "created": int(now),
-                "timestamps": timestamps,
+                "timestamps": made.timestamps,
             },
             strict=False,
         )
@@ -476,32 +479,12 @@ class Writes:
         self.limit, self.timeout = limit, timeout
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(
-        self,
-        slot: Slot,
-        audio: bytes,
-        *,
-        fmt: str,
-        sample_rate: int,
-        duration: int,
-        billed_characters: int | None,
-        timestamps: list[dict[str, Any]] | None,
-        job_id: str,
-    ) -> None:
+    def submit(self, slot: Slot, audio: bytes, made: Made, *, job_id: str) -> None:
         if len(self._tasks) >= self.limit:
             log.info("job %s: %d cache writes pending; not cached", job_id, len(self._tasks))
             return
         try:
-            entry = Entry.made(
-                slot,
-                audio,
-                fmt=fmt,
-                sample_rate=sample_rate,
-                duration=duration,
-                billed_characters=billed_characters,
-                timestamps=timestamps,
-                now=self.cache.clock(),
-            )
+            entry = Entry.made(slot, audio, made, now=self.cache.clock())
         except ValidationError as exc:  # a value an entry may not hold: delivered, not kept
             log.warning("job %s: not cached (%d odd values)", job_id, exc.error_count())
             return

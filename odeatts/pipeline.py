@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from odeatts import metering
 from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
-from odeatts.audio_cache import AudioCache, Hit, Slot, Writes, cache_key, charged_ms
+from odeatts.audio_cache import AudioCache, Hit, Made, Slot, Writes, cache_key, charged_ms
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
@@ -810,16 +810,8 @@ class Pipeline:
         after the answer (``audio_cache.Writes``)."""
         if self._writes is None or slot is None or (job.request.timestamps and timings is None):
             return
-        self._writes.submit(
-            slot,
-            audio,
-            fmt=job.request.format,
-            sample_rate=sample_rate,
-            duration=duration,
-            billed_characters=billed,
-            timestamps=timings,
-            job_id=job.id,
-        )
+        made = Made(job.request.format, sample_rate, duration, billed, timings)
+        self._writes.submit(slot, audio, made, job_id=job.id)
 
     async def cache_writes(self) -> None:
         """Wait for the cache writes under way (shutdown, tests, benchmarks)."""

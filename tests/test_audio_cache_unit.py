@@ -17,6 +17,7 @@ from odeatts.audio_cache import (
     AudioCache,
     Entry,
     LocalStore,
+    Made,
     Slot,
     Writes,
     cache_key,
@@ -89,20 +90,20 @@ def test_a_hit_costs_the_operators_fraction() -> None:
 
 AUDIO = mp3(40)
 SLOT = Slot.of("a" * 64, "voice-x", user_id=1, shared=False)
+PLAIN = Made("mp3", 44100, 1045, None)
 
 
 def entry(**changes: Any) -> Entry:
     audio = changes.pop("audio", AUDIO)
+    now = changes.pop("now", 1_000_000.0)
     values: dict[str, Any] = {
         "fmt": "mp3",
         "sample_rate": 44100,
         "duration": round(40 * MP3_FRAME_MS),
         "billed_characters": 21,
         "timestamps": [{"text": "Press", "start_seconds": 0.0, "end_seconds": 0.3}],
-        "now": 1_000_000.0,
     }
-    values.update(changes)
-    return Entry.made(SLOT, audio, **values)
+    return Entry.made(SLOT, audio, Made(**(values | changes)), now=now)
 
 
 def test_an_entry_reads_back_as_it_was_written() -> None:
@@ -153,22 +154,11 @@ async def test_an_entry_past_its_ttl_is_a_miss_and_the_sweep_removes_it(tmp_path
     cache = AudioCache(LocalStore(tmp_path, max_bytes=10**9), ttl_days=1, clock=lambda: now[0])
     await cache.write(SLOT, entry(now=now[0]))
     old = Slot.of("c" * 64, "voice-x", user_id=1, shared=False)
-    await cache.write(old, Entry.made(old, AUDIO, **_made_args(now[0] - 2 * 86400)))
+    await cache.write(old, Entry.made(old, AUDIO, PLAIN, now=now[0] - 2 * 86400))
     os.utime(tmp_path / old.path, (now[0] - 2 * 86400, now[0] - 2 * 86400))
     assert await cache.read(old, fmt="mp3", sample_rate=44100) is None
     assert await cache.sweep() == 1
     assert [i.path for i in await cache.entries()] == [SLOT.path]
-
-
-def _made_args(now: float = 0) -> dict[str, Any]:
-    return {
-        "fmt": "mp3",
-        "sample_rate": 44100,
-        "duration": 1045,
-        "billed_characters": None,
-        "timestamps": None,
-        "now": now,
-    }
 
 
 async def test_the_local_directory_keeps_under_its_cap_oldest_first(tmp_path: Path) -> None:
@@ -177,7 +167,7 @@ async def test_the_local_directory_keeps_under_its_cap_oldest_first(tmp_path: Pa
     cache = AudioCache(store, ttl_days=30)
     slots = [Slot.of(f"{i:064x}", "v", user_id=1, shared=False) for i in range(5)]
     for i, slot in enumerate(slots):
-        await cache.write(slot, Entry.made(slot, AUDIO, **_made_args()))
+        await cache.write(slot, Entry.made(slot, AUDIO, PLAIN, now=0))
         os.utime(tmp_path / slot.path, (i, i))  # written one after the other
     kept = sorted(i.path for i in await cache.entries())
     assert kept == sorted(s.path for s in slots[2:])
@@ -192,7 +182,7 @@ async def test_purge_by_user_and_by_voice(tmp_path: Path) -> None:
         Slot.of("d" * 64, "voice-b", user_id=1, shared=True),
     ]
     for slot in made:
-        await cache.write(slot, Entry.made(slot, AUDIO, **_made_args()))
+        await cache.write(slot, Entry.made(slot, AUDIO, PLAIN, now=0))
     assert await cache.purge(user_id=1, voice_id="voice-a") == 1
     assert await cache.purge(voice_id="voice-b") == 2
     assert [i.path for i in await cache.entries()] == [made[1].path]
@@ -225,9 +215,8 @@ async def test_writes_after_the_answer_are_bounded_and_a_failed_one_is_only_logg
         breaker=Breaker("audio cache"),
     )
     writes = Writes(cache, dependency, limit=1, timeout=5)
-    args = {k: v for k, v in _made_args().items() if k != "now"}
-    writes.submit(SLOT, AUDIO, **args, job_id="first")
-    writes.submit(SLOT, AUDIO, **args, job_id="second")  # the queue is full: not kept
+    writes.submit(SLOT, AUDIO, PLAIN, job_id="first")
+    writes.submit(SLOT, AUDIO, PLAIN, job_id="second")  # the queue is full: not kept
     release.set()
     await writes.wait()
     assert "job second: 1 cache writes pending; not cached" in caplog.text
