@@ -128,6 +128,13 @@ async def test_repointing_a_voice_name_never_serves_the_old_voice(
     _, key = await make_user("pro")
     await speak(cached, key, "old-voice")
     assert (await speak(cached, key, "old-voice-again"))["cached"] is True
+    # What does not shape the sound is not in the key: another name for the voice, the
+    # delivery asked for.
+    alias = ["voices", "alias", "--name", "alloy", "--voice", "british-female"]
+    assert (await asyncio.to_thread(invoke, *alias)).exit_code == 0
+    await cached.pipeline().voices.reload()
+    same = await speak(cached, key, "by-alias", voice="alloy", output="base64")
+    assert same["cached"] is True
     args = ["voices", "update", "--name", "british-female", "--minimax-id", "English_CalmWoman"]
     moved = await asyncio.to_thread(invoke, *args)
     assert moved.exit_code == 0, (moved.stdout, moved.stderr)
