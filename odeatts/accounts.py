@@ -65,6 +65,7 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "set_active",
+    "set_cache_global",
     "set_default_voice",
     "set_limits",
     "set_plan",
@@ -549,6 +550,15 @@ async def set_default_voice(sessions: Sessions, *, user: str, voice: str | None)
         previous = found.default_voice
         found.default_voice = voice
     return VoiceChange(user=found, previous=previous)
+
+
+async def set_cache_global(sessions: Sessions, *, user: str, shared: bool) -> User:
+    """Share the user's cached audio with every user marked so (their prompts are
+    public), or keep it theirs; applies from the user's next job."""
+    async with sessions() as session, session.begin():
+        found = await find_user(session, user, lock=True)
+        found.cache_global = shared
+    return found
 
 
 async def _active_voice(session: AsyncSession, name: str) -> None:

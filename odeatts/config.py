@@ -191,6 +191,26 @@ class Settings(BaseSettings):
     storage_timeout_seconds: float = Field(
         20.0, gt=0, le=300, validation_alias="ODEATTS_STORAGE_TIMEOUT_SECONDS"
     )
+    # The audio cache (odeatts/audio_cache.py; README "Audio cache"). In the bucket when
+    # one is configured, else under data_dir/cache. ``scope``: per user (default) or
+    # shared by every user; ``charge``: the fraction of a hit's seconds charged.
+    cache_enabled: bool = Field(True, validation_alias="ODEATTS_CACHE")
+    cache_scope: Literal["user", "global"] = Field("user", validation_alias="ODEATTS_CACHE_SCOPE")
+    cache_charge: float = Field(1.0, ge=0, le=1, validation_alias="ODEATTS_CACHE_CHARGE")
+    cache_ttl_days: int = Field(30, ge=1, le=3650, validation_alias="ODEATTS_CACHE_TTL_DAYS")
+    cache_max_chars: int = Field(
+        10_000, ge=0, le=1_000_000, validation_alias="ODEATTS_CACHE_MAX_CHARS"
+    )
+    # The local directory's cap (the bucket's size is its lifecycle rule's business).
+    cache_max_mb: int = Field(1024, ge=1, validation_alias="ODEATTS_CACHE_MAX_MB")
+    # A lookup waits at most this long, then the job is a miss; a write, four times it.
+    cache_timeout_seconds: float = Field(
+        0.5, gt=0, le=30, validation_alias="ODEATTS_CACHE_TIMEOUT_SECONDS"
+    )
+    # Entries written after the answer, at most this many at once; beyond, not written.
+    cache_pending_writes: int = Field(
+        16, ge=1, le=1000, validation_alias="ODEATTS_CACHE_PENDING_WRITES"
+    )
     # When the charge of a job whose audio is made cannot be written, it is retried for
     # this long, then kept in the settle outbox (Redis) and applied later.
     settle_retry_seconds: float = Field(

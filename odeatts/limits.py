@@ -118,14 +118,17 @@ if redis.call('ZSCORE', lease_key, lease) == false
   return {0, 'concurrency', 0, 1000}
 end
 """
+    + "if chars >= 0 then\n"  # chars -1: no MiniMax request (a cache hit)
     + _UPSTREAM_CHECK
-    + """
+    + """end
 redis.call('ZADD', rpm_key, now, lease .. ':' .. stamp)
 redis.call('ZADD', lease_key, now + ttl, lease)
-redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
+if chars >= 0 then
+  redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
+  redis.call('PEXPIRE', up_key, window)
+end
 redis.call('PEXPIRE', rpm_key, window)
 redis.call('PEXPIRE', lease_key, ttl)
-redis.call('PEXPIRE', up_key, window)
 return {1, 'ok', rpm - used - 1, 0}
 """
 )
@@ -187,9 +190,10 @@ class UpstreamBudget:
 
 class Limiter(Protocol):
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
     ) -> Decision:
-        """Check and record one request, taking a lease and an upstream slot on success."""
+        """Check and record one request, taking a lease and an upstream slot on success
+        (``chars`` None: the job asks MiniMax nothing, a cache hit; no upstream slot)."""
         ...
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
@@ -266,7 +270,7 @@ class RedisLimiter:
         return f"{self._prefix}:upstream"
 
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
     ) -> Decision:
         up = self._upstream
         args: list[int | str] = [
@@ -277,7 +281,7 @@ class RedisLimiter:
             WINDOW_MS,
             up.rpm,
             up.tpm,
-            chars,
+            -1 if chars is None else chars,
         ]
         keys = [*self._user_keys(user_id), self._upstream_key, self._void_key(lease_id)]
         try:
@@ -479,7 +483,7 @@ class InProcessLimiter:
         self._auth = _FailureLog(auth_failures, clock)
 
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int
+        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
     ) -> Decision:
         now = self._clock()
         window = self._admitted.setdefault(user_id, _Window())
@@ -492,10 +496,14 @@ class InProcessLimiter:
         if lease_id not in leases and len(leases) >= streams:
             return Decision(False, "concurrency", 0, 1.0)
         budget = self._upstream_budget
-        if (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None:
+        if (
+            chars is not None
+            and (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None
+        ):
             return Decision(False, "upstream", 0, wait)
         window.entries.append((now, 1))
-        self._upstream.entries.append((now, chars))
+        if chars is not None:
+            self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
         return Decision(True, "ok", rpm - len(window.entries), 0.0)
 

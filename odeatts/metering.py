@@ -18,8 +18,8 @@ quota (credits, resets, reports) is billing.py.
 
 Two implementations, one behaviour (tests/test_reserve_rules.py runs on both):
 
-Postgres     ``odeatts_reserve2`` and ``odeatts_settle2`` (PL/pgSQL, migrations 0004
-             and 0006) and
+Postgres     ``odeatts_reserve2`` and ``odeatts_settle3`` (PL/pgSQL, migrations 0004,
+             0006 and 0010) and
              one UPDATE for release, each a single prepared statement in autocommit on
              psycopg's own connection (db.autocommit): no ORM, no BEGIN/COMMIT, no pool
              reset. A transaction of several statements costs a round trip each; a
@@ -141,6 +141,8 @@ class Reservation:
     voice: str  # the job's, or the user's default
     # The user's saved pronunciations, read with the reservation (no round trip of its own).
     pronunciations: dict[str, str] = field(default_factory=dict)
+    # An operator shared this user's cached audio with every user (``cache share``).
+    shared_cache: bool = False
 
 
 def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int, User, Plan]:
@@ -204,7 +206,7 @@ async def reserve(
         decided = await _reserve_in_postgres(engine, key_hash, job, now, stale_after)
     if decided is None:
         decided = await _reserve_in_python(sessions, key_hash, job, now, stale_after)
-    caller, view, fits, usage_id, attempt, voice, words = decided
+    caller, view, fits, usage_id, attempt, voice, words, shared = decided
     if not fits:
         raise QuotaExceeded(
             f"This job needs about {job.estimated_ms / 1000:.1f} s of audio; "
@@ -221,6 +223,7 @@ async def reserve(
         estimated_ms=job.estimated_ms,
         voice=voice,
         pronunciations=words,
+        shared_cache=shared,
     )
 
 
@@ -232,17 +235,19 @@ def _no_voice() -> InvalidRequest:
 
 
 # What a reservation decided: the caller, their quota (live reservations included, this
-# job not), whether the job fits, its usage row and attempt, the job's voice and the
-# user's saved pronunciations.
-_Decided = tuple[Caller, QuotaView, bool, int, int, str, dict[str, str]]
+# job not), whether the job fits, its usage row and attempt, the job's voice, the
+# user's saved pronunciations and whether their cached audio is shared.
+_Decided = tuple[Caller, QuotaView, bool, int, int, str, dict[str, str], bool]
 
 # One statement, prepared once per connection; the function is migration 0006's. The
 # user's pronunciations (migration 0007) ride along as one more column: a sub-select on
 # their unique (user_id, word) index, run after the function in the same statement, so
 # the job pays no round trip for them and sees an operator's change at its next job.
+# The user's ``cache_global`` (migration 0010) rides along the same way, by primary key.
 _RESERVE_SQL = (
     "SELECT r.*, (SELECT json_object_agg(p.word, p.pronunciation) FROM pronunciations p"
-    " WHERE p.user_id = r.user_id) FROM odeatts_reserve2(%s, %s, %s, %s, %s, %s, %s, %s) r"
+    " WHERE p.user_id = r.user_id), (SELECT u.cache_global FROM users u"
+    " WHERE u.id = r.user_id) FROM odeatts_reserve2(%s, %s, %s, %s, %s, %s, %s, %s) r"
 )
 
 
@@ -271,7 +276,7 @@ async def _reserve_in_postgres(
     assert row is not None  # the function always returns one row
     (outcome, usage_id, attempt, user_id, api_key_id, plan_id) = row[:6]
     (plan_s, override_s, plan_rpm, override_rpm, plan_streams, override_streams) = row[6:12]
-    credit_ms, used_ms, reserved_ms, voice, words = row[12:17]
+    credit_ms, used_ms, reserved_ms, voice, words, shared = row[12:18]
     if outcome == "unauthorized":
         raise Unauthorized()
     if outcome == "roll":
@@ -295,7 +300,8 @@ async def _reserve_in_postgres(
         used_ms=used_ms,
     )
     view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
-    return caller, view, outcome == RESERVED, usage_id, attempt, voice, words or {}
+    decided = (caller, view, outcome == RESERVED, usage_id, attempt, voice, words or {})
+    return *decided, bool(shared)
 
 
 async def _reserve_in_python(
@@ -328,7 +334,8 @@ async def _reserve_in_python(
             else:
                 usage_id, attempt = row_id, 1
             words = await user_pronunciations(session, caller.user_id)
-    return caller, view, fits, usage_id, attempt, voice, words
+            shared = await _shares_cache(session, caller.user_id)
+    return caller, view, fits, usage_id, attempt, voice, words, shared
 
 
 async def _default_voice(session: AsyncSession, user_id: int) -> str:
@@ -339,6 +346,11 @@ async def _default_voice(session: AsyncSession, user_id: int) -> str:
     if voice is None:
         raise _no_voice()
     return voice
+
+
+async def _shares_cache(session: AsyncSession, user_id: int) -> bool:
+    statement = select(User.cache_global).where(User.id == user_id)
+    return bool((await session.execute(statement)).scalar_one())
 
 
 async def user_pronunciations(session: AsyncSession, user_id: int) -> dict[str, str]:
@@ -438,8 +450,8 @@ async def settle_deferred(sessions: Sessions, charge: Charge) -> bool:
 _OPEN = Usage.status == RESERVED
 _OPEN_OR_ABANDONED = or_(_OPEN, and_(Usage.status == FAILED, Usage.error_code == "abandoned"))
 
-# One statement, prepared once per connection; the function is migration 0006's.
-_SETTLE_SQL = "SELECT odeatts_settle2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, prepared once per connection; the function is migration 0010's.
+_SETTLE_SQL = "SELECT odeatts_settle3(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 async def _apply(sessions: Sessions, charge: Charge, *, abandoned_too: bool) -> int | None:
@@ -472,6 +484,8 @@ async def _apply_in_postgres(
         abandoned_too,
         charge.worker_ms,
         charge.upstream_ms,
+        charge.cached,
+        charge.saved_characters,
     )
     with database_errors():
         async with autocommit(engine) as pg:
@@ -512,6 +526,8 @@ async def _apply_in_python(sessions: Sessions, charge: Charge, abandoned_too: bo
                         error_code=charge.error_code,
                         worker_ms=charge.worker_ms,
                         upstream_ms=charge.upstream_ms,
+                        cached=charge.cached,
+                        saved_characters=charge.saved_characters,
                     ),
                 )
                 if marked != 1:

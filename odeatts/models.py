@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -101,6 +102,9 @@ class User(Base):
     credit_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # The voice a speech job without one uses (a catalogue name; migration 0006).
     default_voice: Mapped[str | None] = mapped_column(String(64))
+    # The user's cached audio is shared by every user (their prompts are public:
+    # ``cache share``); otherwise it is theirs alone, unless ODEATTS_CACHE_SCOPE=global.
+    cache_global: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cycle_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     cycle_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -230,6 +234,10 @@ class Usage(Base):
     worker_ms: Mapped[int | None] = mapped_column(Integer)
     upstream_ms: Mapped[int | None] = mapped_column(Integer)
     upstream_alert: Mapped[str | None] = mapped_column(String(16))
+    # Served from the audio cache (migration 0010): MiniMax billed nothing; what it
+    # billed for the original call is ``saved_characters`` (the cost the hit saved).
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    saved_characters: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     reserved_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     settled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

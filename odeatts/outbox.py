@@ -53,6 +53,10 @@ class Charge:
     # For ``stats``; absent from charges kept by a worker of an older version.
     worker_ms: int | None = None
     upstream_ms: int | None = None
+    # Served from the audio cache: ``duration_ms`` is what is charged for it, and
+    # ``saved_characters`` what MiniMax billed for the original call.
+    cached: bool = False
+    saved_characters: int | None = None
 
     @property
     def field(self) -> str:

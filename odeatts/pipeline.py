@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from odeatts import metering
 from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
+from odeatts.audio_cache import AudioCache, Hit, Made, Slot, Writes, cache_key, charged_ms
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
@@ -93,6 +94,7 @@ class Dependencies:
     minimax: Dependency
     subtitles: Dependency
     storage: Dependency
+    cache: Dependency
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +159,21 @@ class Pipeline:
     deps: Dependencies
     outbox: Outbox
     storage: Storage | None = None
+    cache: AudioCache | None = None
     clock: Callable[[], dt.datetime] = utcnow
     sessions: Sessions = field(init=False, repr=False)
     _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _writes: Writes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_sessionmaker(self.engine)
+        if self.cache is not None:
+            self._writes = Writes(
+                self.cache,
+                self.deps.cache,
+                limit=self.settings.cache_pending_writes,
+                timeout=4 * self.settings.cache_timeout_seconds,
+            )
 
     async def run(self, job: ParsedJob) -> dict[str, Any]:
         request = job.request
@@ -210,8 +221,16 @@ class Pipeline:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
         if self._drainer is not None:
             self._drainer.cancel()
+        await self.cache_writes()
         deps = self.deps
-        for dependency in (deps.db, deps.redis, deps.minimax, deps.subtitles, deps.storage):
+        for dependency in (
+            deps.db,
+            deps.redis,
+            deps.minimax,
+            deps.subtitles,
+            deps.storage,
+            deps.cache,
+        ):
             await dependency.aclose()
         await self.limiter.aclose()
         await self.minimax.aclose()
@@ -221,6 +240,10 @@ class Pipeline:
     # ------------------------------------------------------------------ speech
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
+        slot = self._cache_slot(job)
+        hit = await self._cached(job, slot)
+        if hit is not None:
+            return await self._speech_from_cache(job, hit)
         async with self._metered(job) as lease:
             asked = time.monotonic()
             speeches = await self.deps.minimax.call(
@@ -240,15 +263,31 @@ class Pipeline:
                 sum(s.billed_characters or 0 for s in speeches),
                 upstream_ms=upstream_ms,
             )
-        metadata = self._metadata(job, duration, speeches[0].sample_rate, view)
+        sample_rate = speeches[0].sample_rate or request.sample_rate
+        billed = sum(s.billed_characters or 0 for s in speeches) or None
+        self._remember(job, slot, audio, duration, sample_rate, billed, timings)
+        metadata = self._metadata(job, duration, sample_rate, view)
         return {**delivery, **metadata, **_timestamps(request, timings)}
 
     async def speech_stream(
         self, job_id: str, request: SpeechRequest
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Audio chunks as MiniMax streams them (parts in order), then the metadata."""
+        """Audio chunks as MiniMax streams them (parts in order), or from the cache,
+        then the metadata."""
         job = await self._prepare(job_id, request)
+        slot = self._cache_slot(job)
+        hit = await self._cached(job, slot)
+        made = self._stream_from_cache(job, hit) if hit else self._stream_made(job, slot)
+        async with aclosing(made) as items:  # a caller's cancel reaches the inner one
+            async for item in items:
+                yield item
+
+    async def _stream_made(
+        self, job: _Job, slot: Slot | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        request = job.request
         sent = bytearray()
+        starts: list[int] = []  # where each part's audio begins in ``sent``
         chunks = 0
         async with self._metered(job):
             ends: list[StreamEnd] = []
@@ -258,6 +297,7 @@ class Pipeline:
             try:
                 for index, params in enumerate(job.parts):
                     await self._part_slot(job, index)
+                    starts.append(len(sent))
                     gate = partial(self._upstream_slot, job.id, len(params.text))
                     async for item in self.minimax.stream(
                         params, request_id=f"{job.id}:{index}", retry_gate=gate
@@ -269,11 +309,7 @@ class Pipeline:
                             continue
                         for piece in _pieces(item, self.settings.stream_chunk_bytes):
                             sent += piece
-                            yield {
-                                "chunk": chunks,
-                                "format": request.format,
-                                "audio_base64": base64.b64encode(piece).decode("ascii"),
-                            }
+                            yield _chunk(chunks, request.format, piece)
                             chunks += 1
             except (asyncio.CancelledError, GeneratorExit):
                 await self._charge_delivered(job, bytes(sent))
@@ -292,10 +328,14 @@ class Pipeline:
                 sum(e.billed_characters or 0 for e in ends),
                 upstream_ms=_ms_since(asked),
             )
+        sample_rate = ends[0].sample_rate or request.sample_rate
+        billed = sum(e.billed_characters or 0 for e in ends) or None
+        parts = [bytes(sent[a:b]) for a, b in zip(starts, [*starts[1:], len(sent)], strict=True)]
+        self._remember_parts(job, slot, parts, duration, sample_rate, billed, timings)
         yield {
             "done": True,
             "chunks": chunks,
-            **self._metadata(job, duration, ends[0].sample_rate, view),
+            **self._metadata(job, duration, sample_rate, view),
             **_timestamps(request, timings),
         }
 
@@ -504,14 +544,16 @@ class Pipeline:
             )
 
     @asynccontextmanager
-    async def _metered(self, job: _Job) -> AsyncIterator[_Lease]:
+    async def _metered(self, job: _Job, *, upstream: bool = True) -> AsyncIterator[_Lease]:
         """Admission, then the body; gives back the reservation and the lease on any exit.
+        ``upstream`` False (a cache hit): no slot of the fleet's MiniMax guard taken.
 
         The body may give the lease back early (``_Lease.release_soon``) once MiniMax
         is done with the job: the release's round trip then runs beside the settle."""
         caller = job.reservation.caller
         try:
-            decision = await self._admit(job, caller, len(job.parts[0].text))
+            chars = len(job.parts[0].text) if upstream else None
+            decision = await self._admit(job, caller, chars)
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
             await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id, void=True)
@@ -592,6 +634,9 @@ class Pipeline:
         billed: int,
         error_code: str | None = None,
         upstream_ms: int | None = None,
+        saved: int | None = None,
+        *,
+        cached: bool = False,
     ) -> QuotaView:
         """Charge the job. The audio is made (and MiniMax has billed us): if Postgres
         cannot take the charge within ``settle_retry_seconds``, keep it in the outbox
@@ -608,6 +653,8 @@ class Pipeline:
             error_code=error_code,
             worker_ms=_ms_since(job.started),
             upstream_ms=upstream_ms,
+            cached=cached,
+            saved_characters=saved,
         )
         settle = partial(metering.settle, self.sessions, charge, caller=job.reservation.caller)
         try:
@@ -663,13 +710,19 @@ class Pipeline:
             except OdeaError:
                 continue
 
-    async def _charge_delivered(self, job: _Job, sent: bytes) -> None:
-        """A stream the caller stopped: charge what they had received, nothing more."""
+    async def _charge_delivered(self, job: _Job, sent: bytes, hit: Hit | None = None) -> None:
+        """A stream the caller stopped: charge what they had received, nothing more
+        (of a cache hit, the cache's fraction of it)."""
         if not sent:
             return
         try:
             duration = delivered_ms(sent, job.request.format, job.request.sample_rate)
-            await self._settle(job, duration, None, 0, error_code="cancelled")
+            if hit is None:
+                await self._settle(job, duration, None, 0, error_code="cancelled")
+                return
+            charged = charged_ms(duration, self.settings.cache_charge)
+            saved = hit.billed_characters
+            await self._settle(job, charged, None, 0, "cancelled", None, saved, cached=True)
         except Exception:
             log.exception("could not charge the delivered part of job %s", job.id)
 
@@ -689,8 +742,113 @@ class Pipeline:
             "request_id": job.id,
         }
 
+    # ------------------------------------------------------------- audio cache
+    def _cache_slot(self, job: _Job) -> Slot | None:
+        """Where this job's audio is cached: keyed by every part's MiniMax request
+        (``SpeechParams.body``) and our format, in the user's scope or the shared one.
+        None: no cache, or a text longer than ``ODEATTS_CACHE_MAX_CHARS``."""
+        if self.cache is None or len(job.request.text) > self.settings.cache_max_chars:
+            return None
+        key = cache_key([p.body() for p in job.parts], fmt=job.request.format)
+        reservation = job.reservation
+        shared = self.settings.cache_scope == "global" or reservation.shared_cache
+        user_id = reservation.caller.user_id
+        return Slot.of(key, job.voice.minimax_voice_id, user_id=user_id, shared=shared)
+
+    async def _cached(self, job: _Job, slot: Slot | None) -> Hit | None:
+        """A checked hit, or None. A cache that fails, stalls past its short deadline
+        or holds nonsense is a miss, never the job's failure."""
+        if slot is None or self.cache is None or not job.request.cache:
+            return None
+        request = job.request
+        read = partial(self.cache.read, slot, fmt=request.format, sample_rate=request.sample_rate)
+        try:
+            return await self.deps.cache.call(read, budget=job.budget)
+        except Exception as exc:
+            log.warning("job %s: audio cache not read (%s): a miss", job.id, type(exc).__name__)
+            return None
+        except BaseException as exc:  # cancelled before admission: give the seconds back
+            await self._release(job.reservation, FAILED, exc, job.started)
+            raise
+
+    async def _speech_from_cache(self, job: _Job, hit: Hit) -> dict[str, Any]:
+        """A hit: admitted, leased and charged as any job (at ``ODEATTS_CACHE_CHARGE``
+        of its seconds); nothing asked of MiniMax."""
+        async with self._metered(job, upstream=False):
+            delivery = await self._deliver(job, hit.audio)
+            view = await self._settle_hit(job, hit)
+        metadata = self._metadata(job, hit.duration_ms, hit.sample_rate, view)
+        return {**delivery, **metadata, **_timestamps(job.request, hit.timestamps), "cached": True}
+
+    async def _stream_from_cache(self, job: _Job, hit: Hit) -> AsyncGenerator[dict[str, Any], None]:
+        """A hit streamed as chunks, then the metadata, as a stream from MiniMax is."""
+        request = job.request
+        chunks = sent = 0
+        async with self._metered(job, upstream=False):
+            try:
+                for piece in _pieces(hit.audio, self.settings.stream_chunk_bytes):
+                    sent += len(piece)  # handed over once yielded: a close comes after
+                    yield _chunk(chunks, request.format, piece)
+                    chunks += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                await self._charge_delivered(job, hit.audio[:sent], hit)
+                raise
+            view = await self._settle_hit(job, hit)
+        yield {
+            "done": True,
+            "chunks": chunks,
+            **self._metadata(job, hit.duration_ms, hit.sample_rate, view),
+            **_timestamps(request, hit.timestamps),
+            "cached": True,
+        }
+
+    async def _settle_hit(self, job: _Job, hit: Hit) -> QuotaView:
+        charged = charged_ms(hit.duration_ms, self.settings.cache_charge)
+        return await self._settle(job, charged, None, 0, saved=hit.billed_characters, cached=True)
+
+    def _remember_parts(
+        self,
+        job: _Job,
+        slot: Slot | None,
+        parts: list[bytes],
+        duration: int,
+        sample_rate: int,
+        billed: int | None,
+        timings: list[dict[str, Any]] | None,
+    ) -> None:
+        """A stream's parts, joined as a reply's are, for the cache."""
+        if slot is None or not all(parts):
+            return
+        try:
+            audio = join(parts, job.request.format)
+        except AudioError:
+            return
+        self._remember(job, slot, audio, duration, sample_rate, billed, timings)
+
+    def _remember(
+        self,
+        job: _Job,
+        slot: Slot | None,
+        audio: bytes,
+        duration: int,
+        sample_rate: int,
+        billed: int | None,
+        timings: list[dict[str, Any]] | None,
+    ) -> None:
+        """Keep the job's audio (with its timings, if asked) for the next time; written
+        after the answer (``audio_cache.Writes``)."""
+        if self._writes is None or slot is None or (job.request.timestamps and timings is None):
+            return
+        made = Made(job.request.format, sample_rate, duration, billed, timings)
+        self._writes.submit(slot, audio, made, job_id=job.id)
+
+    async def cache_writes(self) -> None:
+        """Wait for the cache writes under way (shutdown, tests, benchmarks)."""
+        if self._writes is not None:
+            await self._writes.wait()
+
     # --------------------------------------------------------------- admission
-    async def _admit(self, job: _Job, caller: metering.Caller, chars: int) -> Decision:
+    async def _admit(self, job: _Job, caller: metering.Caller, chars: int | None) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
@@ -861,6 +1019,10 @@ def _estimated_bytes(request: SpeechRequest, estimate_ms: int) -> int:
 def _pieces(audio: bytes, size: int) -> list[bytes]:
     """Stream chunks no larger than RunPod carries (the caller concatenates them)."""
     return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+def _chunk(index: int, fmt: str, piece: bytes) -> dict[str, Any]:
+    return {"chunk": index, "format": fmt, "audio_base64": base64.b64encode(piece).decode("ascii")}
 
 
 def _worth_waiting(decision: Decision, waited: float, max_wait: float) -> bool:

@@ -235,6 +235,8 @@ class SpeechRequest(_Input):
     normalize: bool = False
     effects: Effects | None = None
     pronunciations: dict[str, str] = Field(default_factory=dict)
+    # false: synthesise afresh (and refresh the cached entry), never serve from the cache.
+    cache: bool = True
 
     @field_validator("pronunciations")
     @classmethod

@@ -51,9 +51,11 @@ from odeatts.models import SUCCEEDED, Plan, Usage, User, utcnow
 __all__ = [
     "QUANTILES",
     "REFUSALS",
+    "CacheLedger",
     "Stats",
     "Thresholds",
     "breaches",
+    "cache_ledger",
     "collect",
     "parse_since",
     "render_prometheus",
@@ -159,6 +161,52 @@ class Stats:
             "users_near_quota": self.near_quota,
             "expiring_clones": self.expiring_clones,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLedger:
+    """The audio cache in the ledger, for a window: jobs served from it (hits), jobs
+    MiniMax made (misses: every other job that succeeded), and what the hits saved:
+    the characters MiniMax billed for their original calls, at MiniMax's prices."""
+
+    hits: int
+    misses: int
+    saved_characters: int
+    saved_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": _share(self.hits, self.hits + self.misses),
+            "saved_characters": self.saved_characters,
+            "minimax_cost_saved_usd": self.saved_usd,
+        }
+
+
+async def cache_ledger(
+    sessions: Sessions, *, start: dt.datetime, end: dt.datetime, prices: Prices
+) -> CacheLedger:
+    """One grouped statement over the window's succeeded rows (``ix_usage_created_at``)."""
+    saved = Usage.saved_characters
+    statement = (
+        select(
+            Usage.cached,
+            func.count(),
+            func.coalesce(func.sum(saved), 0),
+            func.coalesce(func.sum(saved).filter(is_hd(Usage.model)), 0),
+        )
+        .where(Usage.created_at >= start, Usage.created_at < end, Usage.status == SUCCEEDED)
+        .group_by(Usage.cached)
+    )
+    counts, chars, hd_chars = {True: 0, False: 0}, 0, 0
+    with database_errors():
+        async with sessions() as session:
+            for cached, jobs, saved_chars, saved_hd in await session.execute(statement):
+                counts[bool(cached)] = int(jobs)
+                if cached:
+                    chars, hd_chars = int(saved_chars or 0), int(saved_hd or 0)
+    return CacheLedger(counts[True], counts[False], chars, prices.cost_usd(chars, hd_chars))
 
 
 def _share(part: int, whole: int) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 from odeatts.config import Settings
 from odeatts.errors import ServiceUnavailable
 
-__all__ = ["CONTENT_TYPES", "Storage", "build_storage"]
+__all__ = ["CONTENT_TYPES", "Storage", "build_storage", "s3_client"]
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +73,28 @@ def build_storage(settings: Settings) -> Storage | None:
     """The configured bucket, or None when this deployment has no object storage."""
     if not settings.bucket_name:
         return None
+    client = s3_client(settings, attempts=2, connect_timeout=3, read_timeout=10)
+    return Storage(client, bucket=settings.bucket_name, expiry_seconds=settings.url_expiry_seconds)
+
+
+def s3_client(
+    settings: Settings, *, attempts: int, connect_timeout: float, read_timeout: float
+) -> Any:
+    """A boto3 S3 client of the configured bucket's endpoint and credentials."""
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
+    secret = settings.bucket_secret_access_key
+    return boto3.client(
         "s3",
         endpoint_url=settings.bucket_endpoint_url,
         aws_access_key_id=settings.bucket_access_key_id,
-        aws_secret_access_key=(
-            settings.bucket_secret_access_key.get_secret_value()
-            if settings.bucket_secret_access_key
-            else None
-        ),
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
         region_name=settings.bucket_region,
         config=Config(
             signature_version="s3v4",
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=10,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         ),
     )
-    return Storage(client, bucket=settings.bucket_name, expiry_seconds=settings.url_expiry_seconds)

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 def import_job_path() -> None:
     """Import every module a job needs (and the clients' libraries); idempotent."""
+    import odeatts.audio_cache
     import odeatts.connections
     import odeatts.db
     import odeatts.outbox
@@ -118,11 +119,19 @@ def build_dependencies(settings: Settings) -> Dependencies:
             ServiceUnavailable,
             (ServiceUnavailable, OSError),
         ),
+        # A lookup's deadline is short: past it the job is a miss, not a failure.
+        cache=dependency(
+            "audio cache",
+            settings.cache_timeout_seconds,
+            ServiceUnavailable,
+            (ServiceUnavailable, OSError),
+        ),
     )
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Everything a job needs, bound to the running event loop."""
+    from odeatts.audio_cache import build_cache
     from odeatts.connections import build_limiter, build_minimax, build_redis, build_subtitles
     from odeatts.db import make_engine, make_sessionmaker
     from odeatts.outbox import MemoryOutbox, RedisOutbox
@@ -149,6 +158,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         deps=build_dependencies(settings),
         outbox=outbox,
         storage=build_storage(settings),
+        cache=build_cache(settings),
     )
 
 

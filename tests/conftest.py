@@ -40,6 +40,9 @@ _ENV = (
     "ODEATTS_DATA_DIR",
     "ODEATTS_REDIS_PREFIX",
     "ODEATTS_LOG_FORMAT",
+    "ODEATTS_CACHE",
+    "ODEATTS_CACHE_SCOPE",
+    "ODEATTS_CACHE_CHARGE",
 )
 
 
@@ -178,6 +181,10 @@ def make_settings(
             "ODEATTS_KEY_PEPPER": PEPPER,
             "MINIMAX_RETRY_BASE_SECONDS": 0.01,
             "ODEATTS_DATA_DIR": str(tmp_path),
+            # The audio cache is on by default in a deployment; tests that repeat a text
+            # expect MiniMax to be asked each time, so it is on only where a test says
+            # (tests/test_audio_cache.py).
+            "ODEATTS_CACHE": False,
         }
         values.update(overrides)
         return Settings(**values)

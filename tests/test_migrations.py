@@ -173,8 +173,15 @@ def test_the_job_path_functions_come_and_go_with_0004(
 ) -> None:
     """Postgres reserves and settles in server-side functions (metering.py); SQLite has none."""
     upgrade(empty_url)
-    # 0006's new versions beside 0004's: workers of the previous version call the old.
-    both = {"odeatts_reserve", "odeatts_settle", "odeatts_reserve2", "odeatts_settle2"}
+    # 0006's and 0010's new versions beside 0004's: workers of the previous version
+    # call the old.
+    both = {
+        "odeatts_reserve",
+        "odeatts_settle",
+        "odeatts_reserve2",
+        "odeatts_settle2",
+        "odeatts_settle3",
+    }
     expected = both if backend == "real" else set()
     assert job_path_functions(engine) == expected
     downgrade(empty_url, "0005")

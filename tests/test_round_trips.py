@@ -148,3 +148,28 @@ async def test_saved_pronunciations_cost_no_round_trip(
     assert "error" not in out, out
     assert (pg, redis) == (2, 2)
     assert set(emu.stats()["tones"][-1]) == {"trips/--user"}  # the user's wins
+
+
+async def test_a_cache_hit_is_two_and_two_too(
+    make_settings: Callable[..., Settings],
+    pg_proxy: TcpProxy,
+    redis_proxy: TcpProxy,
+    make_user: UserFactory,
+) -> None:
+    """The audio cache is no round trip of Postgres or Redis: a hit reserves, is
+    admitted, settles (odeatts_settle3 records ``cached``) and gives its lease back."""
+    settings = make_settings(
+        DATABASE_URL=pg_proxy.url, REDIS_URL=redis_proxy.url, ODEATTS_CACHE=True
+    )
+    worker = Worker(settings)
+    wire = Wire(worker, pg_proxy, redis_proxy)
+    try:
+        _, key = await make_user("pro")
+        await wire.job(key)  # the miss, whose entry is written after it answers
+        await worker.pipeline().cache_writes()
+        for _ in range(2):  # the first hit also prepares the settle
+            out, pg, redis = await wire.job(key)
+    finally:
+        await worker.aclose()
+    assert out.get("cached") is True, out
+    assert (pg, redis) == (2, 2)

@@ -8,6 +8,7 @@ admin.py voices ...   the voice catalogue        (cli/voices.py)
 admin.py usage ...    usage reports              (cli/usage.py)
 admin.py stats        the service at a glance    (cli/stats.py)
 admin.py pronunciations ...  saved dictionaries  (cli/pronunciations.py)
+admin.py cache ...    the audio cache            (cli/cache.py)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from odeatts.cli import db, keys, pronunciations, quota, stats, usage, users, voices
+from odeatts.cli import cache, db, keys, pronunciations, quota, stats, usage, users, voices
 from odeatts.cli.common import OneLineErrors
 from odeatts.config import Settings
 from odeatts.logs import configure_logging
@@ -27,7 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Operate OdeaTTS: database, users, keys, quotas, voices, usage and pronunciations.",
+    help=(
+        "Operate OdeaTTS: database, users, keys, quotas, voices, usage, pronunciations"
+        " and the audio cache."
+    ),
 )
 
 
@@ -59,3 +63,4 @@ app.add_typer(voices.app, name="voices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(stats.app, name="stats")
 app.add_typer(pronunciations.app, name="pronunciations")
+app.add_typer(cache.app, name="cache")

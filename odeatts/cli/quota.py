@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 
@@ -21,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from odeatts import billing
+from odeatts.audio_cache import LocalStore, build_cache
 from odeatts.cli.common import (
     JSON,
     OneLineErrors,
@@ -34,6 +36,7 @@ from odeatts.cli.common import (
     table,
     utc,
 )
+from odeatts.config import Settings
 from odeatts.db import Sessions
 from odeatts.errors import AdminError
 from odeatts.outbox import RedisOutbox
@@ -164,6 +167,17 @@ def reset(user: str = USER, as_json: bool = JSON) -> None:
         print_whole(_archive_table("cycle reset", [archive]))
 
 
+async def _sweep_cache(config: Settings) -> int:
+    """The local audio cache's entries past ODEATTS_CACHE_TTL_DAYS, and its size cap
+    (a bucket expires entries by its own lifecycle rule: ``cache lifecycle``)."""
+    cache = build_cache(config)
+    if cache is None or not isinstance(cache.store, LocalStore):
+        return 0
+    swept = await cache.sweep()
+    await asyncio.to_thread(cache.store.cap, cache.store.max_bytes)
+    return swept
+
+
 @app.command("reset-due")
 def reset_due(as_json: bool = JSON) -> None:
     """Start the next cycle of every user whose cycle has ended, and close dead workers'
@@ -182,13 +196,15 @@ def reset_due(as_json: bool = JSON) -> None:
             await redis.aclose()
 
     summary = run(reset)
+    swept = run(lambda _: _sweep_cache(config))
     if as_json:
-        emit(summary.to_dict(), True)
+        emit({**summary.to_dict(), "cache_entries_expired": swept}, True)
         return
     say(
         f"{len(summary.archives)} user(s) reset at {utc(summary.now)}; "
         f"{summary.abandoned} abandoned reservation(s) closed; "
-        f"{summary.outbox_settled} outbox charge(s) applied",
+        f"{summary.outbox_settled} outbox charge(s) applied; "
+        f"{swept} expired cache entr{'y' if swept == 1 else 'ies'} removed",
         markup=False,
     )
     if summary.archives:

@@ -45,7 +45,8 @@ GRANT SELECT ON plans, users, api_keys, voices, voice_aliases, pronunciations, u
 GRANT INSERT ON usage TO odeatts_worker;
 GRANT UPDATE (user_id, api_key_id, voice, model, text_chars, estimated_ms, duration_ms,
               billed_characters, status, error_code, trace_id, attempts, reserved_at,
-              settled_at, worker_ms, upstream_ms, upstream_alert)
+              settled_at, worker_ms, upstream_ms, upstream_alert, cached,
+              saved_characters)
     ON usage TO odeatts_worker;
 GRANT USAGE ON SEQUENCE usage_id_seq TO odeatts_worker;
 
@@ -60,7 +61,9 @@ GRANT USAGE ON SEQUENCE billing_cycles_id_seq TO odeatts_worker;
 -- the rights above; 0004's stay for workers of the previous version during a deploy).
 -- Postgres lets PUBLIC execute every new function; only the worker (and the owner)
 -- should call these.
-REVOKE EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2
+REVOKE EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2,
+    odeatts_settle3
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2
+GRANT EXECUTE ON FUNCTION odeatts_reserve, odeatts_settle, odeatts_reserve2, odeatts_settle2,
+    odeatts_settle3
     TO odeatts_worker;
