@@ -463,10 +463,11 @@ class AudioCache:
             items = [i for i in items if i.path.split("/")[1:2] == [f"u{user_id}"]]
         return items
 
-    async def purge(self, *, user_id: int | None = None, voice_id: str | None = None) -> int:
-        items = await self.entries(user_id=user_id, voice_id=voice_id)
-        await self.store.delete([i.path for i in items])
-        return len(items)
+    async def purge(self, *, user_id: int | None = None, voice_id: str | None = None) -> list[str]:
+        """Delete the entries (as ``entries`` selects them); the paths deleted."""
+        paths = [i.path for i in await self.entries(user_id=user_id, voice_id=voice_id)]
+        await self.store.delete(paths)
+        return paths
 
     async def sweep(self) -> int:
         """Remove entries older than the TTL (the local directory; the bucket's rule

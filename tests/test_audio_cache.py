@@ -154,6 +154,26 @@ async def test_a_stale_marker_costs_one_read_then_a_guard_slot_and_the_entry_is_
     assert (len(reads), syntheses(emu), await redis.zcard(upstream)) == (2, 2, 2)
 
 
+@real_redis
+async def test_purge_deletes_the_entries_markers_too(
+    marked: tuple[Worker, Redis, list[str]], make_user: UserFactory, invoke: Invoke
+) -> None:
+    worker, redis, _ = marked
+    user_id, key = await make_user("pro")
+    await speak(worker, key, "to-purge")
+    marker = await the_marker(worker)
+    config = worker.settings
+    assert config.plain_redis_url is not None
+    env = cli_env(config) | {
+        "REDIS_URL": config.plain_redis_url,
+        "ODEATTS_REDIS_PREFIX": config.redis_prefix,
+    }
+    purge = ["cache", "purge", "--user", str(user_id), "--json"]
+    done = await asyncio.to_thread(invoke, *purge, env=env)
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout) == {"removed": 1} and not await redis.exists(marker)
+
+
 @backend_independent
 async def test_cache_false_synthesises_afresh_and_refreshes_the_entry(
     cached: Worker, make_user: UserFactory, emu: Emulator
