@@ -103,7 +103,7 @@ def voice_digest(minimax_voice_id: str) -> str:
 
 def marker_key(prefix: str, path: str) -> str:
     """The Redis key marking that an entry was written at ``path`` (``Slot.path``, or
-    a listed ``Item.path``): a digest, so the key's length is fixed (~120 bytes of
+    a listed ``Item.path``): a digest, so the key's length is fixed (~150 bytes of
     Redis memory a marker with its TTL)."""
     return f"{prefix}:cached:{hashlib.sha256(path.encode('utf-8')).hexdigest()[:32]}"
 
