@@ -125,15 +125,15 @@ end
 -- written, so the job will read the cache first and takes no upstream slot now.
 local cached = 0
 if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
-  cached, chars = 1, -1
+  cached = 1
 end
+if cached == 0 then
 """
-    + "if chars >= 0 then\n"  # chars -1: no MiniMax request (a cache hit)
     + _UPSTREAM_CHECK
     + """end
 redis.call('ZADD', rpm_key, now, lease .. ':' .. stamp)
 redis.call('ZADD', lease_key, now + ttl, lease)
-if chars >= 0 then
+if cached == 0 then
   redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
   redis.call('PEXPIRE', up_key, window)
 end
@@ -212,11 +212,11 @@ class Limiter(Protocol):
         lease_id: str,
         rpm: int,
         streams: int,
-        chars: int | None,
+        chars: int,
         marker: str | None = None,
     ) -> Decision:
-        """Check and record one request, taking a lease and an upstream slot on success
-        (``chars`` None: the job asks MiniMax nothing, a cache hit; no upstream slot).
+        """Check and record one request, taking a lease and an upstream slot for a
+        MiniMax request of ``chars`` characters on success.
         ``marker``: the job's audio cache marker; if it is there, the decision says
         ``cached`` and no upstream slot is taken (the job reads the cache first, and
         takes one with ``acquire_upstream`` if that is a miss after all)."""
@@ -315,7 +315,7 @@ class RedisLimiter:
         lease_id: str,
         rpm: int,
         streams: int,
-        chars: int | None,
+        chars: int,
         marker: str | None = None,
     ) -> Decision:
         up = self._upstream
@@ -327,7 +327,7 @@ class RedisLimiter:
             WINDOW_MS,
             up.rpm,
             up.tpm,
-            -1 if chars is None else chars,
+            chars,
         ]
         keys = [*self._user_keys(user_id), self._upstream_key, self._void_key(lease_id)]
         if marker is not None:
@@ -546,13 +546,11 @@ class InProcessLimiter:
         lease_id: str,
         rpm: int,
         streams: int,
-        chars: int | None,
+        chars: int,
         marker: str | None = None,
     ) -> Decision:
         """A ``marker`` is taken as present: the embedded cache is a local directory,
         where looking costs a file open, so every job given one looks first."""
-        if marker is not None:
-            chars = None
         now = self._clock()
         window = self._admitted.setdefault(user_id, _Window())
         window.trim(now)
@@ -565,12 +563,12 @@ class InProcessLimiter:
             return Decision(False, "concurrency", 0, 1.0)
         budget = self._upstream_budget
         if (
-            chars is not None
+            marker is None
             and (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None
         ):
             return Decision(False, "upstream", 0, wait)
         window.entries.append((now, 1))
-        if chars is not None:
+        if marker is None:
             self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
         return Decision(True, "ok", rpm - len(window.entries), 0.0, marker is not None)
