@@ -12,6 +12,9 @@
                 (JSON), the audio. One GET serves a hit.
 ``AudioCache``  read (validated, re-measured), write, purge, stats, sweep, over a
                 ``LocalStore`` (under the data directory) or an ``S3Store`` (the bucket).
+``marker_key``  the Redis key that says an entry was (very likely) written for a slot:
+                set with the lease's release of the job that writes it, checked by the
+                admission script, so a miss (a new text) never reads the store.
 
 What comes back from the store is untrusted: the metadata is validated by a strict
 model, must name the key asked for and the format, the audio must match its digest and
@@ -62,6 +65,7 @@ __all__ = [
     "charged_ms",
     "decode_entry",
     "encode_entry",
+    "marker_key",
     "voice_digest",
 ]
 
@@ -95,6 +99,13 @@ def cache_key(bodies: Sequence[dict[str, Any]], *, fmt: str) -> str:
 def voice_digest(minimax_voice_id: str) -> str:
     """A path segment for a MiniMax voice id (ids are MiniMax's or a cloner's choice)."""
     return hashlib.sha256(minimax_voice_id.encode("utf-8")).hexdigest()[:16]
+
+
+def marker_key(prefix: str, path: str) -> str:
+    """The Redis key marking that an entry was written at ``path`` (``Slot.path``, or
+    a listed ``Item.path``): a digest, so the key's length is fixed (~150 bytes of
+    Redis memory a marker with its TTL)."""
+    return f"{prefix}:cached:{hashlib.sha256(path.encode('utf-8')).hexdigest()[:32]}"
 
 
 def charged_ms(duration: int, fraction: float) -> int:
@@ -452,10 +463,11 @@ class AudioCache:
             items = [i for i in items if i.path.split("/")[1:2] == [f"u{user_id}"]]
         return items
 
-    async def purge(self, *, user_id: int | None = None, voice_id: str | None = None) -> int:
-        items = await self.entries(user_id=user_id, voice_id=voice_id)
-        await self.store.delete([i.path for i in items])
-        return len(items)
+    async def purge(self, *, user_id: int | None = None, voice_id: str | None = None) -> list[str]:
+        """Delete the entries (as ``entries`` selects them); the paths deleted."""
+        paths = [i.path for i in await self.entries(user_id=user_id, voice_id=voice_id)]
+        await self.store.delete(paths)
+        return paths
 
     async def sweep(self) -> int:
         """Remove entries older than the TTL (the local directory; the bucket's rule

@@ -44,6 +44,7 @@ __all__ = [
     "Decision",
     "InProcessLimiter",
     "Limiter",
+    "Mark",
     "RedisLimiter",
     "UpstreamBudget",
 ]
@@ -65,6 +66,9 @@ WINDOW_MS = 60_000
 #   {prefix}:upstream          ZSET member=<lease>:<µs>:<chars>, score=admission ms (fleet-wide)
 #   {prefix}:authfail:{subject} ZSET member=<µs>:<nonce>, score=failure ms; at most the
 #                              threshold's newest failures (what decides the block)
+#   {prefix}:cached:{digest}   STRING, for the cache TTL: an audio cache entry was (very
+#                              likely) written for this slot (audio_cache.marker_key);
+#                              set with a lease's release, read by the admission
 #   {prefix}:void:{lease}      STRING, for one lease TTL: this admission was given up by its
 #                              worker (an error or a timeout); if the script is still queued
 #                              in a stalled Redis, it must not take the lease when it runs
@@ -78,7 +82,7 @@ _UPSTREAM_CHECK = """
 redis.call('ZREMRANGEBYSCORE', up_key, '-inf', now - window)
 if up_rpm > 0 and redis.call('ZCARD', up_key) >= up_rpm then
   local oldest = redis.call('ZRANGE', up_key, 0, 0, 'WITHSCORES')
-  return {0, 'upstream', 0, tonumber(oldest[2]) + window - now}
+  return {0, 'upstream', 0, tonumber(oldest[2]) + window - now, 0}
 end
 if up_tpm > 0 then
   local entries = redis.call('ZRANGE', up_key, 0, -1, 'WITHSCORES')
@@ -89,10 +93,10 @@ if up_tpm > 0 then
     for i = 1, #entries, 2 do
       freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
       if sum - freed + chars <= up_tpm then
-        return {0, 'upstream', 0, tonumber(entries[i + 1]) + window - now}
+        return {0, 'upstream', 0, tonumber(entries[i + 1]) + window - now, 0}
       end
     end
-    return {0, 'upstream', 0, window}
+    return {0, 'upstream', 0, window, 0}
   end
 end
 """
@@ -101,7 +105,7 @@ _ADMIT = (
     + """
 local rpm_key, lease_key, up_key, void_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', void_key) == 1 then
-  return {0, 'void', 0, 0}
+  return {0, 'void', 0, 0, 0}
 end
 local rpm, streams, ttl, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local window, up_rpm, up_tpm, chars = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
@@ -111,25 +115,31 @@ redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', now)
 local used = redis.call('ZCARD', rpm_key)
 if used >= rpm then
   local oldest = redis.call('ZRANGE', rpm_key, 0, 0, 'WITHSCORES')
-  return {0, 'rate', 0, tonumber(oldest[2]) + window - now}
+  return {0, 'rate', 0, tonumber(oldest[2]) + window - now, 0}
 end
 if redis.call('ZSCORE', lease_key, lease) == false
     and redis.call('ZCARD', lease_key) >= streams then
-  return {0, 'concurrency', 0, 1000}
+  return {0, 'concurrency', 0, 1000, 0}
 end
+-- KEYS[5], if given: the audio cache's marker. Present: an entry was (very likely)
+-- written, so the job will read the cache first and takes no upstream slot now.
+local cached = 0
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
+  cached = 1
+end
+if cached == 0 then
 """
-    + "if chars >= 0 then\n"  # chars -1: no MiniMax request (a cache hit)
     + _UPSTREAM_CHECK
     + """end
 redis.call('ZADD', rpm_key, now, lease .. ':' .. stamp)
 redis.call('ZADD', lease_key, now + ttl, lease)
-if chars >= 0 then
+if cached == 0 then
   redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
   redis.call('PEXPIRE', up_key, window)
 end
 redis.call('PEXPIRE', rpm_key, window)
 redis.call('PEXPIRE', lease_key, ttl)
-return {1, 'ok', rpm - used - 1, 0}
+return {1, 'ok', rpm - used - 1, 0, cached}
 """
 )
 _UPSTREAM = (
@@ -143,7 +153,7 @@ local window, up_rpm, up_tpm, chars = tonumber(ARGV[2]), tonumber(ARGV[3]), tonu
     + """
 redis.call('ZADD', up_key, now, lease .. ':' .. stamp .. ':' .. chars)
 redis.call('PEXPIRE', up_key, window)
-return {1, 'ok', 0, 0}
+return {1, 'ok', 0, 0, 0}
 """
 )
 
@@ -178,6 +188,8 @@ class Decision:
     reason: Reason
     remaining: int  # the user's requests left in the current window after this one
     retry_after: float  # seconds; 0 when allowed
+    # The cache marker given was there: read the cache first; no upstream slot was taken.
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,22 +200,40 @@ class UpstreamBudget:
     tpm: int = 20_000
 
 
+# An audio cache marker to set with a release: its key and its lifetime in ms.
+Mark = tuple[str, int]
+
+
 class Limiter(Protocol):
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
+        self,
+        *,
+        user_id: int,
+        lease_id: str,
+        rpm: int,
+        streams: int,
+        chars: int,
+        marker: str | None = None,
     ) -> Decision:
-        """Check and record one request, taking a lease and an upstream slot on success
-        (``chars`` None: the job asks MiniMax nothing, a cache hit; no upstream slot)."""
+        """Check and record one request, taking a lease and an upstream slot for a
+        MiniMax request of ``chars`` characters on success.
+        ``marker``: the job's audio cache marker; if it is there, the decision says
+        ``cached`` and no upstream slot is taken (the job reads the cache first, and
+        takes one with ``acquire_upstream`` if that is a miss after all)."""
         ...
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         """One more upstream slot (a retry of a MiniMax call)."""
         ...
 
-    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
+    async def release(
+        self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
+    ) -> None:
         """Give a lease back (idempotent). ``void``: the admission itself failed or timed
         out, so its script may still run later; make sure it can never take the lease.
-        Never raises: what cannot be done now is retried in the background."""
+        ``mark``: set this audio cache marker in the same round trip (the job's audio
+        is being cached). Never raises: what cannot be done now is retried in the
+        background."""
         ...
 
     async def warm_up(self, connections: int) -> None:
@@ -229,13 +259,22 @@ _REASONS: dict[str, Reason] = {reason: reason for reason in get_args(Reason)}
 
 
 def _decision(raw: object) -> Decision:
-    """The script's reply, checked: ``[allowed 0|1, reason, remaining, retry ms]``.
-    Anything else is a Redis failure (RedisError), never a decision made up."""
+    """The script's reply, checked: ``[allowed 0|1, reason, remaining, retry ms,
+    cached 0|1]``. Anything else is a Redis failure (RedisError), never a decision
+    made up."""
     match raw:
-        case [int() as allowed, bytes() | str() as reason, int() as remaining, int() as retry]:
+        case [
+            0 | 1 as allowed,
+            bytes() | str() as reason,
+            int() as remaining,
+            int() as retry,
+            0 | 1 as cached,
+        ] if type(allowed) is int and type(cached) is int:
             text = reason.decode() if isinstance(reason, bytes) else reason
             if text in _REASONS:
-                return Decision(bool(allowed), _REASONS[text], remaining, retry / 1000)
+                return Decision(
+                    bool(allowed), _REASONS[text], remaining, retry / 1000, bool(cached)
+                )
     raise RedisError(f"unexpected reply from the admission script: {raw!r:.120}")
 
 
@@ -270,7 +309,14 @@ class RedisLimiter:
         return f"{self._prefix}:upstream"
 
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
+        self,
+        *,
+        user_id: int,
+        lease_id: str,
+        rpm: int,
+        streams: int,
+        chars: int,
+        marker: str | None = None,
     ) -> Decision:
         up = self._upstream
         args: list[int | str] = [
@@ -281,9 +327,11 @@ class RedisLimiter:
             WINDOW_MS,
             up.rpm,
             up.tpm,
-            -1 if chars is None else chars,
+            chars,
         ]
         keys = [*self._user_keys(user_id), self._upstream_key, self._void_key(lease_id)]
+        if marker is not None:
+            keys.append(marker)
         try:
             return _decision(await self._admit(keys=keys, args=args))
         except RedisError as exc:
@@ -303,40 +351,49 @@ class RedisLimiter:
     def _void_key(self, lease_id: str) -> str:
         return f"{self._prefix}:void:{lease_id}"
 
-    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
+    async def release(
+        self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
+    ) -> None:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for runs the call as a task of
             # its own; a late Redis call is cancelled either way (no 10 s cancel there).
             async with asyncio.timeout(self._timeout):
-                await self._release_once(user_id, lease_id, void)
+                await self._release_once(user_id, lease_id, void, mark)
         except (RedisError, TimeoutError) as exc:
             log.info(
                 "could not release lease of user %s now (%s); retrying in the background",
                 user_id,
                 type(exc).__name__,
             )
-            task = asyncio.create_task(self._release_later(user_id, lease_id, void))
+            task = asyncio.create_task(self._release_later(user_id, lease_id, void, mark))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
-    async def _release_once(self, user_id: int, lease_id: str, void: bool) -> None:
+    async def _release_once(
+        self, user_id: int, lease_id: str, void: bool, mark: Mark | None
+    ) -> None:
         lease_key = self._user_keys(user_id)[1]
-        if not void:
+        if not void and mark is None:
             await self._redis.zrem(lease_key, lease_id)
             return
         pipe = self._redis.pipeline(transaction=True)  # one round trip
-        pipe.set(self._void_key(lease_id), 1, px=self._ttl_ms)
+        if void:
+            pipe.set(self._void_key(lease_id), 1, px=self._ttl_ms)
+        if mark is not None:
+            pipe.set(mark[0], 1, px=mark[1])
         pipe.zrem(lease_key, lease_id)
         await pipe.execute()
 
-    async def _release_later(self, user_id: int, lease_id: str, void: bool) -> None:
+    async def _release_later(
+        self, user_id: int, lease_id: str, void: bool, mark: Mark | None
+    ) -> None:
         """Until Redis answers, at most for a lease TTL (after which the lease is gone)."""
         deadline = time.monotonic() + self._ttl_ms / 1000
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._release_once(user_id, lease_id, void)
+                    await self._release_once(user_id, lease_id, void, mark)
                 return
             except (RedisError, TimeoutError):
                 continue
@@ -483,8 +540,17 @@ class InProcessLimiter:
         self._auth = _FailureLog(auth_failures, clock)
 
     async def admit(
-        self, *, user_id: int, lease_id: str, rpm: int, streams: int, chars: int | None
+        self,
+        *,
+        user_id: int,
+        lease_id: str,
+        rpm: int,
+        streams: int,
+        chars: int,
+        marker: str | None = None,
     ) -> Decision:
+        """A ``marker`` is taken as present: the embedded cache is a local directory,
+        where looking costs a file open, so every job given one looks first."""
         now = self._clock()
         window = self._admitted.setdefault(user_id, _Window())
         window.trim(now)
@@ -497,15 +563,15 @@ class InProcessLimiter:
             return Decision(False, "concurrency", 0, 1.0)
         budget = self._upstream_budget
         if (
-            chars is not None
+            marker is None
             and (wait := self._upstream.wait_for(now, budget.rpm, budget.tpm, chars)) is not None
         ):
             return Decision(False, "upstream", 0, wait)
         window.entries.append((now, 1))
-        if chars is not None:
+        if marker is None:
             self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
-        return Decision(True, "ok", rpm - len(window.entries), 0.0)
+        return Decision(True, "ok", rpm - len(window.entries), 0.0, marker is not None)
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         now = self._clock()
@@ -516,7 +582,9 @@ class InProcessLimiter:
         self._upstream.entries.append((now, chars))
         return Decision(True, "ok", 0, 0.0)
 
-    async def release(self, *, user_id: int, lease_id: str, void: bool = False) -> None:
+    async def release(
+        self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
+    ) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
 
     async def auth_failed(self, subject: str) -> float | None:

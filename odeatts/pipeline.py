@@ -1,9 +1,12 @@
 """The one place that orders the steps of a job, from parsed input to the reply.
 
 speech:  parse -> voice (cached) -> Postgres: authenticate + reserve (a job without a
-         voice gets the user's default here, then from the cache) -> Redis: admit
+         voice gets the user's default here, then from the cache) -> Redis: admit, which
+         also says whether the job's audio cache marker is there -> only if it is: the
+         audio cache (a hit is delivered and settled; MiniMax is asked nothing)
          -> MiniMax (one call, or several parts for a long text) -> object storage when
          the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
+         (setting the marker, in the same round trip, when the audio will be cached)
 stream:  the same, but audio chunks are yielded as MiniMax streams them, then a final
          item with the metadata and quota
 voices:  authenticate -> the active voices (cached), filtered
@@ -35,7 +38,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from odeatts import metering
 from odeatts.allowance import QuotaState, QuotaView, read_quota_state
 from odeatts.audio import AudioError, delivered_ms, join
-from odeatts.audio_cache import AudioCache, Hit, Made, Slot, Writes, cache_key, charged_ms
+from odeatts.audio_cache import (
+    AudioCache,
+    Hit,
+    Made,
+    Slot,
+    Writes,
+    cache_key,
+    charged_ms,
+    marker_key,
+)
 from odeatts.config import Settings
 from odeatts.db import Sessions, database_errors, make_sessionmaker
 from odeatts.errors import (
@@ -51,7 +63,7 @@ from odeatts.errors import (
 )
 from odeatts.estimate import estimate_ms
 from odeatts.keys import hash_key, key_prefix, looks_like_key
-from odeatts.limits import Decision, Limiter
+from odeatts.limits import Decision, Limiter, Mark
 from odeatts.logs import bind
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
@@ -110,18 +122,22 @@ class _Lease:
     """A job's concurrency lease, given back once: ``release_soon`` starts the release
     (a Redis round trip) so that it runs beside what the job still does; ``release``
     waits for it (the job's answer never precedes its lease's release: the caller's
-    next job must find the slot free)."""
+    next job must find the slot free). ``cached``: the admission found the job's audio
+    cache marker, so the job reads the cache before anything else."""
 
-    __slots__ = ("_lease_id", "_limiter", "_releasing", "_user_id")
+    __slots__ = ("_lease_id", "_limiter", "_releasing", "_user_id", "cached")
 
-    def __init__(self, limiter: Limiter, user_id: int, lease_id: str) -> None:
+    def __init__(self, limiter: Limiter, user_id: int, lease_id: str, *, cached: bool) -> None:
         self._limiter, self._user_id, self._lease_id = limiter, user_id, lease_id
+        self.cached = cached
         self._releasing: asyncio.Future[None] | None = None
 
-    def release_soon(self) -> None:
+    def release_soon(self, mark: Mark | None = None) -> None:
+        """Start the release; ``mark``: set the audio cache marker in the same round
+        trip (the job's audio is about to be written to the cache)."""
         if self._releasing is None:
             self._releasing = asyncio.ensure_future(
-                self._limiter.release(user_id=self._user_id, lease_id=self._lease_id)
+                self._limiter.release(user_id=self._user_id, lease_id=self._lease_id, mark=mark)
             )
 
     async def release(self) -> None:
@@ -241,31 +257,29 @@ class Pipeline:
     async def speech(self, job_id: str, request: SpeechRequest) -> dict[str, Any]:
         job = await self._prepare(job_id, request)
         slot = self._cache_slot(job)
-        hit = await self._cached(job, slot)
-        if hit is not None:
-            return await self._speech_from_cache(job, hit)
-        async with self._metered(job) as lease:
-            asked = time.monotonic()
-            speeches = await self.deps.minimax.call(
-                partial(self._synthesize, job), budget=job.budget
-            )
-            upstream_ms = _ms_since(asked)
-            lease.release_soon()  # MiniMax is done: the stream slot is free
-            bind(trace_id=speeches[0].trace_id)
-            timings = await self._timings(job, speeches) if request.timestamps else None
-            audio = _joined([s.audio for s in speeches], request.format)
-            duration = sum(s.duration_ms for s in speeches)
-            delivery = await self._deliver(job, audio)
-            view = await self._settle(
-                job,
-                duration,
-                speeches[0].trace_id,
-                sum(s.billed_characters or 0 for s in speeches),
-                upstream_ms=upstream_ms,
-            )
+        async with self._metered(job, slot) as lease:
+            hit = await self._cached(job, slot, lease)
+            if hit is not None:
+                return await self._speech_from_cache(job, hit)
+            return await self._speech_made(job, slot, lease)
+
+    async def _speech_made(self, job: _Job, slot: Slot | None, lease: _Lease) -> dict[str, Any]:
+        request = job.request
+        asked = time.monotonic()
+        speeches = await self.deps.minimax.call(partial(self._synthesize, job), budget=job.budget)
+        upstream_ms = _ms_since(asked)
+        lease.release_soon(self._mark(slot))  # MiniMax is done: the stream slot is free
+        bind(trace_id=speeches[0].trace_id)
+        timings = await self._timings(job, speeches) if request.timestamps else None
+        audio = _joined([s.audio for s in speeches], request.format)
+        duration = sum(s.duration_ms for s in speeches)
+        delivery = await self._deliver(job, audio)
+        billed = sum(s.billed_characters or 0 for s in speeches)
+        view = await self._settle(
+            job, duration, speeches[0].trace_id, billed, upstream_ms=upstream_ms
+        )
         sample_rate = speeches[0].sample_rate or request.sample_rate
-        billed = sum(s.billed_characters or 0 for s in speeches) or None
-        self._remember(job, slot, audio, duration, sample_rate, billed, timings)
+        self._remember(job, slot, audio, duration, sample_rate, billed or None, timings)
         metadata = self._metadata(job, duration, sample_rate, view)
         return {**delivery, **metadata, **_timestamps(request, timings)}
 
@@ -273,65 +287,68 @@ class Pipeline:
         self, job_id: str, request: SpeechRequest
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Audio chunks as MiniMax streams them (parts in order), or from the cache,
-        then the metadata."""
+        then the metadata, once the lease is given back."""
         job = await self._prepare(job_id, request)
         slot = self._cache_slot(job)
-        hit = await self._cached(job, slot)
-        made = self._stream_from_cache(job, hit) if hit else self._stream_made(job, slot)
-        async with aclosing(made) as items:  # a caller's cancel reaches the inner one
-            async for item in items:
-                yield item
+        end: dict[str, Any] | None = None
+        async with self._metered(job, slot) as lease:
+            hit = await self._cached(job, slot, lease)
+            made = self._stream_from_cache(job, hit) if hit else self._stream_made(job, slot, lease)
+            async with aclosing(made) as items:  # a caller's cancel reaches the inner one
+                async for item in items:
+                    if item.get("done"):
+                        end = item  # the last item
+                    else:
+                        yield item
+        assert end is not None
+        yield end
 
     async def _stream_made(
-        self, job: _Job, slot: Slot | None
+        self, job: _Job, slot: Slot | None, lease: _Lease
     ) -> AsyncGenerator[dict[str, Any], None]:
         request = job.request
         sent = bytearray()
         starts: list[int] = []  # where each part's audio begins in ``sent``
         chunks = 0
-        async with self._metered(job):
-            ends: list[StreamEnd] = []
-            self.deps.minimax.check()
-            # MiniMax's time for a stream includes handing its chunks on to RunPod.
-            asked = time.monotonic()
-            try:
-                for index, params in enumerate(job.parts):
-                    await self._part_slot(job, index)
-                    starts.append(len(sent))
-                    gate = partial(self._upstream_slot, job.id, len(params.text))
-                    async for item in self.minimax.stream(
-                        params, request_id=f"{job.id}:{index}", retry_gate=gate
-                    ):
-                        if isinstance(item, StreamEnd):
-                            if not ends:  # the first part's trace names the job, as in speech()
-                                bind(trace_id=item.trace_id)
-                            ends.append(item)
-                            continue
-                        for piece in _pieces(item, self.settings.stream_chunk_bytes):
-                            sent += piece
-                            yield _chunk(chunks, request.format, piece)
-                            chunks += 1
-            except (asyncio.CancelledError, GeneratorExit):
-                await self._charge_delivered(job, bytes(sent))
-                raise
-            except OdeaError as exc:
-                self.deps.minimax.observe(exc)
-                exc.details.update(delivered_chunks=chunks, charged_seconds=0)
-                raise
-            self.deps.minimax.observe(None)
-            timings = await self._stream_timings(job, ends) if request.timestamps else None
-            duration = sum(e.duration_ms for e in ends)
-            view = await self._settle(
-                job,
-                duration,
-                ends[0].trace_id,
-                sum(e.billed_characters or 0 for e in ends),
-                upstream_ms=_ms_since(asked),
-            )
+        ends: list[StreamEnd] = []
+        self.deps.minimax.check()
+        # MiniMax's time for a stream includes handing its chunks on to RunPod.
+        asked = time.monotonic()
+        try:
+            for index, params in enumerate(job.parts):
+                await self._part_slot(job, index)
+                starts.append(len(sent))
+                gate = partial(self._upstream_slot, job.id, len(params.text))
+                async for item in self.minimax.stream(
+                    params, request_id=f"{job.id}:{index}", retry_gate=gate
+                ):
+                    if isinstance(item, StreamEnd):
+                        if not ends:  # the first part's trace names the job, as in speech()
+                            bind(trace_id=item.trace_id)
+                        ends.append(item)
+                        continue
+                    for piece in _pieces(item, self.settings.stream_chunk_bytes):
+                        sent += piece
+                        yield _chunk(chunks, request.format, piece)
+                        chunks += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._charge_delivered(job, bytes(sent))
+            raise
+        except OdeaError as exc:
+            self.deps.minimax.observe(exc)
+            exc.details.update(delivered_chunks=chunks, charged_seconds=0)
+            raise
+        self.deps.minimax.observe(None)
+        lease.release_soon(self._mark(slot))  # MiniMax is done, as in speech()
+        timings = await self._stream_timings(job, ends) if request.timestamps else None
+        duration = sum(e.duration_ms for e in ends)
+        billed = sum(e.billed_characters or 0 for e in ends)
+        view = await self._settle(
+            job, duration, ends[0].trace_id, billed, upstream_ms=_ms_since(asked)
+        )
         sample_rate = ends[0].sample_rate or request.sample_rate
-        billed = sum(e.billed_characters or 0 for e in ends) or None
         parts = [bytes(sent[a:b]) for a, b in zip(starts, [*starts[1:], len(sent)], strict=True)]
-        self._remember_parts(job, slot, parts, duration, sample_rate, billed, timings)
+        self._remember_parts(job, slot, parts, duration, sample_rate, billed or None, timings)
         yield {
             "done": True,
             "chunks": chunks,
@@ -544,16 +561,18 @@ class Pipeline:
             )
 
     @asynccontextmanager
-    async def _metered(self, job: _Job, *, upstream: bool = True) -> AsyncIterator[_Lease]:
+    async def _metered(self, job: _Job, slot: Slot | None) -> AsyncIterator[_Lease]:
         """Admission, then the body; gives back the reservation and the lease on any exit.
-        ``upstream`` False (a cache hit): no slot of the fleet's MiniMax guard taken.
+        The admission looks for the slot's cache marker (unless the job asked for no
+        cache): found, it takes no slot of the fleet's MiniMax guard and the lease says
+        ``cached`` (``_cached`` reads the store); not found, the job is a miss at once.
 
         The body may give the lease back early (``_Lease.release_soon``) once MiniMax
         is done with the job: the release's round trip then runs beside the settle."""
         caller = job.reservation.caller
+        marker = self._marker(slot) if slot is not None and job.request.cache else None
         try:
-            chars = len(job.parts[0].text) if upstream else None
-            decision = await self._admit(job, caller, chars)
+            decision = await self._admit(job, caller, len(job.parts[0].text), marker)
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
             await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id, void=True)
@@ -563,7 +582,7 @@ class Pipeline:
             error = _refusal(decision, caller)
             await self._release(job.reservation, REFUSED, error, job.started)
             raise error
-        lease = _Lease(self.limiter, caller.user_id, job.lease_id)
+        lease = _Lease(self.limiter, caller.user_id, job.lease_id, cached=decision.cached)
         try:
             yield lease
         except BaseException as exc:
@@ -755,28 +774,41 @@ class Pipeline:
         user_id = reservation.caller.user_id
         return Slot.of(key, job.voice.minimax_voice_id, user_id=user_id, shared=shared)
 
-    async def _cached(self, job: _Job, slot: Slot | None) -> Hit | None:
-        """A checked hit, or None. A cache that fails, stalls past its short deadline
-        or holds nonsense is a miss, never the job's failure."""
-        if slot is None or self.cache is None or not job.request.cache:
+    def _marker(self, slot: Slot) -> str:
+        return marker_key(self.settings.redis_prefix, slot.path)
+
+    def _mark(self, slot: Slot | None) -> Mark | None:
+        """The marker to set with the lease's release when the job's audio will be
+        written to the cache (a miss, or ``cache: false``'s refresh). Optimistic: a
+        write that is then lost leaves a stale marker, which costs the next job one
+        store read (a miss) and the MiniMax guard's slot taken after it."""
+        if slot is None or self.cache is None or self._writes is None:
+            return None
+        return self._marker(slot), self.cache.ttl_seconds * 1000
+
+    async def _cached(self, job: _Job, slot: Slot | None, lease: _Lease) -> Hit | None:
+        """After admission: a checked hit, or None (synthesise). The store is read only
+        when the admission found the slot's marker; a miss there (an entry never
+        written, purged, expired, corrupt, or a cache that fails or stalls past its
+        short deadline) takes the MiniMax guard's slot the admission did not."""
+        if slot is None or self.cache is None or not lease.cached:
             return None
         request = job.request
         read = partial(self.cache.read, slot, fmt=request.format, sample_rate=request.sample_rate)
         try:
-            return await self.deps.cache.call(read, budget=job.budget)
+            hit: Hit | None = await self.deps.cache.call(read, budget=job.budget)
         except Exception as exc:
             log.warning("job %s: audio cache not read (%s): a miss", job.id, type(exc).__name__)
-            return None
-        except BaseException as exc:  # cancelled before admission: give the seconds back
-            await self._release(job.reservation, FAILED, exc, job.started)
-            raise
+            hit = None
+        if hit is None:
+            await self._upstream_slot(job.id, len(job.parts[0].text))
+        return hit
 
     async def _speech_from_cache(self, job: _Job, hit: Hit) -> dict[str, Any]:
         """A hit: admitted, leased and charged as any job (at ``ODEATTS_CACHE_CHARGE``
         of its seconds); nothing asked of MiniMax."""
-        async with self._metered(job, upstream=False):
-            delivery = await self._deliver(job, hit.audio)
-            view = await self._settle_hit(job, hit)
+        delivery = await self._deliver(job, hit.audio)
+        view = await self._settle_hit(job, hit)
         metadata = self._metadata(job, hit.duration_ms, hit.sample_rate, view)
         return {**delivery, **metadata, **_timestamps(job.request, hit.timestamps), "cached": True}
 
@@ -784,16 +816,15 @@ class Pipeline:
         """A hit streamed as chunks, then the metadata, as a stream from MiniMax is."""
         request = job.request
         chunks = sent = 0
-        async with self._metered(job, upstream=False):
-            try:
-                for piece in _pieces(hit.audio, self.settings.stream_chunk_bytes):
-                    sent += len(piece)  # handed over once yielded: a close comes after
-                    yield _chunk(chunks, request.format, piece)
-                    chunks += 1
-            except (asyncio.CancelledError, GeneratorExit):
-                await self._charge_delivered(job, hit.audio[:sent], hit)
-                raise
-            view = await self._settle_hit(job, hit)
+        try:
+            for piece in _pieces(hit.audio, self.settings.stream_chunk_bytes):
+                sent += len(piece)  # handed over once yielded: a close comes after
+                yield _chunk(chunks, request.format, piece)
+                chunks += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._charge_delivered(job, hit.audio[:sent], hit)
+            raise
+        view = await self._settle_hit(job, hit)
         yield {
             "done": True,
             "chunks": chunks,
@@ -848,7 +879,9 @@ class Pipeline:
             await self._writes.wait()
 
     # --------------------------------------------------------------- admission
-    async def _admit(self, job: _Job, caller: metering.Caller, chars: int | None) -> Decision:
+    async def _admit(
+        self, job: _Job, caller: metering.Caller, chars: int, marker: str | None
+    ) -> Decision:
         """Admission; waits briefly while only our MiniMax account's limit is in the way."""
         waited = 0.0
         while True:
@@ -860,6 +893,7 @@ class Pipeline:
                     rpm=caller.allowance.rpm.value,
                     streams=caller.allowance.concurrent_streams.value,
                     chars=chars,
+                    marker=marker,
                 ),
                 budget=job.budget,
             )

@@ -2,7 +2,8 @@
 ``"cached": true`` and costs MiniMax nothing; ``cache: false`` synthesises afresh; one
 user's audio is never another's unless an operator shares it; a hit is charged the
 operator's fraction and recorded as cached on both backends; a stream is served from
-the cache as chunks; a stalled cache is a miss within its deadline."""
+the cache as chunks; a stalled cache is a miss within its deadline; a new text reads
+no store (the Redis marker), and a marker whose entry went costs one read."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from typing import Any
 
 import boto3
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from minimax_emulator import Emulator
 from odeatts.audio import delivered_ms
+from odeatts.audio_cache import marker_key
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
 from tests.conftest import S3_BUCKET, UserFactory, backend_independent
+from tests.support.cache import count_reads
 from tests.support.cli import Invoke, cli_env
 from tests.support.proxy import TcpProxy
 
@@ -90,6 +94,86 @@ async def test_a_hit_takes_no_slot_of_the_minimax_guard(
     assert "upstream_busy" in other["error"]  # RunPod's error: our JSON as a string
 
 
+real_redis = pytest.mark.parametrize("backend", ["real"], indirect=True)
+
+
+@pytest.fixture
+async def marked(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Worker, Redis, list[str]]]:
+    """A worker with the cache on Redis's limiter, the Redis it marks, its store reads."""
+    worker = Worker(make_settings(ODEATTS_CACHE=True))
+    assert worker.settings.plain_redis_url is not None
+    redis = Redis.from_url(worker.settings.plain_redis_url)
+    yield worker, redis, count_reads(worker.pipeline().cache, monkeypatch)
+    await redis.aclose()
+    await worker.aclose()
+
+
+async def the_marker(worker: Worker) -> str:
+    [item] = await worker.pipeline().cache.entries()  # type: ignore[union-attr]
+    return marker_key(worker.settings.redis_prefix, item.path)
+
+
+@real_redis
+async def test_a_new_text_reads_no_store_and_its_release_marks_the_slot(
+    marked: tuple[Worker, Redis, list[str]], make_user: UserFactory, emu: Emulator
+) -> None:
+    """The miss of a new text asks the store nothing (no marker at admission); the
+    marker lives as long as the entry; ``cache: false`` refreshes the entry and marks
+    it again without reading it."""
+    worker, redis, reads = marked
+    _, key = await make_user("pro")
+    assert "cached" not in await speak(worker, key, "new")
+    assert reads == []
+    marker = await the_marker(worker)
+    assert 29 * 86_400_000 < await redis.pttl(marker) <= 30 * 86_400_000
+    assert (await speak(worker, key, "repeat"))["cached"] is True and len(reads) == 1
+    await redis.delete(marker)
+    assert "cached" not in await speak(worker, key, "fresh", cache=False)
+    assert await redis.exists(marker) and len(reads) == 1 and syntheses(emu) == 2
+
+
+@real_redis
+async def test_a_stale_marker_costs_one_read_then_a_guard_slot_and_the_entry_is_rewritten(
+    marked: tuple[Worker, Redis, list[str]], make_user: UserFactory, emu: Emulator
+) -> None:
+    """The entry went (purged, capped, a write that failed) but its marker stayed: the
+    job reads, misses, takes the MiniMax guard's slot the admission did not, and is
+    synthesised; its entry is written again and the next job hits."""
+    worker, redis, reads = marked
+    upstream = f"{worker.settings.redis_prefix}:upstream"  # the guard's slots this minute
+    _, key = await make_user("pro")
+    await speak(worker, key, "written")
+    marker = await the_marker(worker)
+    await worker.pipeline().cache.purge()  # type: ignore[union-attr]
+    assert await redis.exists(marker) and await redis.zcard(upstream) == 1
+    assert "cached" not in await speak(worker, key, "stale")
+    assert (len(reads), syntheses(emu), await redis.zcard(upstream)) == (1, 2, 2)
+    assert (await speak(worker, key, "rewritten"))["cached"] is True
+    assert (len(reads), syntheses(emu), await redis.zcard(upstream)) == (2, 2, 2)
+
+
+@real_redis
+async def test_purge_deletes_the_entries_markers_too(
+    marked: tuple[Worker, Redis, list[str]], make_user: UserFactory, invoke: Invoke
+) -> None:
+    worker, redis, _ = marked
+    user_id, key = await make_user("pro")
+    await speak(worker, key, "to-purge")
+    marker = await the_marker(worker)
+    config = worker.settings
+    assert config.plain_redis_url is not None
+    env = cli_env(config) | {
+        "REDIS_URL": config.plain_redis_url,
+        "ODEATTS_REDIS_PREFIX": config.redis_prefix,
+    }
+    purge = ["cache", "purge", "--user", str(user_id), "--json"]
+    done = await asyncio.to_thread(invoke, *purge, env=env)
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout) == {"removed": 1} and not await redis.exists(marker)
+
+
 @backend_independent
 async def test_cache_false_synthesises_afresh_and_refreshes_the_entry(
     cached: Worker, make_user: UserFactory, emu: Emulator
@@ -143,10 +227,10 @@ async def test_repointing_a_voice_name_never_serves_the_old_voice(
     assert syntheses(emu) == 2
 
 
-@backend_independent
 async def test_a_stream_is_cached_and_served_from_the_cache_as_chunks(
     make_settings: Callable[..., Settings], make_user: UserFactory, emu: Emulator
 ) -> None:
+    """On both backends: on Redis, the stream's release is what marks its slot."""
     streamer = Worker(
         make_settings(
             ODEATTS_CACHE=True,

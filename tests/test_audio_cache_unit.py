@@ -25,6 +25,7 @@ from odeatts.audio_cache import (
     checked_hit,
     decode_entry,
     encode_entry,
+    marker_key,
 )
 from odeatts.errors import ServiceUnavailable
 from odeatts.minimax import SpeechParams
@@ -82,6 +83,9 @@ def test_the_scope_is_the_path_not_the_key() -> None:
     shared = Slot.of(key(BASE), BASE.voice_id, user_id=7, shared=True)
     assert len({mine.path, theirs.path, shared.path}) == 3
     assert mine.path.endswith("/u7/" + mine.key) and shared.path.split("/")[1] == "global"
+    markers = {marker_key("odeatts", slot.path) for slot in (mine, theirs, shared)}
+    assert len(markers) == 3  # the marker is the slot's, scope and all
+    assert all(m.startswith("odeatts:cached:") and len(m) == 15 + 32 for m in markers)
 
 
 def test_a_hit_costs_the_operators_fraction() -> None:
@@ -183,8 +187,8 @@ async def test_purge_by_user_and_by_voice(tmp_path: Path) -> None:
     ]
     for slot in made:
         await cache.write(slot, Entry.made(slot, AUDIO, PLAIN, now=0))
-    assert await cache.purge(user_id=1, voice_id="voice-a") == 1
-    assert await cache.purge(voice_id="voice-b") == 2
+    assert len(await cache.purge(user_id=1, voice_id="voice-a")) == 1
+    assert len(await cache.purge(voice_id="voice-b")) == 2
     assert [i.path for i in await cache.entries()] == [made[1].path]
 
 

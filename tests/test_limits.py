@@ -104,12 +104,61 @@ async def test_a_refusal_records_nothing(make: Make) -> None:
 
 @pytest.mark.parametrize(
     "reply",
-    [[1, b"ok", 5], [1, b"maybe", 5, 0], [1, b"ok", "5", 0], [1.0, b"ok", 5, 0], None, b"OK"],
+    [
+        [1, b"ok", 5, 0],  # the reply before the cache marker: not this script's
+        [1, b"maybe", 5, 0, 0],
+        [1, b"ok", "5", 0, 0],
+        [1.0, b"ok", 5, 0, 0],
+        [2, b"ok", 5, 0, 0],
+        [1, b"ok", 5, 0, 2],
+        [1, b"ok", 5, 0, True],
+        [1, b"ok", 5, 0, b"1"],
+        [1, b"ok", 5, 0, 0, 0],
+        None,
+        b"OK",
+    ],
 )
 def test_the_admission_scripts_reply_is_checked_at_the_boundary(reply: object) -> None:
     """What Redis answers is a decision only in the script's own shape; anything else is
     a Redis failure (the caller gets 503), never a decision made up from it."""
-    assert _decision([1, b"ok", 5, 0]) == _decision([1, "ok", 5, 0]) == Decision(True, "ok", 5, 0)
-    assert _decision([0, b"rate", 0, 1500]) == Decision(False, "rate", 0, 1.5)
+    ok = Decision(True, "ok", 5, 0)
+    assert _decision([1, b"ok", 5, 0, 0]) == _decision([1, "ok", 5, 0, 0]) == ok
+    assert _decision([1, b"ok", 5, 0, 1]) == Decision(True, "ok", 5, 0, cached=True)
+    assert _decision([0, b"rate", 0, 1500, 0]) == Decision(False, "rate", 0, 1.5)
     with pytest.raises(RedisError):
         _decision(reply)
+
+
+async def test_a_marked_job_takes_no_upstream_slot_and_is_told_to_look(make: Make) -> None:
+    """Redis: a marker that is there means "read the cache first", so the admission takes
+    no slot of the MiniMax guard; one that is not there is a plain miss. In process every
+    marker counts as there (the local directory is cheap to look in)."""
+    limiter = make(rpm=1)
+    marker = f"odeatts-test-{uuid.uuid4().hex[:8]}:cached:abc"
+    in_process = isinstance(limiter, InProcessLimiter)
+    unmarked = await admit(limiter, "a", marker=marker)
+    assert (unmarked.allowed, unmarked.cached) == (True, in_process)
+    if not in_process:  # the miss took the minute's one upstream slot; its release marks
+        assert not (await admit(limiter, "b")).allowed
+        await limiter.release(user_id=1, lease_id="a", mark=(marker, 60_000))
+    marked = await admit(limiter, "c", marker=marker)
+    assert (marked.allowed, marked.cached) == (True, True)
+    assert (await limiter.acquire_upstream(lease_id="c", chars=10)).allowed is in_process
+    plain = await admit(limiter, "d")  # no marker given: an upstream slot, as before
+    assert not plain.cached
+
+
+async def test_the_release_sets_the_mark_for_the_caches_ttl() -> None:
+    redis = Redis.from_url(require("redis"))
+    prefix = f"odeatts-test-{uuid.uuid4().hex[:8]}"
+    limiter = RedisLimiter(
+        redis, lease_ttl_seconds=60, upstream=UpstreamBudget(rpm=0, tpm=0), prefix=prefix
+    )
+    try:
+        assert (await admit(limiter, "a", streams=1)).allowed
+        await limiter.release(user_id=1, lease_id="a", mark=(f"{prefix}:cached:x", 5_000))
+        assert 0 < await redis.pttl(f"{prefix}:cached:x") <= 5_000
+        assert (await admit(limiter, "b", streams=1)).allowed  # the lease was given back
+    finally:
+        await redis.delete(f"{prefix}:cached:x")
+        await limiter.aclose()

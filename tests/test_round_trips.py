@@ -28,6 +28,7 @@ from minimax_emulator import Emulator
 from odeatts.config import Settings
 from odeatts.worker import Worker
 from tests.conftest import UserFactory
+from tests.support.cache import count_reads
 from tests.support.cli import Invoke
 from tests.support.proxy import TcpProxy
 
@@ -150,14 +151,17 @@ async def test_saved_pronunciations_cost_no_round_trip(
     assert set(emu.stats()["tones"][-1]) == {"trips/--user"}  # the user's wins
 
 
-async def test_a_cache_hit_is_two_and_two_too(
+async def test_a_cache_miss_and_a_hit_are_two_and_two_too(
     make_settings: Callable[..., Settings],
     pg_proxy: TcpProxy,
     redis_proxy: TcpProxy,
     make_user: UserFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The audio cache is no round trip of Postgres or Redis: a hit reserves, is
-    admitted, settles (odeatts_settle3 records ``cached``) and gives its lease back."""
+    """The audio cache is no round trip of Postgres or Redis. A miss (a new text) reads
+    nothing from the store either: the admission found no marker of its slot, and the
+    release sets one. A hit reserves, is admitted (the marker found), reads the store
+    once, settles (odeatts_settle3 records ``cached``) and gives its lease back."""
     settings = make_settings(
         DATABASE_URL=pg_proxy.url, REDIS_URL=redis_proxy.url, ODEATTS_CACHE=True
     )
@@ -165,11 +169,14 @@ async def test_a_cache_hit_is_two_and_two_too(
     wire = Wire(worker, pg_proxy, redis_proxy)
     try:
         _, key = await make_user("pro")
-        await wire.job(key)  # the miss, whose entry is written after it answers
+        reads = count_reads(worker.pipeline().cache, monkeypatch)
+        for n in range(2):  # new texts; the first warms up
+            miss, pg, redis = await wire.job(key, text=f"Count my trips, {n}.")
         await worker.pipeline().cache_writes()
+        assert "cached" not in miss and (pg, redis) == (2, 2) and reads == []
         for _ in range(2):  # the first hit also prepares the settle
-            out, pg, redis = await wire.job(key)
+            out, pg, redis = await wire.job(key, text="Count my trips, 0.")
     finally:
         await worker.aclose()
     assert out.get("cached") is True, out
-    assert (pg, redis) == (2, 2)
+    assert (pg, redis) == (2, 2) and len(reads) == 2

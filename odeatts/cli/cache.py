@@ -2,7 +2,8 @@
 
     cache stats     [--json]                   entries and bytes stored; this month's
                                                hits, misses and MiniMax cost saved
-    cache purge     [--user U] [--voice V]     delete entries (all without options)
+    cache purge     [--user U] [--voice V]     delete entries (all without options),
+                                               and their markers in Redis
     cache share     --user U [--off]           share a user's cached audio with every
                                                user marked so (or stop)
     cache lifecycle                            create the bucket's expiry rule
@@ -18,10 +19,23 @@ import datetime as dt
 from typing import Any
 
 import typer
+from redis.exceptions import RedisError
 
 from odeatts import accounts, catalogue, stats
-from odeatts.audio_cache import AudioCache, S3Store, build_cache
-from odeatts.cli.common import JSON, OneLineErrors, emit, fail, prices, run, settings, table
+from odeatts.audio_cache import AudioCache, S3Store, build_cache, marker_key
+from odeatts.cli.common import (
+    JSON,
+    OneLineErrors,
+    emit,
+    err,
+    fail,
+    prices,
+    redis_client,
+    run,
+    settings,
+    table,
+)
+from odeatts.config import Settings
 from odeatts.db import Sessions
 from odeatts.models import utcnow
 
@@ -67,7 +81,9 @@ def stats_(as_json: bool = JSON) -> None:
 
 @app.command("purge")
 def purge(user: str | None = USER, voice: str | None = VOICE, as_json: bool = JSON) -> None:
-    """Delete entries: of one user's own scope, of one voice, of both, or all."""
+    """Delete entries: of one user's own scope, of one voice, of both, or all; and
+    their markers in Redis (a marker left costs a job one read of the store)."""
+    config = settings()
     cache = _cache()
 
     async def remove(sessions: Sessions) -> int:
@@ -77,7 +93,9 @@ def purge(user: str | None = USER, voice: str | None = VOICE, as_json: bool = JS
                 user_id = (await accounts.find_user(session, user)).id
             if voice is not None:
                 voice_id = (await catalogue.find_voice(session, voice)).minimax_voice_id
-        return await cache.purge(user_id=user_id, voice_id=voice_id)
+        paths = await cache.purge(user_id=user_id, voice_id=voice_id)
+        await _forget_markers(config, paths)
+        return len(paths)
 
     removed = run(remove)
     emit(
@@ -85,6 +103,26 @@ def purge(user: str | None = USER, voice: str | None = VOICE, as_json: bool = JS
         as_json,
         f"{removed} cache entr{'y' if removed == 1 else 'ies'} removed",
     )
+
+
+async def _forget_markers(config: Settings, paths: list[str]) -> None:
+    """Delete the purged entries' markers; best effort: the entries are gone already,
+    and a marker left only sends a job to the store once (a miss) before MiniMax."""
+    redis = redis_client(config)
+    if redis is None or not paths:
+        return
+    keys = [marker_key(config.redis_prefix, path) for path in paths]
+    try:
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start : start + 1000])
+    except RedisError as exc:
+        err.print(
+            f"warning: markers not deleted ({type(exc).__name__}); each costs one store read",
+            markup=False,
+            highlight=False,
+        )
+    finally:
+        await redis.aclose()
 
 
 @app.command("share")

@@ -29,6 +29,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
@@ -65,6 +66,7 @@ __all__ = [
     "piped",
     "prices",
     "print_whole",
+    "redis_client",
     "run",
     "say",
     "seconds",
@@ -126,6 +128,14 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()))
+
+
+def redis_client(config: Settings) -> Redis | None:
+    """The deployment's Redis for one command (close it); None: the embedded default,
+    which has none."""
+    if not config.plain_redis_url:
+        return None
+    return Redis.from_url(config.plain_redis_url, socket_timeout=10, socket_connect_timeout=10)
 
 
 # --- options whose values are a fixed choice ------------------------------------------------

@@ -16,7 +16,6 @@ import datetime as dt
 import getpass
 
 import typer
-from redis.asyncio import Redis
 from rich import box
 from rich.markup import escape
 from rich.table import Table
@@ -29,6 +28,7 @@ from odeatts.cli.common import (
     emit,
     fail,
     print_whole,
+    redis_client,
     run,
     say,
     seconds,
@@ -186,9 +186,9 @@ def reset_due(as_json: bool = JSON) -> None:
     stale = dt.timedelta(seconds=config.lease_ttl_seconds)
 
     async def reset(sessions: Sessions) -> billing.ResetSummary:
-        if not config.plain_redis_url:  # the embedded default keeps no outbox here
+        redis = redis_client(config)
+        if redis is None:  # the embedded default keeps no outbox here
             return await billing.reset_due(sessions, stale_after=stale)
-        redis = Redis.from_url(config.plain_redis_url, socket_timeout=10, socket_connect_timeout=10)
         try:
             outbox = RedisOutbox(redis, prefix=config.redis_prefix)
             return await billing.reset_due(sessions, stale_after=stale, outbox=outbox)
