@@ -801,7 +801,11 @@ class Pipeline:
             log.warning("job %s: audio cache not read (%s): a miss", job.id, type(exc).__name__)
             hit = None
         if hit is None:
-            await self._upstream_slot(job.id, len(job.parts[0].text))
+            try:
+                await self._upstream_slot(job.id, len(job.parts[0].text))
+            except UpstreamBusy as busy:  # refused as at admission: nothing was made
+                await self._release(job.reservation, REFUSED, busy, job.started)
+                raise
         return hit
 
     async def _speech_from_cache(self, job: _Job, hit: Hit) -> dict[str, Any]:
