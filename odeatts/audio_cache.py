@@ -302,7 +302,9 @@ class LocalStore:
         else:
             self._bytes += len(data)
         if self._bytes > self.max_bytes:
-            self._bytes = self.cap(self.max_bytes)
+            # Down to 90%: a cap of exactly max_bytes would walk the whole directory
+            # again at the very next write, and at every write after it.
+            self._bytes = self.cap(self.max_bytes * 9 // 10)
 
     def cap(self, max_bytes: int) -> int:
         """Delete the oldest entries until at most ``max_bytes`` are kept; the size kept."""

@@ -350,6 +350,8 @@ def worker_side(args: argparse.Namespace) -> dict[str, Any]:
             MINIMAX_RPM_LIMIT=0,
             MINIMAX_TPM_LIMIT=0,
             ODEATTS_LOG_FORMAT="json",  # production's
+            # The audio cache's local directory (no bucket) starts empty each run.
+            ODEATTS_DATA_DIR=tempfile.mkdtemp(prefix="bench-overhead-"),
         )
 
     handler.configure_logging(settings(args.db, REDIS_URL))  # stderr: a file, read on failure
