@@ -372,8 +372,8 @@ def openai_shape(raw: dict[str, Any], default_model: str) -> dict[str, Any]:
 def _openai_model(model: Any, default_model: str) -> Any:
     """tts-1: the turbo sibling of our default model; tts-1-hd: its hd sibling."""
     tiers = {"tts-1": "turbo", "tts-1-hd": "hd"}
-    if model not in tiers:
-        return model  # one of ours, validated as any model is
+    if not isinstance(model, str) or model not in tiers:
+        return model  # one of ours (or not a name), validated as any model is
     return f"{default_model.rsplit('-', 1)[0]}-{tiers[model]}"
 
 

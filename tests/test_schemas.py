@@ -439,6 +439,8 @@ def test_openai_s_pcm_is_24_khz_and_its_default_format_is_mp3() -> None:
         ({"input": 5}, "input"),
         ({"speed": 4.0}, "speed"),  # OpenAI allows 4; MiniMax 2
         ({"model": "gpt-4o-mini-tts"}, "model"),
+        ({"model": ["tts-1"]}, "model"),  # not a name at all: refused, not a TypeError
+        ({"model": {"name": "tts-1"}}, "model"),
     ],
 )
 def test_openai_s_shape_mixed_with_ours_or_out_of_range_is_refused(
