@@ -340,7 +340,7 @@ class Pipeline:
             raise
         self.deps.minimax.observe(None)
         lease.release_soon(self._mark(slot))  # MiniMax is done, as in speech()
-        timings = await self._stream_timings(job, ends) if request.timestamps else None
+        timings = await self._stream_timings(job, ends, sent) if request.timestamps else None
         duration = sum(e.duration_ms for e in ends)
         billed = sum(e.billed_characters or 0 for e in ends)
         view = await self._settle(
@@ -528,16 +528,20 @@ class Pipeline:
         return offset_timings(parts, [end.measured_ms for end in ends])
 
     async def _stream_timings(
-        self, job: _Job, ends: Sequence[StreamEnd]
+        self, job: _Job, ends: Sequence[StreamEnd], sent: bytearray
     ) -> list[dict[str, Any]] | None:
-        """A stream's timings, if MiniMax gave them: its audio is already delivered, so
-        a missing or broken file costs the caller the timings, not the audio's charge
-        (a failure here must not make streamed audio free)."""
+        """A stream's timings, if MiniMax gave them: its audio (``sent``) is already
+        delivered, so a missing or broken file costs the caller the timings, not the
+        audio's charge, and a cancel while they are fetched is charged that audio (a
+        failure here must not make streamed audio free)."""
         try:
             return await self._timings(job, ends)
         except OdeaError as exc:
             log.warning("job %s: no timings for the stream (%s)", job.id, exc.code)
             return None
+        except asyncio.CancelledError:
+            await self._charge_delivered(job, bytes(sent))
+            raise
 
     def _check_delivery(self, request: SpeechRequest, estimate: int) -> None:
         """Refuse up front what could never be delivered, before anything is charged."""

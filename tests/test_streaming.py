@@ -4,6 +4,7 @@ stops is charged for what it delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -133,6 +134,39 @@ async def test_a_stream_stopped_by_the_caller_is_charged_what_it_delivered(
     # What was delivered, to the frame: no more than the bytes sent hold.
     assert used <= MP3(io.BytesIO(audio)).info.length * 1000 + 1
     assert used < row.estimated_ms
+
+
+async def test_a_stream_cancelled_while_its_timings_are_fetched_is_charged_its_audio(
+    streamer: Worker, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every chunk is out; the caller cancels while the subtitle file is fetched: the
+    audio it holds is charged, as any cancelled stream's is, never given away."""
+    _, key = await make_user()
+    fetching = asyncio.Event()
+
+    async def stalled(url: str, *, request_id: str) -> list[Any]:
+        fetching.set()
+        await asyncio.Event().wait()  # a slow CDN
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(streamer.pipeline().subtitles, "fetch", stalled)
+    job = {"api_key": key, "text": TEXT, "voice": "british-female", "stream": True}
+    chunks: list[dict[str, Any]] = []
+
+    async def consume() -> None:  # RunPod iterates a job's generator in one task
+        async for item in streamer.handler({"id": "s-ts", "input": {**job, "timestamps": True}}):
+            chunks.append(item)
+
+    consumer = asyncio.create_task(consume())
+    await fetching.wait()  # every chunk handed over, the final item pending
+    consumer.cancel()  # RunPod's /cancel
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    audio = b"".join(base64.b64decode(c["audio_base64"]) for c in chunks)
+    used, row = await charged(streamer)
+    assert (row.status, row.error_code) == ("succeeded", "cancelled")
+    assert used == row.duration_ms
+    assert 0 < used <= MP3(io.BytesIO(audio)).info.length * 1000 + 1
 
 
 @backend_independent
