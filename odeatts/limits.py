@@ -247,6 +247,12 @@ class Limiter(Protocol):
         threshold also throttles the subject in this process (``auth_throttled``)."""
         ...
 
+    def auth_failed_here(self, subject: str) -> None:
+        """Count one failed authentication in this process only: ``auth_failed`` could
+        not be asked (Redis away, or its breaker open). Reaching the threshold throttles
+        the subject here, as ``auth_failed`` does."""
+        ...
+
     def auth_throttled(self, subject: str) -> float | None:
         """Seconds ``subject`` stays throttled, as this process knows without asking
         anyone (no round trip): checked before a key costs the database anything."""
@@ -406,8 +412,6 @@ class RedisLimiter:
             await self._redis.script_load(script)
 
     async def auth_failed(self, subject: str) -> float | None:
-        # Counted here first: if Redis is away, this worker's own count still throttles.
-        self._auth.failed(subject)
         limit = self._auth.limit
         args: list[int | str] = [limit, WINDOW_MS, secrets.token_hex(4)]
         try:
@@ -418,6 +422,9 @@ class RedisLimiter:
         if retry_ms > 0:  # at or over the threshold, across the fleet
             self._auth.block(subject, retry_ms / 1000)
         return retry_ms / 1000 if count > limit else None
+
+    def auth_failed_here(self, subject: str) -> None:
+        self._auth.failed(subject)
 
     def auth_throttled(self, subject: str) -> float | None:
         return self._auth.throttled(subject)
@@ -589,6 +596,9 @@ class InProcessLimiter:
 
     async def auth_failed(self, subject: str) -> float | None:
         return self._auth.failed(subject)
+
+    def auth_failed_here(self, subject: str) -> None:
+        self._auth.failed(subject)
 
     def auth_throttled(self, subject: str) -> float | None:
         return self._auth.throttled(subject)

@@ -468,8 +468,10 @@ class Pipeline:
         try:
             return await self.deps.redis.call(count)
         except ServiceUnavailable:
-            # Fail open: the key is wrong and the answer says so. The worker's own count,
-            # kept before Redis was asked, still throttles the next attempts here.
+            # Fail open: the key is wrong and the answer says so. Redis did not count it
+            # (away, or its breaker refused the call): the worker's own count does, and
+            # throttles the next attempts here.
+            self.limiter.auth_failed_here(credential.subject)
             return None
 
     def _texts(self, request: SpeechRequest) -> tuple[list[str], str]:

@@ -231,6 +231,31 @@ async def test_with_redis_away_a_wrong_key_is_still_unauthorized_then_throttled_
         await worker.aclose()
 
 
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+async def test_with_redis_s_breaker_open_failures_are_still_counted_here(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Redis down long enough for its breaker to open before the threshold (the
+    defaults: 5 against 10): the calls refused by the breaker count here too."""
+    worker = Worker(
+        make_settings(
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+            ODEATTS_AUTH_FAILURES_PER_MINUTE=LIMIT,
+            ODEATTS_BREAKER_THRESHOLD=1,
+            ODEATTS_BREAKER_COOLDOWN_SECONDS=300,
+        )
+    )
+    try:
+        jobs = [
+            {"id": f"b-{n}", "input": {"api_key": guess(n), "action": "usage"}}
+            for n in range(LIMIT + 1)
+        ]
+        codes = [json.loads((await worker.handle(job))["error"])["code"] for job in jobs]
+        assert codes == ["unauthorized"] * LIMIT + ["rate_limited"]
+    finally:
+        await worker.aclose()
+
+
 def test_the_threshold_is_a_setting_with_a_sensible_default() -> None:
     assert Settings(ODEATTS_ENV="test").auth_failures_per_minute == 10
     assert Settings(ODEATTS_AUTH_FAILURES_PER_MINUTE="25").auth_failures_per_minute == 25
