@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,12 +97,23 @@ def check_url(url: str, minimax_host: str | None) -> None:
         return
     if parts.scheme != "https":
         raise ValueError(f"scheme {parts.scheme!r} on a host other than MiniMax's")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name
-    if not address.is_global:
+    address = _address(host)
+    if address is not None and not address.is_global:
         raise ValueError("a private, loopback or link-local address")
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a literal host names, or None for a name. The resolver also reads
+    IPv4 in its short and numeric spellings (``127.1``, ``2130706433``, ``0x7f.0.0.1``,
+    octal): inet_aton's rules, so those are addresses too."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def offset_timings(

@@ -68,6 +68,11 @@ def test_https_anywhere_public_or_minimax_s_own_host_may_be_fetched(url: str) ->
         "https://169.254.169.254/latest/meta-data",
         "https://10.0.0.5/s.json",
         "https://[::1]/s.json",
+        # Loopback spelled as the resolver also reads it (inet_aton): still an address.
+        "https://127.1/s.json",
+        "https://2130706433/s.json",
+        "https://0x7f.0.0.1/s.json",
+        "https://0251.0376.0251.0376/latest/meta-data",  # 169.254.169.254 in octal
         "https://user:pw@cdn.example.com/s.json",
         "gopher://api.minimax.io/x",
         "https:///nohost",
