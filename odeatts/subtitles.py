@@ -116,6 +116,14 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _host(url: str) -> str | None:
+    """The URL's host for the log, or None where even that cannot be read."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def offset_timings(
     parts: Sequence[Sequence[Timing]], durations_ms: Sequence[int]
 ) -> list[dict[str, Any]]:
@@ -155,12 +163,12 @@ class SubtitleFetcher:
             check_url(url, self._minimax_host)
             body = await self._get(url)
             return parse_subtitles(body)
-        except (ValueError, httpx.HTTPError) as exc:
+        except (ValueError, httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning(
                 "minimax subtitle file refused: %s (request %s, host %s)",
-                type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc,
+                exc if isinstance(exc, ValueError) else type(exc).__name__,
                 request_id,
-                urlsplit(url).hostname,
+                _host(url),
             )
             raise UpstreamUnavailable() from exc
 

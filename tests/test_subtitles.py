@@ -154,3 +154,17 @@ async def test_a_refused_url_is_never_requested() -> None:
     with pytest.raises(UpstreamUnavailable):
         await fetch(record, "http://10.0.0.5/s.json")
     assert asked == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[::1/s.json",  # urlsplit itself refuses it
+        "https://cdn.example.com/s\x00.json",  # httpx refuses it (InvalidURL)
+        "https://cdn.exa\x7fmple.com/s.json",
+    ],
+)
+async def test_a_url_no_client_can_read_is_minimax_s_failure(url: str) -> None:
+    """Never ``internal``: in a stream that would also leave its delivered audio free."""
+    with pytest.raises(UpstreamUnavailable):
+        await fetch(lambda request: httpx.Response(200, json=FILE), url)
