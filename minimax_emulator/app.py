@@ -17,7 +17,14 @@ from minimax_emulator import cloning, control
 from minimax_emulator.faults import HANDLER_KINDS
 from minimax_emulator.inject import apply_fault
 from minimax_emulator.protocol import LOGIN_FAIL, ApiError, error_body, json_response, new_trace_id
-from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState, Settings
+from minimax_emulator.state import (
+    EPOCH_KEY,
+    FAULT_KEY,
+    STATE_KEY,
+    TRACE_KEY,
+    EmulatorState,
+    Settings,
+)
 from minimax_emulator.t2a import t2a_v2
 
 __all__ = ["ENDPOINT_PATHS", "make_app"]
@@ -77,14 +84,14 @@ async def minimax_front_door(request: web.Request, handler: Handler) -> web.Stre
     if endpoint is None or request.match_info.http_exception is not None:
         return await handler(request)
     state = request.app[STATE_KEY]
-    state.stats.arrived(endpoint)
+    epoch = request[EPOCH_KEY] = state.stats.arrived(endpoint)
     if endpoint != "t2a_v2":
         return await _serve(request, handler, endpoint, state)
-    state.stats.enter()
+    state.stats.enter(epoch)
     try:
         return await _serve(request, handler, endpoint, state)
     finally:
-        state.stats.leave()
+        state.stats.leave(epoch)
 
 
 def make_app(state: EmulatorState) -> web.Application:

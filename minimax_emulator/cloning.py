@@ -21,7 +21,7 @@ from minimax_emulator.formdata import parse_form
 from minimax_emulator.probe import EXTENSIONS, duration_seconds
 from minimax_emulator.protocol import ApiError, base_resp, json_response, message_for, read_json
 from minimax_emulator.speech import synthesize
-from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
+from minimax_emulator.state import EPOCH_KEY, FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
 from minimax_emulator.t2a import CONTENT_TYPES, hosted_url
 from minimax_emulator.textinfo import usage_characters
 from minimax_emulator.validation import MODELS, invalid
@@ -163,7 +163,7 @@ async def voice_clone(request: web.Request) -> web.Response:
             request, state.hosted.put(synthesis.audio, CONTENT_TYPES["mp3"])
         )
         payload["extra_info"] = {"usage_characters": usage_characters(text)}
-        state.stats.billed(usage_characters(text))
+        state.stats.billed(usage_characters(text), request[EPOCH_KEY])
     payload["base_resp"] = base_resp()
     if rule is not None and rule.kind == "clone_lost":
         return await _lost(request, rule, payload)

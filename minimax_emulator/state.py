@@ -105,3 +105,5 @@ STATE_KEY = web.AppKey("minimax_emulator.state", EmulatorState)
 TRACE_KEY = web.RequestKey("minimax_emulator.trace_id", str)
 # A matched rule the t2a handler (or its SSE writer) carries out.
 FAULT_KEY = web.RequestKey("minimax_emulator.fault", FaultRule)
+# The stats epoch the request arrived in (Stats.reset): what it counts, it counts there.
+EPOCH_KEY = web.RequestKey("minimax_emulator.stats_epoch", int)

@@ -27,11 +27,15 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._epoch = 0
         self.reset()
 
     def reset(self) -> None:
-        """Zero everything."""
+        """Zero everything. A request that arrived before counts no more when it ends
+        (each count names the epoch its request arrived in): a test's stats never hold
+        a call an earlier test gave up on and the emulator went on serving."""
         with self._lock:
+            self._epoch += 1
             self._requests: Counter[str] = Counter(dict.fromkeys(ENDPOINT_NAMES, 0))
             self._t2a_times: list[float] = []
             self._in_flight = 0
@@ -40,35 +44,41 @@ class Stats:
             self._audio: list[dict[str, Any]] = []
             self._tones: list[list[str]] = []
 
-    def arrived(self, endpoint: str) -> None:
-        """Count a request (and time-stamp it if it is a t2a_v2 call)."""
+    def arrived(self, endpoint: str) -> int:
+        """Count a request (and time-stamp it if it is a t2a_v2 call); its epoch."""
         with self._lock:
             self._requests[endpoint] += 1
             if endpoint == "t2a_v2":
                 self._t2a_times.append(time.time())
+            return self._epoch
 
-    def enter(self) -> None:
+    def enter(self, epoch: int) -> None:
         """A t2a_v2 request started being served."""
         with self._lock:
-            self._in_flight += 1
-            self._in_flight_max = max(self._in_flight_max, self._in_flight)
+            if epoch == self._epoch:
+                self._in_flight += 1
+                self._in_flight_max = max(self._in_flight_max, self._in_flight)
 
-    def leave(self) -> None:
+    def leave(self, epoch: int) -> None:
         """A t2a_v2 request finished (whatever the outcome)."""
         with self._lock:
-            self._in_flight -= 1
+            if epoch == self._epoch:
+                self._in_flight -= 1
 
-    def billed(self, characters: int) -> None:
+    def billed(self, characters: int, epoch: int) -> None:
         """Add the usage_characters of a successful synthesis."""
         with self._lock:
-            self._characters += characters
+            if epoch == self._epoch:
+                self._characters += characters
 
-    def made(self, audio: bytes, tone: Sequence[str] = ()) -> None:
+    def made(self, audio: bytes, tone: Sequence[str], epoch: int) -> None:
         """Fingerprint the audio of a successful synthesis (before any fault alters it),
         and keep the pronunciation_dict entries it was read with."""
         with self._lock:
-            self._audio.append({"size": len(audio), "sha256": hashlib.sha256(audio).hexdigest()})
-            self._tones.append(list(tone))
+            if epoch == self._epoch:
+                digest = hashlib.sha256(audio).hexdigest()
+                self._audio.append({"size": len(audio), "sha256": digest})
+                self._tones.append(list(tone))
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy, as served by GET /_emulator/stats."""

@@ -26,7 +26,7 @@ from aiohttp import web
 from minimax_emulator.faults import FaultRule
 from minimax_emulator.protocol import ApiError, base_resp, json_response, read_json
 from minimax_emulator.speech import FORMATS, Synthesis, synthesize
-from minimax_emulator.state import FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
+from minimax_emulator.state import EPOCH_KEY, FAULT_KEY, STATE_KEY, TRACE_KEY, EmulatorState
 from minimax_emulator.streaming import Pacing, pieces, stream_events
 from minimax_emulator.subtitles import subtitle_file
 from minimax_emulator.textinfo import apply_tone, invisible_ratio, usage_characters, word_count
@@ -179,8 +179,8 @@ async def t2a_v2(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(pacing.first + pacing.each)
     synthesis = await asyncio.to_thread(_synthesize, req, voice)
     state.voices.mark_used(req.voice_id)
-    state.stats.billed(usage_characters(req.text))
-    state.stats.made(synthesis.audio, req.tone)
+    state.stats.billed(usage_characters(req.text), request[EPOCH_KEY])
+    state.stats.made(synthesis.audio, req.tone, request[EPOCH_KEY])
     info = _lie(_extra_info(req, synthesis, ratio), request.get(FAULT_KEY))
     if req.stream:
         return await _stream(request, state, req, synthesis, info)

@@ -800,6 +800,20 @@ async def test_in_flight_max_and_latency(mm: Emulator) -> None:
     assert mm.stats()["in_flight_max"] == 4
 
 
+async def test_a_call_that_outlives_a_reset_counts_in_no_later_stats(mm: Emulator) -> None:
+    """A test that gives up on a call leaves the emulator serving it; whatever it
+    counts when it ends must not land in the next test's stats."""
+    mm.configure(latency_seconds=0.3)
+    async with httpx.AsyncClient(base_url=mm.url, headers=AUTH, timeout=10) as http:
+        late = asyncio.create_task(http.post("/v1/t2a_v2", json=t2a_body(text="Late.")))
+        while mm.stats()["in_flight"] == 0:
+            await asyncio.sleep(0.01)
+        mm.reset()  # the next test begins
+        assert code_of((await late).json()) == 0
+    stats = mm.stats()
+    assert (stats["audio"], stats["characters"], stats["in_flight"]) == ([], 0, 0)
+
+
 # --- catalogue and probe --------------------------------------------------------------
 
 
