@@ -75,6 +75,9 @@ def _little_endian(pcm: array[int]) -> bytes:
     return swapped.tobytes()
 
 
+_LAME_CHUNK = 8192  # samples per channel handed to the encoder at a time
+
+
 def _mp3(pcm: array[int], sample_rate: int, bitrate: int, channels: int) -> bytes:
     """LAME-encode 22,050 Hz mono pcm at the requested rate, bitrate and channels."""
     encoder = lameenc.Encoder()
@@ -83,8 +86,15 @@ def _mp3(pcm: array[int], sample_rate: int, bitrate: int, channels: int) -> byte
     encoder.set_out_sample_rate(sample_rate)
     encoder.set_channels(channels)
     encoder.set_quality(7)
-    samples = to_stereo(pcm) if channels == 2 else pcm
-    return bytes(encoder.encode(_little_endian(samples)) + encoder.flush())
+    samples = _little_endian(to_stereo(pcm) if channels == 2 else pcm)
+    # lameenc sizes its output buffer from each call's input (1.25 x samples + 7200
+    # bytes): upsampled to 44.1 kHz at 256 kbps, a few seconds of loud speech need more,
+    # and LAME fails. Chunks of 8192 samples stay well inside it.
+    step = _LAME_CHUNK * 2 * channels
+    out = bytearray()
+    for start in range(0, len(samples), step):
+        out += encoder.encode(samples[start : start + step])
+    return bytes(out + encoder.flush())
 
 
 def _wav(raw: bytes, sample_rate: int, channels: int) -> bytes:

@@ -23,7 +23,7 @@ from odeatts import accounts
 from odeatts.config import Settings
 from odeatts.errors import ERROR_CODES
 from odeatts.models import User
-from odeatts.schemas import BITRATES, EMOTIONS, MODELS, SAMPLE_RATES
+from odeatts.schemas import BITRATES, EMOTIONS, MODELS, SAMPLE_RATES, SOUND_EFFECTS, ULAW_FORMATS
 from odeatts.worker import Worker
 from tests.conftest import EMULATOR_KEY, JobRunner, UserFactory
 
@@ -92,12 +92,30 @@ VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "pitch": st.integers(-12, 12),
     "volume": st.floats(0.1, 10),
     "emotion": st.sampled_from(EMOTIONS),
-    "format": st.sampled_from(["mp3", "wav", "pcm"]),
+    "format": st.sampled_from(["mp3", "wav", "pcm", *ULAW_FORMATS]),
     "sample_rate": st.sampled_from(SAMPLE_RATES),
     "bitrate": st.sampled_from(BITRATES),
     "output": st.sampled_from(["auto", "base64"]),
     "model": st.sampled_from(MODELS),
     "language_boost": st.sampled_from(["English", "auto"]),
+    # Issue 12's and 15's options.
+    "timestamps": st.booleans(),
+    "normalize": st.booleans(),
+    "cache": st.booleans(),
+    "effects": st.fixed_dictionaries(
+        {},
+        optional={
+            "pitch": st.integers(-100, 100),
+            "intensity": st.integers(-100, 100),
+            "timbre": st.integers(-100, 100),
+            "sound_effect": st.sampled_from(SOUND_EFFECTS),
+        },
+    ).filter(bool),
+    "pronunciations": st.dictionaries(
+        st.text(st.characters(categories=["L"]), min_size=1, max_size=12),
+        st.text(st.characters(categories=["L", "Pd"]), min_size=1, max_size=20),
+        max_size=3,
+    ),
 }
 WILD_FIELDS = [
     *VALID_FIELDS,
@@ -110,6 +128,8 @@ WILD_FIELDS = [
     "language",
     "gender",
     "unknown",
+    "input",  # OpenAI's shape, mixed with ours or alone
+    "response_format",
 ]
 
 
@@ -140,9 +160,10 @@ def job_inputs(key: str) -> st.SearchStrategy[dict[str, Any]]:
 @pytest.fixture
 def fuzz_worker(make_settings: Callable[..., Settings]) -> Iterator[tuple[Worker, Any]]:
     """Hypothesis drives a synchronous test: the worker gets a loop of its own. Our
-    account's MiniMax limits are off, so the fuzz reaches synthesis, not a queue."""
+    account's MiniMax limits are off, so the fuzz reaches synthesis, not a queue; the audio
+    cache is on, as in production."""
     loop = asyncio.new_event_loop()
-    worker = Worker(make_settings(MINIMAX_RPM_LIMIT=0, MINIMAX_TPM_LIMIT=0))
+    worker = Worker(make_settings(MINIMAX_RPM_LIMIT=0, MINIMAX_TPM_LIMIT=0, ODEATTS_CACHE=True))
     yield worker, loop
     loop.run_until_complete(worker.aclose())
     loop.close()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import wave
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import mutagen.mp3
 import pytest
 from aiohttp import web
 
-from minimax_emulator import Emulator, probe, speech, voices
+from minimax_emulator import Emulator, encode, probe, speech, voices
 from minimax_emulator.background import BackgroundServer
 from odeatts import mp3
 
@@ -132,6 +133,16 @@ def code_of(payload: dict[str, Any]) -> int:
 
 
 # --- synthesis ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_loud_long_audio_encodes_at_the_highest_rate_and_bitrate(channels: int) -> None:
+    """lameenc's output buffer is sized from each call's input: seconds of loud sound
+    upsampled to 44.1 kHz at 256 kbps overflowed it (LAME failed, the emulator said 500
+    where MiniMax makes audio; the fuzz found it)."""
+    noise = array("h", ((i * 7919) % 40001 - 20000 for i in range(encode.SOURCE_RATE * 3)))
+    audio = encode.encode(noise, "mp3", 44100, 256000, channels)
+    assert mp3.duration_ms(audio) == pytest.approx(3000, abs=60)
 
 
 def test_t2a_returns_real_mp3_with_minimax_shape(client: httpx.Client) -> None:
