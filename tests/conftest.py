@@ -92,22 +92,29 @@ def s3_url() -> Iterator[str]:
     moto (Flask and all of AWS's models) and boto3 are imported here, by the tests that
     need them, not by every pytest process at collection (about a second of CPU each).
     """
-    import boto3
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    boto3.client(
+    moto_s3(url).create_bucket(Bucket=S3_BUCKET)
+    yield url
+    server.stop()
+
+
+def moto_s3(url: str) -> Any:
+    """A boto3 S3 client of moto's server at ``url``, to look at what the worker stored
+    (boto3 imported here, by the tests that need it, not at collection)."""
+    import boto3
+
+    return boto3.client(
         "s3",
         endpoint_url=url,
         aws_access_key_id="test",
         aws_secret_access_key="test",
         region_name="us-east-1",
-    ).create_bucket(Bucket=S3_BUCKET)
-    yield url
-    server.stop()
+    )
 
 
 @pytest.fixture(scope="session")

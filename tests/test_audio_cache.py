@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import boto3
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
@@ -24,7 +23,7 @@ from odeatts.audio_cache import marker_key
 from odeatts.config import Settings
 from odeatts.models import Usage, User
 from odeatts.worker import Worker
-from tests.conftest import S3_BUCKET, UserFactory, backend_independent
+from tests.conftest import S3_BUCKET, UserFactory, backend_independent, moto_s3
 from tests.support.cache import count_reads
 from tests.support.cli import Invoke, cli_env
 from tests.support.proxy import TcpProxy
@@ -343,13 +342,7 @@ async def test_operators_see_the_cache_purge_it_share_a_user_and_set_the_bucket_
         "ODEATTS_CACHE_TTL_DAYS": "7",
     }
     env = {**cli_env(settings), **bucket}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    s3 = moto_s3(s3_url)
     theirs = {"ID": "urls", "Filter": {"Prefix": "audio/"}, "Status": "Enabled"}
     s3.put_bucket_lifecycle_configuration(
         Bucket=S3_BUCKET,

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from mutagen.mp3 import MP3
@@ -23,7 +22,7 @@ from odeatts.models import Usage, User
 from odeatts.text import split_text
 from odeatts.worker import Worker
 from tests.conftest import S3_BUCKET as BUCKET
-from tests.conftest import UserFactory, backend_independent
+from tests.conftest import UserFactory, backend_independent, moto_s3
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the riverbank. "
 
@@ -72,13 +71,7 @@ async def test_output_url_uploads_with_content_type_and_presigns(
     assert MP3(io.BytesIO(reply.content)).info.length == pytest.approx(
         out["duration_seconds"], abs=0.1
     )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    s3 = moto_s3(s3_url)
     [obj] = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"audio/{job_id}/")["Contents"]
     assert s3.head_object(Bucket=BUCKET, Key=obj["Key"])["ContentType"] == "audio/mpeg"
 
