@@ -347,8 +347,9 @@ class Pipeline:
             job, duration, ends[0].trace_id, billed, upstream_ms=_ms_since(asked)
         )
         sample_rate = ends[0].sample_rate or request.sample_rate
-        parts = [bytes(sent[a:b]) for a, b in zip(starts, [*starts[1:], len(sent)], strict=True)]
-        self._remember_parts(job, slot, parts, duration, sample_rate, billed or None, timings)
+        self._remember_parts(
+            job, slot, sent, starts, duration, sample_rate, billed or None, timings
+        )
         yield {
             "done": True,
             "chunks": chunks,
@@ -851,14 +852,20 @@ class Pipeline:
         self,
         job: _Job,
         slot: Slot | None,
-        parts: list[bytes],
+        sent: bytearray,
+        starts: list[int],
         duration: int,
         sample_rate: int,
         billed: int | None,
         timings: list[dict[str, Any]] | None,
     ) -> None:
-        """A stream's parts, joined as a reply's are, for the cache."""
-        if slot is None or not all(parts):
+        """A stream's parts (where each begins in ``sent``), joined as a reply's are, for
+        the cache; cut out only when there is a cache to keep them."""
+        if slot is None:
+            return
+        ends = [*starts[1:], len(sent)]
+        parts = [bytes(sent[a:b]) for a, b in zip(starts, ends, strict=True)]
+        if not all(parts):
             return
         try:
             audio = join(parts, job.request.format)
