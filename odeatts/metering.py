@@ -160,9 +160,11 @@ def _caller_query(key_hash: str, *, now: dt.datetime, lock: bool) -> Select[int,
     return stmt.with_for_update(of=User) if lock else stmt
 
 
-async def _load_caller(
+async def _load_caller_and_user(
     session: AsyncSession, key_hash: str, *, now: dt.datetime, lock: bool
-) -> Caller:
+) -> tuple[Caller, User]:
+    """The caller, and their user row as loaded (its default voice and cache scope are
+    read from it, not asked for again)."""
     row = (await session.execute(_caller_query(key_hash, now=now, lock=lock))).first()
     if row is None:
         raise Unauthorized()
@@ -171,19 +173,21 @@ async def _load_caller(
         # The scheduled reset has not reached this user yet: their new month starts
         # with this job, not an hour late (two statements, once a month per user).
         log.info("user %s: ended cycle rolled over by a job", user.id)
-    return Caller(
+    caller = Caller(
         user_id=user.id,
         api_key_id=api_key_id,
         allowance=allowance_of(user, plan),
         used_ms=user.used_ms,
     )
+    return caller, user
 
 
 async def authenticate(sessions: Sessions, *, key_hash: str, now: dt.datetime) -> Caller:
     """Read-only authentication, for actions that reserve nothing."""
     with database_errors():
         async with sessions() as session:
-            return await _load_caller(session, key_hash, now=now, lock=False)
+            caller, _ = await _load_caller_and_user(session, key_hash, now=now, lock=False)
+            return caller
 
 
 async def reserve(
@@ -314,8 +318,10 @@ async def _reserve_in_python(
     """The same in one transaction of three statements (SQLite, and a cycle to roll)."""
     with database_errors():
         async with sessions() as session, session.begin():
-            caller = await _load_caller(session, key_hash, now=now, lock=True)
-            voice = job.voice or await _default_voice(session, caller.user_id)
+            caller, user = await _load_caller_and_user(session, key_hash, now=now, lock=True)
+            voice = job.voice or user.default_voice
+            if voice is None:
+                raise _no_voice()
             reserved = await live_reserved_ms(
                 session,
                 user_id=caller.user_id,
@@ -334,23 +340,7 @@ async def _reserve_in_python(
             else:
                 usage_id, attempt = row_id, 1
             words = await user_pronunciations(session, caller.user_id)
-            shared = await _shares_cache(session, caller.user_id)
-    return caller, view, fits, usage_id, attempt, voice, words, shared
-
-
-async def _default_voice(session: AsyncSession, user_id: int) -> str:
-    """The user's default voice (a job that named none), else InvalidRequest."""
-    voice = (
-        await session.execute(select(User.default_voice).where(User.id == user_id))
-    ).scalar_one()
-    if voice is None:
-        raise _no_voice()
-    return voice
-
-
-async def _shares_cache(session: AsyncSession, user_id: int) -> bool:
-    statement = select(User.cache_global).where(User.id == user_id)
-    return bool((await session.execute(statement)).scalar_one())
+    return caller, view, fits, usage_id, attempt, voice, words, bool(user.cache_global)
 
 
 async def user_pronunciations(session: AsyncSession, user_id: int) -> dict[str, str]:
