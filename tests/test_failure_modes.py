@@ -22,6 +22,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import select
 
+import minimax_emulator.t2a
 from minimax_emulator import Emulator
 from odeatts import metering
 from odeatts.config import Settings
@@ -340,6 +341,35 @@ async def test_a_silent_minimax_is_upstream_unavailable_within_seconds(
         assert code(await speak(faulty, key)) is None
     used, rows = await ledger(worker, user_id)
     assert (rows["unheard"].status, rows["unheard"].duration_ms) == ("failed", None)
+    assert used == sum(r.duration_ms or 0 for r in rows.values())
+
+
+async def test_a_silent_subtitle_host_is_upstream_unavailable_within_seconds(
+    make_faulty: Callable[..., Worker],
+    worker: Worker,
+    make_user: UserFactory,
+    emu: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MiniMax answers, but the host of the subtitle file it names never does: the
+    fetch's own deadline ends the job, which is charged nothing."""
+    user_id, key = await make_user()
+    with TcpProxy(emu.url, 80) as files:  # on MiniMax's host, as MiniMax's files are
+        files.set("silence")
+        monkeypatch.setattr(
+            minimax_emulator.t2a,
+            "hosted_url",
+            lambda _request, token: f"{files.url}/_emulator/files/{token}",
+        )
+        faulty = make_faulty()
+        assert code(await speak(faulty, key)) is None  # builds the pipeline
+        faulty.pipeline().deps.subtitles.timeout = 1.0  # 10 s in production
+        started = time.monotonic()
+        out = await speak(faulty, key, job_id="no-timings", timestamps=True)
+        assert code(out) == "upstream_unavailable"
+        assert time.monotonic() - started < 5
+    used, rows = await ledger(worker, user_id)
+    assert (rows["no-timings"].status, rows["no-timings"].duration_ms) == ("failed", None)
     assert used == sum(r.duration_ms or 0 for r in rows.values())
 
 
