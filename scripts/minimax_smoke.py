@@ -4,7 +4,8 @@ with what MiniMax documents (tests/contract/fixtures).
 
     MINIMAX_API_KEY=... MINIMAX_BASE_URL=https://api.minimax.io python scripts/minimax_smoke.py
 
-Makes one short synthesis, one with a pronunciation_dict, one short stream and one
+Makes one short synthesis, one with a pronunciation_dict, one with text_normalization
+and voice_modify, one of pcmu_wav (G.711 mu-law), one short stream and one
 get_voice through our MiniMaxClient, built from the same settings as the worker
 (odeatts.config.Settings, so MINIMAX_MODEL, MINIMAX_GROUP_ID and MINIMAX_TIMEOUT_SECONDS
 apply too). Retries are
@@ -197,6 +198,26 @@ async def pronounced(client: MiniMaxClient, params: SpeechParams) -> str:
     return f"{len(speech.audio)} bytes, {speech.duration_ms} ms, with {len(words)} entries"
 
 
+async def with_options(client: MiniMaxClient, params: SpeechParams) -> str:
+    """A synthesis with the fixture's text_normalization and voice_modify."""
+    request = load("t2a_v2.voice_options")["request"]
+    effects = tuple(request["voice_modify"].items())
+    normalize = request["voice_setting"]["text_normalization"]
+    speech = await client.synthesize(
+        replace(params, normalize=normalize, voice_modify=effects), request_id="smoke-options"
+    )
+    return f"{len(speech.audio)} bytes, {speech.duration_ms} ms"
+
+
+async def telephony(client: MiniMaxClient, params: SpeechParams) -> str:
+    """G.711 mu-law in a WAV file (pcmu_wav) at the fixture's 8000 Hz."""
+    rate = load("t2a_v2.pcmu")["request"]["audio_setting"]["sample_rate"]
+    speech = await client.synthesize(
+        replace(params, format="ulaw_wav", sample_rate=rate), request_id="smoke-pcmu"
+    )
+    return f"{len(speech.audio)} bytes of {speech.format}, {speech.duration_ms} ms"
+
+
 async def run_calls(
     client: MiniMaxClient, params: SpeechParams, report: Report, recorder: Recorder
 ) -> dict[str, list[Raw]]:
@@ -235,6 +256,8 @@ async def run_calls(
     calls = (
         ("synthesis", synthesize),
         ("pronunciation", partial(pronounced, client, params)),
+        ("options", partial(with_options, client, params)),
+        ("pcmu", partial(telephony, client, params)),
         ("stream", stream),
         ("get_voice", voices),
     )
@@ -374,6 +397,8 @@ def compare(report: Report, raws: dict[str, list[Raw]]) -> None:
     documented = (
         ("synthesis", "t2a_v2.success"),
         ("pronunciation", "t2a_v2.pronunciation"),
+        ("options", "t2a_v2.voice_options"),
+        ("pcmu", "t2a_v2.pcmu"),
         ("get_voice", "get_voice"),
     )
     for name, fixture in documented:

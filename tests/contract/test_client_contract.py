@@ -581,6 +581,25 @@ async def test_the_documented_subtitle_file_becomes_timings() -> None:
     )
 
 
+async def test_normalization_and_effects_are_the_documented_request() -> None:
+    fixture = load("t2a_v2.voice_options")
+    exchange = answering(t2a_v2=reply(fixture["reply"]))
+    effects = (("pitch", -20), ("timbre", 15), ("sound_effects", "lofi_telephone"))
+    params = params_of(fixture["request"], normalize=True, voice_modify=effects)
+    speech = await synthesize(exchange, params)
+    assert exchange.json() == fixture["request"] and undocumented(exchange.json()) == []
+    assert speech.duration_ms == fixture["reply"]["extra_info"]["audio_length"]
+
+
+async def test_telephony_audio_is_the_documented_pcmu_request_and_its_reply_is_read() -> None:
+    fixture = load("t2a_v2.pcmu")
+    exchange = answering(t2a_v2=reply(fixture["reply"]))
+    speech = await synthesize(exchange, params_of(fixture["request"], format="ulaw_wav"))
+    assert exchange.json() == fixture["request"] and undocumented(exchange.json()) == []
+    assert speech.audio == bytes.fromhex(fixture["reply"]["data"]["audio"])
+    assert (speech.duration_ms, speech.sample_rate) == (300, 8000)
+
+
 async def test_normalization_effects_and_telephony_go_where_the_docs_put_them() -> None:
     exchange = answering(t2a_v2=reply(SUCCESS["reply"]))
     params = params_of(

@@ -99,6 +99,18 @@ def test_an_invalid_parameter_is_the_documented_error_reply(http: httpx.Client) 
     assert body["base_resp"]["status_code"] == fixture["reply"]["base_resp"]["status_code"]
 
 
+@pytest.mark.parametrize("name", ["t2a_v2.voice_options", "t2a_v2.pcmu"])
+def test_the_documented_options_are_answered_as_documented(http: httpx.Client, name: str) -> None:
+    fixture = load(name)
+    body = post(http, fixture).json()
+    assert shape_diff(fixture["reply"], body) == []
+    assert integer_problems(body, REPLY_INTEGERS) == []
+    assert body["base_resp"]["status_code"] == 0
+    settings = fixture["request"]["audio_setting"]
+    assert body["extra_info"]["audio_sample_rate"] == settings["sample_rate"]
+    assert body["extra_info"]["audio_format"] == settings["format"]
+
+
 def test_a_pronunciation_dict_is_read_and_its_wrong_shape_refused(http: httpx.Client) -> None:
     fixture = load("t2a_v2.pronunciation")
     body = post(http, fixture).json()
@@ -234,6 +246,8 @@ def test_every_fixture_is_checked_here_or_marked_client_only() -> None:
         "t2a_v2.success",
         "t2a_v2.error",
         "t2a_v2.pronunciation",
+        "t2a_v2.voice_options",
+        "t2a_v2.pcmu",
         "t2a_v2.stream",
         "t2a_v2.stream_aggregated",
         "files_upload",
