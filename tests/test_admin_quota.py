@@ -13,14 +13,16 @@ import json
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, Row, Table, insert, select, update
+from sqlalchemy import Engine, Row, Table, select, update
 from typer.testing import CliRunner, Result
 
 from odeatts.accounts import next_month
 from odeatts.cli import app
-from odeatts.models import ApiKey, BillingCycle, QuotaAdjustment, Usage, User, utcnow
+from odeatts.models import BillingCycle, QuotaAdjustment, User, utcnow
+from odeatts.worker import Worker
 from tests.conftest import JobRunner, UserFactory
 from tests.support.cli import Invoke
+from tests.support.ledger import add_reservation
 from tests.test_admin_cli import UNREACHABLE, assert_operator_error
 
 TEXT = "Good evening, Abuja. The last bus leaves at ten."
@@ -45,37 +47,17 @@ def as_json(result: Result) -> Any:
 # --- quota show ----------------------------------------------------------------------------
 
 
-def add_reservation(
-    engine: Engine, user_id: int, job_id: str, ms: int, reserved_at: dt.datetime
-) -> None:
-    with engine.begin() as conn:
-        key_id = conn.execute(select(ApiKey.id).where(ApiKey.user_id == user_id)).scalar_one()
-        conn.execute(
-            insert(cast(Table, Usage.__table__)).values(
-                job_id=job_id,
-                user_id=user_id,
-                api_key_id=key_id,
-                voice="british-female",
-                model="speech-02-turbo",
-                text_chars=10,
-                estimated_ms=ms,
-                status="reserved",
-                attempts=1,
-                created_at=reserved_at,
-                reserved_at=reserved_at,
-            )
-        )
-
-
 async def test_show_reports_what_a_job_would_see(
-    invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner
+    invoke: Invoke, engine: Engine, make_user: UserFactory, run_job: JobRunner, worker: Worker
 ) -> None:
     user_id, key = await make_user("basic", monthly_seconds_override=1200, credit_ms=30_000)
     done = await run_job(api_key=key, text=TEXT, voice="british-female")
     assert "error" not in done, done
     now = utcnow()
-    add_reservation(engine, user_id, "live", 5_000, now)
-    add_reservation(engine, user_id, "dead", 7_000, now - dt.timedelta(hours=1))  # lapsed
+    sessions = worker.pipeline().sessions
+    await add_reservation(sessions, user_id, "live", 5_000, reserved_at=now)
+    lapsed = now - dt.timedelta(hours=1)
+    await add_reservation(sessions, user_id, "dead", 7_000, reserved_at=lapsed)
 
     data = as_json(
         await asyncio.to_thread(invoke, "quota", "show", "--user", "USER0@EXAMPLE.COM", "--json")
