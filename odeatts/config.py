@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     cache_max_chars: int = Field(
         10_000, ge=0, le=1_000_000, validation_alias="ODEATTS_CACHE_MAX_CHARS"
     )
+    # Which misses are written: "repeat" (default) only a slot asked for before within
+    # the TTL (a Redis marker says so; the embedded limiter remembers its own): a text
+    # said once costs the store nothing; "first" every miss.
+    cache_write: Literal["repeat", "first"] = Field(
+        "repeat", validation_alias="ODEATTS_CACHE_WRITE"
+    )
     # The local directory's cap (the bucket's size is its lifecycle rule's business).
     cache_max_mb: int = Field(1024, ge=1, validation_alias="ODEATTS_CACHE_MAX_MB")
     # A lookup waits at most this long, then the job is a miss; a write, four times it.

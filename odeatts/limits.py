@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -55,6 +55,8 @@ AUTH_FAILURES_PER_MINUTE = 10
 # Subjects one process remembers; past it the least recently failed are forgotten
 # (a guesser varying the prefix must not grow a worker's memory without bound).
 _MAX_SUBJECTS = 10_000
+# Audio cache markers the in-process limiter remembers (~200 bytes each).
+_MAX_MARKERS = 50_000
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,11 @@ WINDOW_MS = 60_000
 #   {prefix}:upstream          ZSET member=<lease>:<µs>:<chars>, score=admission ms (fleet-wide)
 #   {prefix}:authfail:{subject} ZSET member=<µs>:<nonce>, score=failure ms; at most the
 #                              threshold's newest failures (what decides the block)
-#   {prefix}:cached:{digest}   STRING, for the cache TTL: an audio cache entry was (very
-#                              likely) written for this slot (audio_cache.marker_key);
-#                              set with a lease's release, read by the admission
+#   {prefix}:cached:{digest}   STRING, for the cache TTL, set with a lease's release and
+#                              read by the admission (audio_cache.marker_key): "1" an
+#                              audio cache entry was (very likely) written for this slot;
+#                              "0" the slot was asked for, nothing written (SET NX: a
+#                              "0" never overwrites a "1")
 #   {prefix}:void:{lease}      STRING, for one lease TTL: this admission was given up by its
 #                              worker (an error or a timeout); if the script is still queued
 #                              in a stalled Redis, it must not take the lease when it runs
@@ -121,11 +125,17 @@ if redis.call('ZSCORE', lease_key, lease) == false
     and redis.call('ZCARD', lease_key) >= streams then
   return {0, 'concurrency', 0, 1000, 0}
 end
--- KEYS[5], if given: the audio cache's marker. Present: an entry was (very likely)
--- written, so the job will read the cache first and takes no upstream slot now.
-local cached = 0
-if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
-  cached = 1
+-- KEYS[5], if given: the audio cache's marker. "0": the slot was asked for before
+-- (seen, 2), nothing written. Any other value: an entry was (very likely) written (1),
+-- so the job will read the cache first and takes no upstream slot now.
+local cached, mark = 0, 0
+if KEYS[5] then
+  local value = redis.call('GET', KEYS[5])
+  if value == '0' then
+    mark = 2
+  elseif value then
+    cached, mark = 1, 1
+  end
 end
 if cached == 0 then
 """
@@ -139,7 +149,7 @@ if cached == 0 then
 end
 redis.call('PEXPIRE', rpm_key, window)
 redis.call('PEXPIRE', lease_key, ttl)
-return {1, 'ok', rpm - used - 1, 0, cached}
+return {1, 'ok', rpm - used - 1, 0, mark}
 """
 )
 _UPSTREAM = (
@@ -188,8 +198,12 @@ class Decision:
     reason: Reason
     remaining: int  # the user's requests left in the current window after this one
     retry_after: float  # seconds; 0 when allowed
-    # The cache marker given was there: read the cache first; no upstream slot was taken.
+    # The cache marker given said "written": read the cache first; no upstream slot was
+    # taken.
     cached: bool = False
+    # The cache marker given was there at all: the slot was asked for before (within the
+    # cache TTL), so a miss now is a repeat (``ODEATTS_CACHE_WRITE=repeat`` writes it).
+    seen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +214,13 @@ class UpstreamBudget:
     tpm: int = 20_000
 
 
-# An audio cache marker to set with a release: its key and its lifetime in ms.
-Mark = tuple[str, int]
+class Mark(NamedTuple):
+    """An audio cache marker to set with a release: ``written`` (the job's audio is
+    being written to the cache) or only seen (set if absent: never over "written")."""
+
+    key: str
+    ttl_ms: int
+    written: bool
 
 
 class Limiter(Protocol):
@@ -232,8 +251,8 @@ class Limiter(Protocol):
         """Give a lease back (idempotent). ``void``: the admission itself failed or timed
         out, so its script may still run later; make sure it can never take the lease.
         ``mark``: set this audio cache marker in the same round trip (the job's audio
-        is being cached). Never raises: what cannot be done now is retried in the
-        background."""
+        is being cached, or its slot was seen). Never raises: what cannot be done now
+        is retried in the background."""
         ...
 
     async def warm_up(self, connections: int) -> None:
@@ -266,20 +285,20 @@ _REASONS: dict[str, Reason] = {reason: reason for reason in get_args(Reason)}
 
 def _decision(raw: object) -> Decision:
     """The script's reply, checked: ``[allowed 0|1, reason, remaining, retry ms,
-    cached 0|1]``. Anything else is a Redis failure (RedisError), never a decision
-    made up."""
+    marker 0|1|2]`` (marker: 0 none or not asked, 1 written, 2 seen). Anything else is
+    a Redis failure (RedisError), never a decision made up."""
     match raw:
         case [
             0 | 1 as allowed,
             bytes() | str() as reason,
             int() as remaining,
             int() as retry,
-            0 | 1 as cached,
-        ] if type(allowed) is int and type(cached) is int:
+            0 | 1 | 2 as mark,
+        ] if type(allowed) is int and type(mark) is int:
             text = reason.decode() if isinstance(reason, bytes) else reason
             if text in _REASONS:
                 return Decision(
-                    bool(allowed), _REASONS[text], remaining, retry / 1000, bool(cached)
+                    bool(allowed), _REASONS[text], remaining, retry / 1000, mark == 1, mark > 0
                 )
     raise RedisError(f"unexpected reply from the admission script: {raw!r:.120}")
 
@@ -385,8 +404,8 @@ class RedisLimiter:
         pipe = self._redis.pipeline(transaction=True)  # one round trip
         if void:
             pipe.set(self._void_key(lease_id), 1, px=self._ttl_ms)
-        if mark is not None:
-            pipe.set(mark[0], 1, px=mark[1])
+        if mark is not None:  # "0" (seen) only where nothing is: never over a "1"
+            pipe.set(mark.key, 1 if mark.written else 0, px=mark.ttl_ms, nx=not mark.written)
         pipe.zrem(lease_key, lease_id)
         await pipe.execute()
 
@@ -545,6 +564,9 @@ class InProcessLimiter:
         self._leases: dict[int, dict[str, float]] = {}
         self._upstream = _Window()
         self._auth = _FailureLog(auth_failures, clock)
+        # The audio cache's markers this process set (True: written), newest last; it
+        # forgets the oldest beyond _MAX_MARKERS (a forgotten slot is only "not seen").
+        self._marks: dict[str, bool] = {}
 
     async def admit(
         self,
@@ -556,8 +578,9 @@ class InProcessLimiter:
         chars: int,
         marker: str | None = None,
     ) -> Decision:
-        """A ``marker`` is taken as present: the embedded cache is a local directory,
-        where looking costs a file open, so every job given one looks first."""
+        """A ``marker`` is taken as written: the embedded cache is a local directory,
+        where looking costs a file open, so every job given one looks first (entries
+        outlive the process; its markers do not). ``seen``: this process set it."""
         now = self._clock()
         window = self._admitted.setdefault(user_id, _Window())
         window.trim(now)
@@ -578,7 +601,8 @@ class InProcessLimiter:
         if marker is None:
             self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
-        return Decision(True, "ok", rpm - len(window.entries), 0.0, marker is not None)
+        seen = marker is not None and marker in self._marks
+        return Decision(True, "ok", rpm - len(window.entries), 0.0, marker is not None, seen)
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         now = self._clock()
@@ -593,6 +617,11 @@ class InProcessLimiter:
         self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
     ) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
+        if mark is not None:
+            written = self._marks.pop(mark.key, False) or mark.written
+            self._marks[mark.key] = written
+            while len(self._marks) > _MAX_MARKERS:
+                del self._marks[next(iter(self._marks))]
 
     async def auth_failed(self, subject: str) -> float | None:
         return self._auth.failed(subject)

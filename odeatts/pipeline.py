@@ -123,18 +123,19 @@ class _Lease:
     (a Redis round trip) so that it runs beside what the job still does; ``release``
     waits for it (the job's answer never precedes its lease's release: the caller's
     next job must find the slot free). ``cached``: the admission found the job's audio
-    cache marker, so the job reads the cache before anything else."""
+    cache marker "written", so the job reads the cache before anything else; ``seen``:
+    it found the marker at all (the slot was asked for before)."""
 
-    __slots__ = ("_lease_id", "_limiter", "_releasing", "_user_id", "cached")
+    __slots__ = ("_lease_id", "_limiter", "_releasing", "_user_id", "cached", "seen")
 
-    def __init__(self, limiter: Limiter, user_id: int, lease_id: str, *, cached: bool) -> None:
+    def __init__(self, limiter: Limiter, user_id: int, lease_id: str, decision: Decision) -> None:
         self._limiter, self._user_id, self._lease_id = limiter, user_id, lease_id
-        self.cached = cached
+        self.cached, self.seen = decision.cached, decision.seen
         self._releasing: asyncio.Future[None] | None = None
 
     def release_soon(self, mark: Mark | None = None) -> None:
         """Start the release; ``mark``: set the audio cache marker in the same round
-        trip (the job's audio is about to be written to the cache)."""
+        trip (the job's audio is about to be written to the cache, or its slot seen)."""
         if self._releasing is None:
             self._releasing = asyncio.ensure_future(
                 self._limiter.release(user_id=self._user_id, lease_id=self._lease_id, mark=mark)
@@ -268,7 +269,8 @@ class Pipeline:
         asked = time.monotonic()
         speeches = await self.deps.minimax.call(partial(self._synthesize, job), budget=job.budget)
         upstream_ms = _ms_since(asked)
-        lease.release_soon(self._mark(slot))  # MiniMax is done: the stream slot is free
+        keep = self._keeps(job, lease)
+        lease.release_soon(self._mark(slot, keep))  # MiniMax is done: the stream slot is free
         bind(trace_id=speeches[0].trace_id)
         timings = await self._timings(job, speeches) if request.timestamps else None
         audio = _joined([s.audio for s in speeches], request.format)
@@ -279,7 +281,8 @@ class Pipeline:
             job, duration, speeches[0].trace_id, billed, upstream_ms=upstream_ms
         )
         sample_rate = speeches[0].sample_rate or request.sample_rate
-        self._remember(job, slot, audio, duration, sample_rate, billed or None, timings)
+        kept = slot if keep else None
+        self._remember(job, kept, audio, duration, sample_rate, billed or None, timings)
         metadata = self._metadata(job, duration, sample_rate, view)
         return {**delivery, **metadata, **_timestamps(request, timings)}
 
@@ -339,7 +342,8 @@ class Pipeline:
             exc.details.update(delivered_chunks=chunks, charged_seconds=0)
             raise
         self.deps.minimax.observe(None)
-        lease.release_soon(self._mark(slot))  # MiniMax is done, as in speech()
+        keep = self._keeps(job, lease)
+        lease.release_soon(self._mark(slot, keep))  # MiniMax is done, as in speech()
         timings = await self._stream_timings(job, ends, sent) if request.timestamps else None
         duration = sum(e.duration_ms for e in ends)
         billed = sum(e.billed_characters or 0 for e in ends)
@@ -347,8 +351,9 @@ class Pipeline:
             job, duration, ends[0].trace_id, billed, upstream_ms=_ms_since(asked)
         )
         sample_rate = ends[0].sample_rate or request.sample_rate
+        kept = slot if keep else None
         self._remember_parts(
-            job, slot, sent, starts, duration, sample_rate, billed or None, timings
+            job, kept, sent, starts, duration, sample_rate, billed or None, timings
         )
         yield {
             "done": True,
@@ -589,7 +594,7 @@ class Pipeline:
             error = _refusal(decision, caller)
             await self._release(job.reservation, REFUSED, error, job.started)
             raise error
-        lease = _Lease(self.limiter, caller.user_id, job.lease_id, cached=decision.cached)
+        lease = _Lease(self.limiter, caller.user_id, job.lease_id, decision)
         try:
             yield lease
         except BaseException as exc:
@@ -784,14 +789,21 @@ class Pipeline:
     def _marker(self, slot: Slot) -> str:
         return marker_key(self.settings.redis_prefix, slot.path)
 
-    def _mark(self, slot: Slot | None) -> Mark | None:
-        """The marker to set with the lease's release when the job's audio will be
-        written to the cache (a miss, or ``cache: false``'s refresh). Optimistic: a
-        write that is then lost leaves a stale marker, which costs the next job one
-        store read (a miss) and the MiniMax guard's slot taken after it."""
+    def _keeps(self, job: _Job, lease: _Lease) -> bool:
+        """Whether a miss's audio is written to the cache: with ``ODEATTS_CACHE_WRITE``
+        ``repeat`` only for a slot asked for before (the admission found its marker) or
+        a ``cache: false`` refresh; a text said once costs the store nothing, its slot
+        is only marked seen (``_mark``). With ``first``, every miss."""
+        return self.settings.cache_write == "first" or lease.seen or not job.request.cache
+
+    def _mark(self, slot: Slot | None, written: bool) -> Mark | None:
+        """The marker to set with the lease's release: "written" when the job's audio
+        will be written to the cache, else "seen". Optimistic: a write that is then
+        lost leaves a stale marker, which costs the next job one store read (a miss)
+        and the MiniMax guard's slot taken after it."""
         if slot is None or self.cache is None or self._writes is None:
             return None
-        return self._marker(slot), self.cache.ttl_seconds * 1000
+        return Mark(self._marker(slot), self.cache.ttl_seconds * 1000, written)
 
     async def _cached(self, job: _Job, slot: Slot | None, lease: _Lease) -> Hit | None:
         """After admission: a checked hit, or None (synthesise). The store is read only

@@ -43,6 +43,7 @@ _ENV = (
     "ODEATTS_CACHE",
     "ODEATTS_CACHE_SCOPE",
     "ODEATTS_CACHE_CHARGE",
+    "ODEATTS_CACHE_WRITE",
 )
 
 
@@ -194,6 +195,9 @@ def make_settings(
             # expect MiniMax to be asked each time, so it is on only where a test says
             # (tests/test_audio_cache.py).
             "ODEATTS_CACHE": False,
+            # Where it is on, every miss is written (a test of one miss then one hit);
+            # the default, "repeat", has its own tests (tests/test_audio_cache.py).
+            "ODEATTS_CACHE_WRITE": "first",
         }
         values.update(overrides)
         return Settings(**values)

@@ -268,6 +268,52 @@ async def test_a_stream_is_cached_and_served_from_the_cache_as_chunks(
     assert rows["stream-hit"].duration_ms == round(made_end["duration_seconds"] * 500)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_by_default_a_text_is_written_to_the_cache_when_it_is_asked_for_again(
+    make_settings: Callable[..., Settings],
+    make_user: UserFactory,
+    emu: Emulator,
+    backend: str,
+    stream: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ODEATTS_CACHE_WRITE=repeat``, the default: a text said once costs the store
+    nothing (no entry; the release marks its slot seen); said again it is synthesised
+    and written; the third time it is a hit. On Redis neither miss reads the store (the
+    marker says seen, not written); the embedded limiter looks every time (a file open)
+    and remembers the slots its own process saw."""
+    worker = Worker(
+        make_settings(
+            ODEATTS_CACHE=True,
+            ODEATTS_CACHE_WRITE="repeat",
+            ODEATTS_HANDLER="stream" if stream else "plain",
+        )
+    )
+    _, key = await make_user("pro")
+    cache = worker.pipeline().cache
+    assert cache is not None
+    reads = count_reads(cache, monkeypatch)
+
+    async def say(job_id: str) -> dict[str, Any]:
+        spoken = {"api_key": key, "text": TEXT, "voice": "british-female", "stream": stream}
+        job = {"id": job_id, "input": spoken}
+        items = [i async for i in worker.handler(job)] if stream else [await worker.handler(job)]
+        await worker.pipeline().cache_writes()
+        assert "error" not in items[-1], items[-1]
+        return items[-1]
+
+    try:
+        assert "cached" not in await say("once")
+        assert (len(await cache.entries()), syntheses(emu)) == (0, 1)
+        assert "cached" not in await say("twice")
+        assert (len(await cache.entries()), syntheses(emu)) == (1, 2)
+        assert (await say("thrice"))["cached"] is True
+        assert syntheses(emu) == 2
+    finally:
+        await worker.aclose()
+    assert len(reads) == (1 if backend == "real" else 3)
+
+
 @backend_independent
 async def test_a_stalled_cache_is_a_miss_within_its_deadline(
     make_settings: Callable[..., Settings],

@@ -15,6 +15,7 @@ from odeatts.limits import (
     Decision,
     InProcessLimiter,
     Limiter,
+    Mark,
     RedisLimiter,
     UpstreamBudget,
     _decision,
@@ -110,7 +111,7 @@ async def test_a_refusal_records_nothing(make: Make) -> None:
         [1, b"ok", "5", 0, 0],
         [1.0, b"ok", 5, 0, 0],
         [2, b"ok", 5, 0, 0],
-        [1, b"ok", 5, 0, 2],
+        [1, b"ok", 5, 0, 3],
         [1, b"ok", 5, 0, True],
         [1, b"ok", 5, 0, b"1"],
         [1, b"ok", 5, 0, 0, 0],
@@ -123,7 +124,8 @@ def test_the_admission_scripts_reply_is_checked_at_the_boundary(reply: object) -
     a Redis failure (the caller gets 503), never a decision made up from it."""
     ok = Decision(True, "ok", 5, 0)
     assert _decision([1, b"ok", 5, 0, 0]) == _decision([1, "ok", 5, 0, 0]) == ok
-    assert _decision([1, b"ok", 5, 0, 1]) == Decision(True, "ok", 5, 0, cached=True)
+    assert _decision([1, b"ok", 5, 0, 1]) == Decision(True, "ok", 5, 0, cached=True, seen=True)
+    assert _decision([1, b"ok", 5, 0, 2]) == Decision(True, "ok", 5, 0, seen=True)
     assert _decision([0, b"rate", 0, 1500, 0]) == Decision(False, "rate", 0, 1.5)
     with pytest.raises(RedisError):
         _decision(reply)
@@ -140,12 +142,40 @@ async def test_a_marked_job_takes_no_upstream_slot_and_is_told_to_look(make: Mak
     assert (unmarked.allowed, unmarked.cached) == (True, in_process)
     if not in_process:  # the miss took the minute's one upstream slot; its release marks
         assert not (await admit(limiter, "b")).allowed
-        await limiter.release(user_id=1, lease_id="a", mark=(marker, 60_000))
+        await limiter.release(user_id=1, lease_id="a", mark=Mark(marker, 60_000, True))
     marked = await admit(limiter, "c", marker=marker)
     assert (marked.allowed, marked.cached) == (True, True)
     assert (await limiter.acquire_upstream(lease_id="c", chars=10)).allowed is in_process
     plain = await admit(limiter, "d")  # no marker given: an upstream slot, as before
     assert not plain.cached
+
+
+async def test_a_slot_seen_once_is_seen_and_a_seen_mark_never_unmarks_a_written_one(
+    make: Make,
+) -> None:
+    """``ODEATTS_CACHE_WRITE=repeat``: a miss's release marks its slot seen; the next
+    admission says ``seen`` (Redis: not ``cached``, nothing was written, so no store
+    read); a release that marks it written makes it ``cached``, and a later "seen" from
+    a job that raced it never takes that back."""
+    limiter = make()
+    marker = f"odeatts-test-{uuid.uuid4().hex[:8]}:cached:seen"
+    in_process = isinstance(limiter, InProcessLimiter)
+    first = await admit(limiter, "a", marker=marker)
+    assert (first.seen, first.cached) == (False, in_process)
+    await limiter.release(user_id=1, lease_id="a", mark=Mark(marker, 60_000, False))
+    second = await admit(limiter, "b", marker=marker)
+    assert (second.seen, second.cached) == (True, in_process)
+    await limiter.release(user_id=1, lease_id="b", mark=Mark(marker, 60_000, True))
+    await limiter.release(user_id=1, lease_id="x", mark=Mark(marker, 60_000, False))
+    third = await admit(limiter, "c", marker=marker)
+    assert (third.seen, third.cached) == (True, True)
+    if isinstance(limiter, RedisLimiter):
+        redis = Redis.from_url(require("redis"))
+        try:
+            assert await redis.get(marker) == b"1"
+        finally:
+            await redis.delete(marker)
+            await redis.aclose()
 
 
 async def test_the_release_sets_the_mark_for_the_caches_ttl() -> None:
@@ -156,7 +186,7 @@ async def test_the_release_sets_the_mark_for_the_caches_ttl() -> None:
     )
     try:
         assert (await admit(limiter, "a", streams=1)).allowed
-        await limiter.release(user_id=1, lease_id="a", mark=(f"{prefix}:cached:x", 5_000))
+        await limiter.release(user_id=1, lease_id="a", mark=Mark(f"{prefix}:cached:x", 5_000, True))
         assert 0 < await redis.pttl(f"{prefix}:cached:x") <= 5_000
         assert (await admit(limiter, "b", streams=1)).allowed  # the lease was given back
     finally:
