@@ -98,6 +98,7 @@ __all__ = [
     "abandon_stale",
     "authenticate",
     "drain_outbox",
+    "prepare_job_path",
     "recent_usage",
     "recent_usage_query",
     "release",
@@ -183,9 +184,10 @@ async def _load_caller_and_user(
 
 
 async def authenticate(sessions: Sessions, *, key_hash: str, now: dt.datetime) -> Caller:
-    """Read-only authentication, for actions that reserve nothing."""
+    """Read-only authentication, for actions that reserve nothing (committed, not rolled
+    back: see voice_cache.VoiceCache.reload)."""
     with database_errors():
-        async with sessions() as session:
+        async with sessions() as session, session.begin():
             caller, _ = await _load_caller_and_user(session, key_hash, now=now, lock=False)
             return caller
 
@@ -306,6 +308,28 @@ async def _reserve_in_postgres(
     view = caller.allowance.quota(used_ms=used_ms, reserved_ms=reserved_ms)
     decided = (caller, view, outcome == RESERVED, usage_id, attempt, voice, words or {})
     return *decided, bool(shared)
+
+
+async def prepare_job_path(engine: AsyncEngine, now: dt.datetime) -> None:
+    """Prepare the reservation's and the settle's statements on one pooled Postgres
+    connection (a worker's warm-up does it on each), so that no job pays for it.
+
+    psycopg prepares a statement on its first use on a connection, one round trip of
+    its own, and Postgres compiles a PL/pgSQL function on its first call in a session:
+    with the pool's five connections taken in turn, the first jobs after a cold start
+    each paid both (10-15 ms a job on a slow machine, scripts/bench_overhead.py). The
+    arguments match nothing (no key hashes to "", no usage row has a negative id):
+    nothing is read for a user and nothing is written. psycopg prepares one statement
+    per combination of argument types (an int is int2, int4 or int8 by its size; None
+    has no type): these are a job's usual ones, in a young and in a grown ledger."""
+    with database_errors():
+        async with autocommit(engine) as pg:
+            for voice, estimate in (("warm-up", 1), (None, 1), ("warm-up", 40_000)):
+                params = ("", "warm-up", voice, "warm-up", 1, estimate, now, now)
+                await pg.execute(_RESERVE_SQL, params, prepare=True)
+            for usage_id in (-1, -40_000):
+                settled = (usage_id, 1, 1, 1, now, 1, "warm-up", None, False, 1, 1, False, None)
+                await pg.execute(_SETTLE_SQL, settled, prepare=True)
 
 
 async def _reserve_in_python(

@@ -49,7 +49,7 @@ from odeatts.audio_cache import (
     marker_key,
 )
 from odeatts.config import Settings
-from odeatts.db import Sessions, database_errors, make_sessionmaker
+from odeatts.db import Sessions, database_errors, make_sessionmaker, on_postgres
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -233,6 +233,12 @@ class Pipeline:
             if isinstance(connection, BaseException):
                 raise connection
         await self.voices.reload()
+        if on_postgres(self.engine):  # on each pooled connection, all held at once
+            now = self.clock()
+            size = self.settings.db_pool_size
+            await asyncio.gather(
+                *(metering.prepare_job_path(self.engine, now) for _ in range(size))
+            )
 
     async def aclose(self) -> None:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
@@ -1024,7 +1030,8 @@ class Pipeline:
     ) -> tuple[QuotaState, Sequence[Usage], str | None]:
         lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
-            async with self.sessions() as session:
+            # Committed, not rolled back: see voice_cache.VoiceCache.reload.
+            async with self.sessions() as session, session.begin():
                 user, plan = (
                     await session.execute(
                         select(User, Plan).join(Plan).where(User.id == caller.user_id)

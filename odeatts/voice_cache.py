@@ -77,7 +77,10 @@ class VoiceCache:
 
     async def reload(self) -> None:
         with database_errors():
-            async with self._sessions() as session:
+            # Committed, not rolled back: psycopg forgets a connection's prepared
+            # statements at every ROLLBACK (and deallocates them all), which the job path would
+            # then prepare again, a round trip each, in a job's time.
+            async with self._sessions() as session, session.begin():
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
                 voices = {v.id: v for v in rows.scalars()}
                 links = (await session.execute(select(VoiceAlias.name, VoiceAlias.voice_id))).all()

@@ -109,6 +109,24 @@ async def test_the_floor_holds_for_jobs_in_a_row(wire: Wire, make_user: UserFact
     assert trips == [(2, 2)] * 6
 
 
+async def test_after_a_warm_up_the_first_jobs_are_at_the_floor_too(
+    wire: Wire, make_user: UserFactory
+) -> None:
+    """A cold worker's warm-up opens the Postgres pool's connections and prepares the
+    job path's statements on each: the first jobs, which the pool hands a different
+    connection each (oldest first), pay no prepare round trip of their own; nor do
+    the jobs after the voice catalogue's periodic reload (a read that commits: psycopg
+    forgets its prepared statements at a ROLLBACK)."""
+    _, key = await make_user("pro")
+    pipeline = wire.worker.pipeline()
+    await pipeline.warm_up()
+    jobs = wire.worker.settings.db_pool_size + 1
+    trips = [(await wire.job(key))[1:] for _ in range(jobs)]
+    await pipeline.voices.reload()
+    trips += [(await wire.job(key))[1:] for _ in range(jobs)]
+    assert trips == [(2, 2)] * jobs * 2
+
+
 async def test_a_job_refused_at_redis_is_two_postgres_and_one_redis_round_trip(
     wire: Wire, make_user: UserFactory
 ) -> None:
