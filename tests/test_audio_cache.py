@@ -297,7 +297,10 @@ async def test_by_default_a_text_is_written_to_the_cache_when_it_is_asked_for_ag
     async def say(job_id: str) -> dict[str, Any]:
         spoken = {"api_key": key, "text": TEXT, "voice": "british-female", "stream": stream}
         job = {"id": job_id, "input": spoken}
-        items = [i async for i in worker.handler(job)] if stream else [await worker.handler(job)]
+        if stream:
+            items: list[dict[str, Any]] = [i async for i in worker.handle_stream(job)]
+        else:
+            items = [await worker.handle(job)]
         await worker.pipeline().cache_writes()
         assert "error" not in items[-1], items[-1]
         return items[-1]
