@@ -320,12 +320,13 @@ async def prepare_job_path(engine: AsyncEngine, now: dt.datetime) -> None:
     each paid both (10-15 ms a job on a slow machine, scripts/bench_overhead.py). The
     arguments match nothing (no key hashes to "", no usage row has a negative id):
     nothing is read for a user and nothing is written. psycopg prepares one statement
-    per combination of argument types (an int is int2, int4 or int8 by its size; None
-    has no type): these are a job's usual ones, in a young and in a grown ledger."""
+    per combination of argument types (an int is int2, int4 or int8 by its size; a str
+    and None are both "unknown"): these are a job's usual ones, in a young and in a
+    grown ledger. On a connection the pool has not opened yet, it opens it."""
     with database_errors():
         async with autocommit(engine) as pg:
-            for voice, estimate in (("warm-up", 1), (None, 1), ("warm-up", 40_000)):
-                params = ("", "warm-up", voice, "warm-up", 1, estimate, now, now)
+            for estimate in (1, 40_000):
+                params = ("", "warm-up", "warm-up", "warm-up", 1, estimate, now, now)
                 await pg.execute(_RESERVE_SQL, params, prepare=True)
             for usage_id in (-1, -40_000):
                 settled = (usage_id, 1, 1, 1, now, 1, "warm-up", None, False, 1, 1, False, None)

@@ -222,23 +222,26 @@ class Pipeline:
                 log.warning("warm-up: %s not ready (%s)", name, type(outcome).__name__)
 
     async def _warm_db(self) -> None:
-        opened = await asyncio.gather(
-            *(self.engine.connect().start() for _ in range(self.settings.db_pool_size)),
-            return_exceptions=True,
-        )
-        for connection in opened:  # back to the pool, which keeps them
-            if isinstance(connection, AsyncConnection):
-                await connection.close()
-        for connection in opened:
-            if isinstance(connection, BaseException):
-                raise connection
-        await self.voices.reload()
-        if on_postgres(self.engine):  # on each pooled connection, all held at once
+        size = self.settings.db_pool_size
+        if on_postgres(self.engine):
+            # Each pooled connection opened and the job path prepared on it, all held at
+            # once (so each is another connection); see metering.prepare_job_path.
             now = self.clock()
-            size = self.settings.db_pool_size
-            await asyncio.gather(
-                *(metering.prepare_job_path(self.engine, now) for _ in range(size))
+            done: Sequence[object] = await asyncio.gather(
+                *(metering.prepare_job_path(self.engine, now) for _ in range(size)),
+                return_exceptions=True,
             )
+        else:
+            done = await asyncio.gather(
+                *(self.engine.connect().start() for _ in range(size)), return_exceptions=True
+            )
+            for connection in done:  # back to the pool, which keeps them
+                if isinstance(connection, AsyncConnection):
+                    await connection.close()
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        await self.voices.reload()
 
     async def aclose(self) -> None:
         """Close the pools this pipeline opened (tests and orderly shutdown)."""
