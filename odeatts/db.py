@@ -46,6 +46,7 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "on_postgres",
+    "reading",
     "stream_rows",
 ]
 
@@ -136,6 +137,16 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncConnecti
         else:
             await pg.set_autocommit(False)
             await greenlet_spawn(pooled.close)
+
+
+@asynccontextmanager
+async def reading(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    """A session for the worker's reads, ended by COMMIT rather than SQLAlchemy's
+    ROLLBACK: psycopg forgets a connection's prepared statements at every ROLLBACK (and
+    deallocates them all), and the job path's next statement on that pooled connection
+    would be prepared again, a round trip in a job's time. Wrap in ``database_errors``."""
+    async with sessions() as session, session.begin():
+        yield session
 
 
 def is_sqlite(url: str) -> bool:

@@ -76,6 +76,7 @@ from odeatts.db import (
     engine_of,
     insert_for,
     on_postgres,
+    reading,
 )
 from odeatts.errors import DuplicateJob, InvalidRequest, QuotaExceeded, Unauthorized
 from odeatts.models import (
@@ -184,10 +185,9 @@ async def _load_caller_and_user(
 
 
 async def authenticate(sessions: Sessions, *, key_hash: str, now: dt.datetime) -> Caller:
-    """Read-only authentication, for actions that reserve nothing (committed, not rolled
-    back: see voice_cache.VoiceCache.reload)."""
+    """Read-only authentication, for actions that reserve nothing."""
     with database_errors():
-        async with sessions() as session, session.begin():
+        async with reading(sessions) as session:
             caller, _ = await _load_caller_and_user(session, key_hash, now=now, lock=False)
             return caller
 

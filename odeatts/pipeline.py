@@ -49,7 +49,7 @@ from odeatts.audio_cache import (
     marker_key,
 )
 from odeatts.config import Settings
-from odeatts.db import Sessions, database_errors, make_sessionmaker, on_postgres
+from odeatts.db import Sessions, database_errors, make_sessionmaker, on_postgres, reading
 from odeatts.errors import (
     ConcurrencyLimited,
     InvalidRequest,
@@ -1033,8 +1033,7 @@ class Pipeline:
     ) -> tuple[QuotaState, Sequence[Usage], str | None]:
         lease_ttl = dt.timedelta(seconds=self.settings.lease_ttl_seconds)
         with database_errors():
-            # Committed, not rolled back: see voice_cache.VoiceCache.reload.
-            async with self.sessions() as session, session.begin():
+            async with reading(self.sessions) as session:
                 user, plan = (
                     await session.execute(
                         select(User, Plan).join(Plan).where(User.id == caller.user_id)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from odeatts.db import Sessions, database_errors
+from odeatts.db import Sessions, database_errors, reading
 from odeatts.models import Pronunciation, Voice, VoiceAlias
 
 __all__ = ["VoiceCache", "voice_dict"]
@@ -77,10 +77,7 @@ class VoiceCache:
 
     async def reload(self) -> None:
         with database_errors():
-            # Committed, not rolled back: psycopg forgets a connection's prepared
-            # statements at every ROLLBACK (and deallocates them all), which the job path would
-            # then prepare again, a round trip each, in a job's time.
-            async with self._sessions() as session, session.begin():
+            async with reading(self._sessions) as session:
                 rows = await session.execute(select(Voice).where(Voice.active.is_(True)))
                 voices = {v.id: v for v in rows.scalars()}
                 links = (await session.execute(select(VoiceAlias.name, VoiceAlias.voice_id))).all()
