@@ -542,10 +542,13 @@ class _FailureLog:
         return left
 
 
-def _remember(table: dict[str, Any], subject: str, value: Any) -> None:
-    """Insert as the newest entry, forgetting the oldest beyond ``_MAX_SUBJECTS``."""
+def _remember(
+    table: dict[str, Any], subject: str, value: Any, *, limit: int = _MAX_SUBJECTS
+) -> None:
+    """Insert as the newest entry (the caller pops it first), forgetting the oldest
+    beyond ``limit``."""
     table[subject] = value
-    while len(table) > _MAX_SUBJECTS:
+    while len(table) > limit:
         del table[next(iter(table))]
 
 
@@ -622,9 +625,7 @@ class InProcessLimiter:
         self._leases.get(user_id, {}).pop(lease_id, None)
         if mark is not None:
             written = self._marks.pop(mark.key, False) or mark.written
-            self._marks[mark.key] = written
-            while len(self._marks) > _MAX_MARKERS:
-                del self._marks[next(iter(self._marks))]
+            _remember(self._marks, mark.key, written, limit=_MAX_MARKERS)
 
     async def auth_failed(self, subject: str) -> float | None:
         return self._auth.failed(subject)

@@ -282,13 +282,7 @@ async def test_by_default_a_text_is_written_to_the_cache_when_it_is_asked_for_ag
     and written; the third time it is a hit. On Redis neither miss reads the store (the
     marker says seen, not written); the embedded limiter looks every time (a file open)
     and remembers the slots its own process saw."""
-    worker = Worker(
-        make_settings(
-            ODEATTS_CACHE=True,
-            ODEATTS_CACHE_WRITE="repeat",
-            ODEATTS_HANDLER="stream" if stream else "plain",
-        )
-    )
+    worker = Worker(make_settings(ODEATTS_CACHE=True, ODEATTS_CACHE_WRITE="repeat"))
     _, key = await make_user("pro")
     cache = worker.pipeline().cache
     assert cache is not None
