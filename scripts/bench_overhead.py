@@ -110,7 +110,8 @@ class Counter:
 
 
 class Services:
-    def __init__(self, pg: tuple[str, int], redis: tuple[str, int]) -> None:
+    def __init__(self, pg: tuple[str, int], redis: tuple[str, int], network_ms: float) -> None:
+        self.network = network_ms / 1000
         self.reply = canned_reply()
         self.delay = 0.0
         self.calls = 0
@@ -153,8 +154,13 @@ class Services:
             return "200 OK", json.dumps({**stats, "calls": self.calls}).encode()
         return "404 Not Found", b"{}"
 
-    def proxy(self, name: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
-        counter = self.counters[name]
+    def proxy(
+        self, name: str, delay: float = 0.0
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+        """Counts round trips; with ``delay``, holds every chunk that long each way first
+        (a network between the worker and the service; epoll's clock is the millisecond,
+        so a delay under 1 ms is 1 ms)."""
+        counter = Counter() if delay else self.counters[name]
         host, port = self.targets[name]
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -173,6 +179,8 @@ class Services:
                         else:
                             counter.down += len(data)
                             turn[0] = "server"
+                        if delay:
+                            await asyncio.sleep(delay)
                         dst.write(data)
                         await dst.drain()
                 with contextlib.suppress(OSError):
@@ -188,6 +196,9 @@ class Services:
         for name in self.targets:
             server = await asyncio.start_server(self.proxy(name), "127.0.0.1", 0)
             ports[name] = server.sockets[0].getsockname()[1]
+            if self.network:
+                server = await asyncio.start_server(self.proxy(name, self.network), "127.0.0.1", 0)
+                ports[f"{name}_net"] = server.sockets[0].getsockname()[1]
         print(json.dumps(ports), flush=True)
         await asyncio.Event().wait()
 
@@ -297,11 +308,9 @@ class Side:
         return out
 
 
-def relay_side(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
-    side = Side(args)
-    body = {
+def relay_body() -> dict[str, Any]:
+    """The MiniMax request the relay and the floor send (the worker builds its own)."""
+    return {
         "model": "speech-02-turbo",
         "text": TEXT,
         "stream": False,
@@ -315,6 +324,13 @@ def relay_side(args: argparse.Namespace) -> dict[str, Any]:
         "output_format": "hex",
     }
 
+
+def relay_side(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    side = Side(args)
+    body = relay_body()
+
     async def main() -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=side.upstream, timeout=60) as client:
 
@@ -327,6 +343,107 @@ def relay_side(args: argparse.Namespace) -> dict[str, Any]:
                 return {"audio_base64": base64.b64encode(audio).decode("ascii")}
 
             return await side.scenarios(relay)
+
+    return asyncio.run(main())
+
+
+def timed_urls(args: argparse.Namespace) -> tuple[str, str]:
+    """Where the timed scenarios reach Postgres and Redis: directly, or with
+    ``--network-ms`` through the services process's delaying proxies."""
+    if not args.network_ms:
+        return args.db, REDIS_URL
+    return _via(args.db, args.ports["postgres_net"]), _via(REDIS_URL, args.ports["redis_net"])
+
+
+def floor_side(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay plus the job path's four round trips, made with the bare libraries and
+    nothing of ours around them: psycopg (autocommit, prepared, five connections taken
+    in turn) runs the reservation's function, redis-py the admission's script, then the
+    relay, then the settle's function beside the lease's release (a ZREM). The
+    functions and the script are the worker's own (migrations, limits.py); the audio's
+    duration is taken as known (the worker reads it off the MP3's frames). What the
+    design costs before any code of ours: the worker's figure less this one is ours."""
+    import datetime as dt
+
+    import httpx
+    import psycopg
+    from redis.asyncio import Redis
+
+    sys.path.insert(0, args.src)
+    from odeatts.keys import hash_key
+    from odeatts.limits import _ADMIT
+    from odeatts.metering import _RESERVE_SQL, _SETTLE_SQL
+
+    side = Side(args)
+    prefix = f"odeatts-{side.prefix}"
+    hashes = {key: hash_key(key, PEPPER.encode()) for key in side.keys}
+    body = relay_body()
+
+    async def main() -> dict[str, Any]:
+        db_url, redis_url = timed_urls(args)
+        conns: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        for _ in range(5):
+            conns.put_nowait(await psycopg.AsyncConnection.connect(db_url, autocommit=True))
+        redis = Redis.from_url(redis_url)
+        admit = redis.register_script(_ADMIT)
+
+        async def pg(sql: str, params: tuple[Any, ...]) -> Any:
+            conn = await conns.get()
+            try:
+                return await (await conn.execute(sql, params, prepare=True)).fetchone()
+            finally:
+                conns.put_nowait(conn)
+
+        async with httpx.AsyncClient(base_url=side.upstream, timeout=60) as client:
+
+            async def job(spec: dict[str, Any]) -> dict[str, Any]:
+                now = dt.datetime.now(dt.UTC)
+                text = spec["input"]["text"]
+                row = await pg(
+                    _RESERVE_SQL,
+                    (
+                        hashes[spec["input"]["api_key"]],
+                        spec["id"],
+                        "british-female",
+                        "speech-02-turbo",
+                        len(text),
+                        5_000,
+                        now,
+                        now - dt.timedelta(seconds=330),
+                    ),
+                )
+                assert row[0] == "reserved", row[0]
+                usage_id, attempt, user_id = row[1], row[2], row[3]
+                rpm = row[8] if row[9] is None else row[9]
+                streams = row[10] if row[11] is None else row[11]
+                lease = f"{spec['id']}#{attempt}"
+                user = f"{prefix}:leases:{user_id}"
+                keys = [
+                    f"{prefix}:rpm:{user_id}",
+                    user,
+                    f"{prefix}:upstream",
+                    f"{prefix}:void:{lease}",
+                ]
+                decided = await admit(
+                    keys=keys, args=[rpm, streams, 330_000, lease, 60_000, 0, 0, len(text)]
+                )
+                if decided[0] != 1:
+                    return {"error": json.dumps({"code": "rate_limited"})}
+                response = await client.post(
+                    "/v1/t2a_v2", json=body, headers={"Authorization": "Bearer bench"}
+                )
+                audio = bytes.fromhex(response.json()["data"]["audio"])
+                when = dt.datetime.now(dt.UTC)
+                settled: tuple[Any, ...] = (usage_id, attempt, user_id, 3_456, when, len(text))
+                settled += (None, None, False, 1, 1, False, None)
+                await asyncio.gather(pg(_SETTLE_SQL, settled), redis.zrem(user, lease))
+                return {"audio_base64": base64.b64encode(audio).decode("ascii")}
+
+            out = await side.scenarios(job)
+        while not conns.empty():
+            await conns.get_nowait().close()
+        await redis.aclose()
+        return out
 
     return asyncio.run(main())
 
@@ -358,7 +475,7 @@ def worker_side(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     handler.configure_logging(settings(args.db, REDIS_URL))  # stderr: a file, read on failure
-    worker = handler.Worker(settings(args.db, REDIS_URL))
+    worker = handler.Worker(settings(*timed_urls(args)))
     if hasattr(worker, "preload"):  # as handler.main does, where it does
         worker.preload()
 
@@ -657,6 +774,8 @@ Side_ = tuple[str, str, Path, dict[str, str] | None]  # column, kind, tree, extr
 def sides_of(trees: list[tuple[str, Path]], variants: list[str]) -> list[Side_]:
     """The relay, each tree's worker, then this tree's with each variant's settings."""
     sides: list[Side_] = [("relay", "relay", ROOT, None)]
+    if trees:  # Postgres and Redis are there
+        sides.append(("floor: relay + the 4 round trips, bare", "floor", ROOT, None))
     sides += [(name, "worker", src, None) for name, src in trees]
     for variant in variants:
         env = dict(pair.split("=", 1) for pair in variant.split(","))
@@ -672,7 +791,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     )
     pg, redis = _host_port(PG_URL, 5432), _host_port(REDIS_URL, 6379)
     services = subprocess.Popen(
-        [sys.executable, __file__, "--serve", json.dumps([pg, redis])],
+        [sys.executable, __file__, "--serve", json.dumps([pg, redis, args.network_ms])],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -711,7 +830,13 @@ def orchestrate(args: argparse.Namespace) -> None:
         print(
             f"canned upstream: {FRAMES * 576:,} bytes of MP3 as hex in a "
             f"{len(canned_reply()):,}-byte reply; {os.cpu_count()} cores; "
-            f"{args.rounds} rounds, sides in turn (latencies pooled, CPU the least)\n"
+            f"{args.rounds} rounds, sides in turn (latencies pooled, CPU the least)"
+            + (
+                f"; timed scenarios {args.network_ms:g} ms each way from Postgres and Redis"
+                if args.network_ms
+                else ""
+            )
+            + "\n"
         )
         table(results, args)
     finally:
@@ -732,6 +857,14 @@ def parse_args() -> argparse.Namespace:
         "--fetch-ms", type=float, default=100.0, help="from the SDK's start to the first job"
     )
     p.add_argument("--import-runs", type=int, default=5)
+    p.add_argument(
+        "--network-ms",
+        type=float,
+        default=0.0,
+        help="the timed scenarios reach Postgres and Redis through proxies that hold "
+        "every chunk this long each way (a network; at least 1 ms); round trips and "
+        "cold starts stay direct",
+    )
     p.add_argument("--rounds", type=int, default=3, help="every side runs once per round, in turn")
     p.add_argument(
         "--variant",
@@ -753,11 +886,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.serve:
-        pg, redis = json.loads(args.serve)
-        asyncio.run(Services(tuple(pg), tuple(redis)).serve())
+        pg, redis, network_ms = json.loads(args.serve)
+        asyncio.run(Services(tuple(pg), tuple(redis), network_ms).serve())
     elif args.side_spec:
         spec = argparse.Namespace(**json.loads(args.side_spec))
-        out = relay_side(spec) if spec.side == "relay" else worker_side(spec)
+        sides = {"relay": relay_side, "floor": floor_side, "worker": worker_side}
+        out = sides[spec.side](spec)
         print(json.dumps(out))
     else:
         orchestrate(args)
