@@ -25,12 +25,14 @@ second structure. A retry of a MiniMax call takes another upstream slot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 from redis.asyncio import Redis
@@ -47,6 +49,7 @@ __all__ = [
     "Mark",
     "RedisLimiter",
     "UpstreamBudget",
+    "remember",
 ]
 
 # Failed authentications a key prefix (or one malformed input) may have in a window
@@ -149,7 +152,7 @@ if cached == 0 then
 end
 redis.call('PEXPIRE', rpm_key, window)
 redis.call('PEXPIRE', lease_key, ttl)
-return {1, 'ok', rpm - used - 1, 0, mark}
+return {1, 'ok', rpm - used - 1, 0, mark, stamp}
 """
 )
 _UPSTREAM = (
@@ -204,6 +207,9 @@ class Decision:
     # The cache marker given was there at all: the slot was asked for before (within the
     # cache TTL), so a miss now is a repeat (``ODEATTS_CACHE_WRITE=repeat`` writes it).
     seen: bool = False
+    # An admission's own mark in the limiter's records (Redis: its time stamp in the
+    # RPM and upstream entries), so that ``unadmit`` removes exactly what it added.
+    stamp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +249,14 @@ class Limiter(Protocol):
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         """One more upstream slot (a retry of a MiniMax call)."""
+        ...
+
+    async def unadmit(self, *, user_id: int, lease_id: str, chars: int, decision: Decision) -> None:
+        """Undo an admission ``admit`` allowed, as if it had never been made: its RPM
+        entry, its lease and its upstream slot go. For an admission made ahead of the
+        reservation that then said otherwise (pipeline.py, *early admission*). Never
+        raises: what cannot be done now is retried in the background, and what is
+        never done expires with its window (a minute) or its lease TTL."""
         ...
 
     async def release(
@@ -294,13 +308,24 @@ def _decision(raw: object) -> Decision:
             int() as remaining,
             int() as retry,
             0 | 1 | 2 as mark,
-        ] if type(allowed) is int and type(mark) is int:
+            *rest,
+        ] if type(allowed) is int and type(mark) is int and _stamp(rest) is not None:
             text = reason.decode() if isinstance(reason, bytes) else reason
             if text in _REASONS:
-                return Decision(
-                    bool(allowed), _REASONS[text], remaining, retry / 1000, mark == 1, mark > 0
-                )
+                reply = (bool(allowed), _REASONS[text], remaining, retry / 1000)
+                return Decision(*reply, mark == 1, mark > 0, _stamp(rest) or "")
     raise RedisError(f"unexpected reply from the admission script: {raw!r:.120}")
+
+
+def _stamp(rest: list[object]) -> str | None:
+    """The admission's stamp (its 6th field; absent from a refusal), or None if the
+    reply is not one the script gives."""
+    match rest:
+        case []:
+            return ""
+        case [bytes() | str() as stamp] if len(stamp) <= 32:
+            return stamp.decode() if isinstance(stamp, bytes) else stamp
+    return None
 
 
 class RedisLimiter:
@@ -376,21 +401,44 @@ class RedisLimiter:
     def _void_key(self, lease_id: str) -> str:
         return f"{self._prefix}:void:{lease_id}"
 
+    async def unadmit(self, *, user_id: int, lease_id: str, chars: int, decision: Decision) -> None:
+        rpm_key, lease_key = self._user_keys(user_id)
+        member = f"{lease_id}:{decision.stamp}"
+
+        async def undo() -> None:  # a pipeline forgets its commands once executed
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(rpm_key, member)
+            pipe.zrem(lease_key, lease_id)
+            if not decision.cached:  # a job that would read the cache first took no slot
+                pipe.zrem(self._upstream_key, f"{member}:{chars}")
+            await pipe.execute()
+
+        await self._in_background_if_need_be(user_id, undo)
+
     async def release(
         self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
     ) -> None:
+        await self._in_background_if_need_be(
+            user_id, partial(self._release_once, user_id, lease_id, void, mark)
+        )
+
+    async def _in_background_if_need_be(
+        self, user_id: int, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        """``work`` (idempotent: it gives something back) now, within the deadline, or,
+        if Redis fails or is slow, again in the background until it is done."""
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for runs the call as a task of
             # its own; a late Redis call is cancelled either way (no 10 s cancel there).
             async with asyncio.timeout(self._timeout):
-                await self._release_once(user_id, lease_id, void, mark)
+                await work()
         except (RedisError, TimeoutError) as exc:
             log.info(
-                "could not release lease of user %s now (%s); retrying in the background",
+                "could not give back to Redis for user %s now (%s); retrying in the background",
                 user_id,
                 type(exc).__name__,
             )
-            task = asyncio.create_task(self._release_later(user_id, lease_id, void, mark))
+            task = asyncio.create_task(self._later(work))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
@@ -412,16 +460,14 @@ class RedisLimiter:
         pipe.zrem(lease_key, lease_id)
         await pipe.execute()
 
-    async def _release_later(
-        self, user_id: int, lease_id: str, void: bool, mark: Mark | None
-    ) -> None:
+    async def _later(self, work: Callable[[], Awaitable[object]]) -> None:
         """Until Redis answers, at most for a lease TTL (after which the lease is gone)."""
         deadline = time.monotonic() + self._ttl_ms / 1000
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._release_once(user_id, lease_id, void, mark)
+                    await work()
                 return
             except (RedisError, TimeoutError):
                 continue
@@ -515,7 +561,7 @@ class _FailureLog:
             times.popleft()
         over = len(times) >= self.limit
         times.append(now)
-        _remember(self._failures, subject, times)
+        remember(self._failures, subject, times)
         if len(times) >= self.limit:  # free again when the oldest of these leaves the window
             self.block(subject, times[0] + WINDOW_MS / 1000 - now)
         return self.throttled(subject) if over else None
@@ -529,7 +575,7 @@ class _FailureLog:
                 seconds,
             )
         until = self._clock() + seconds
-        _remember(self._until, subject, max(until, self._until.pop(subject, until)))
+        remember(self._until, subject, max(until, self._until.pop(subject, until)))
 
     def throttled(self, subject: str) -> float | None:
         until = self._until.get(subject)
@@ -542,7 +588,7 @@ class _FailureLog:
         return left
 
 
-def _remember(
+def remember(
     table: dict[str, Any], subject: str, value: Any, *, limit: int = _MAX_SUBJECTS
 ) -> None:
     """Insert as the newest entry (the caller pops it first), forgetting the oldest
@@ -608,7 +654,8 @@ class InProcessLimiter:
             self._upstream.entries.append((now, chars))
         leases[lease_id] = now + self._ttl
         seen = marker is not None and marker in self._marks
-        return Decision(True, "ok", rpm - len(window.entries), 0.0, marker is not None, seen)
+        left = rpm - len(window.entries)
+        return Decision(True, "ok", left, 0.0, marker is not None, seen, stamp=repr(now))
 
     async def acquire_upstream(self, *, lease_id: str, chars: int) -> Decision:
         now = self._clock()
@@ -619,13 +666,22 @@ class InProcessLimiter:
         self._upstream.entries.append((now, chars))
         return Decision(True, "ok", 0, 0.0)
 
+    async def unadmit(self, *, user_id: int, lease_id: str, chars: int, decision: Decision) -> None:
+        at = float(decision.stamp)
+        with contextlib.suppress(KeyError, ValueError):
+            self._admitted[user_id].entries.remove((at, 1))
+        if not decision.cached:
+            with contextlib.suppress(ValueError):
+                self._upstream.entries.remove((at, chars))
+        self._leases.get(user_id, {}).pop(lease_id, None)
+
     async def release(
         self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
     ) -> None:
         self._leases.get(user_id, {}).pop(lease_id, None)
         if mark is not None:
             written = self._marks.pop(mark.key, False) or mark.written
-            _remember(self._marks, mark.key, written, limit=_MAX_MARKERS)
+            remember(self._marks, mark.key, written, limit=_MAX_MARKERS)
 
     async def auth_failed(self, subject: str) -> float | None:
         return self._auth.failed(subject)

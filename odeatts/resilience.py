@@ -140,12 +140,17 @@ class Gate:
     def waiting(self) -> int:
         return len(self._urgent) + len(self._queued)
 
+    @property
+    def open(self) -> bool:
+        """Whether a turn asked for now is given at once."""
+        return self._free > 0 and not self.waiting
+
     @asynccontextmanager
     async def turn(
         self, *, urgent: bool = False, within: float | None = None
     ) -> AsyncIterator[None]:
         """Hold one turn; raises ``_NoTurn`` when none came ``within`` seconds."""
-        if self._free > 0 and not self.waiting:
+        if self.open:
             self._free -= 1
         else:
             queue = self._urgent if urgent else self._queued

@@ -103,6 +103,21 @@ async def test_a_refusal_records_nothing(make: Make) -> None:
     assert (await admit(limiter, "b", streams=1, rpm=2)).allowed  # the refusal took no rpm
 
 
+async def test_unadmit_gives_back_exactly_what_the_admission_took(make: Make) -> None:
+    """As if never made: the user's request, the lease and our account's slot (the
+    early admission a reservation did not confirm, pipeline.py)."""
+    limiter = make(rpm=2)  # our MiniMax account: 2 requests a minute
+    taken = await admit(limiter, "a", rpm=2, streams=1)
+    assert taken.allowed and taken.stamp
+    await limiter.unadmit(user_id=1, lease_id="a", chars=10, decision=taken)
+    assert (await admit(limiter, "b", rpm=2, streams=1)).allowed  # the stream is free
+    await limiter.release(user_id=1, lease_id="b")
+    assert (await admit(limiter, "c", rpm=2, streams=1)).allowed  # a request, a slot
+    await limiter.release(user_id=1, lease_id="c")
+    refused = await admit(limiter, "d", rpm=2, streams=1)
+    assert (refused.allowed, refused.reason) == (False, "rate")  # b and c count
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -115,6 +130,8 @@ async def test_a_refusal_records_nothing(make: Make) -> None:
         [1, b"ok", 5, 0, True],
         [1, b"ok", 5, 0, b"1"],
         [1, b"ok", 5, 0, 0, 0],
+        [1, b"ok", 5, 0, 0, b"1" * 33],
+        [1, b"ok", 5, 0, 0, b"1", b"2"],
         None,
         b"OK",
     ],
@@ -127,6 +144,8 @@ def test_the_admission_scripts_reply_is_checked_at_the_boundary(reply: object) -
     assert _decision([1, b"ok", 5, 0, 1]) == Decision(True, "ok", 5, 0, cached=True, seen=True)
     assert _decision([1, b"ok", 5, 0, 2]) == Decision(True, "ok", 5, 0, seen=True)
     assert _decision([0, b"rate", 0, 1500, 0]) == Decision(False, "rate", 0, 1.5)
+    stamped = _decision([1, b"ok", 5, 0, 0, b"1764633600123456"])
+    assert stamped == Decision(True, "ok", 5, 0, stamp="1764633600123456")
     with pytest.raises(RedisError):
         _decision(reply)
 
