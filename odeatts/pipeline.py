@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -30,7 +31,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -63,7 +64,7 @@ from odeatts.errors import (
 )
 from odeatts.estimate import estimate_ms
 from odeatts.keys import hash_key, key_prefix, looks_like_key
-from odeatts.limits import Decision, Limiter, Mark
+from odeatts.limits import Decision, Limiter, Mark, remember
 from odeatts.logs import bind
 from odeatts.minimax import MiniMaxClient, Speech, SpeechParams, StreamEnd
 from odeatts.models import FAILED, REFUSED, Plan, Usage, User, Voice, utcnow
@@ -91,6 +92,10 @@ T = TypeVar("T")
 
 # Redis and MiniMax connections opened before the first job (Postgres: the whole pool).
 WARM_CONNECTIONS = 4
+
+# Keys whose last reservation a worker remembers, for early admissions (a few hundred
+# bytes each).
+_MAX_KNOWN = 10_000
 
 # A hash no key can have: unknown-shaped keys still cost one indexed lookup, so a
 # malformed key and a wrong key take the same time.
@@ -147,6 +152,26 @@ class _Lease:
         await asyncio.shield(self._releasing)  # a cancelled job still gives its lease back
 
 
+class _Ask(NamedTuple):
+    """What an admission asks of the limiter (``Limiter.admit``'s arguments)."""
+
+    user_id: int
+    lease_id: str
+    rpm: int
+    streams: int
+    chars: int
+    marker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Early:
+    """An admission started beside the reservation, asked with what the key's last
+    reservation said of its caller (``Pipeline._admit_early``)."""
+
+    ask: _Ask
+    task: asyncio.Future[Decision]
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """A speech job ready for MiniMax: its voice, its parts and its reservation."""
@@ -158,6 +183,7 @@ class _Job:
     reservation: metering.Reservation
     budget: Budget
     started: float  # time.monotonic() when the job came: its worker time, for ``stats``
+    early: _Early | None = None
 
     @property
     def lease_id(self) -> str:
@@ -181,6 +207,10 @@ class Pipeline:
     sessions: Sessions = field(init=False, repr=False)
     _drainer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _writes: Writes | None = field(default=None, init=False, repr=False)
+    # Per key hash, its last reservation in this worker (newest last, at most
+    # _MAX_KNOWN), and the early admissions being undone.
+    _known: dict[str, metering.Reservation] = field(default_factory=dict, init=False, repr=False)
+    _undoing: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_sessionmaker(self.engine)
@@ -248,6 +278,7 @@ class Pipeline:
         if self._drainer is not None:
             self._drainer.cancel()
         await self.cache_writes()
+        await self.admissions_undone()  # each within Redis's deadline
         deps = self.deps
         for dependency in (
             deps.db,
@@ -395,20 +426,105 @@ class Pipeline:
             text_chars=len(request.text),
             estimated_ms=estimate,
         )
-        reservation = await self._reserve(credential, meta, budget)
-        bind(user_id=reservation.caller.user_id)
-        if voice is None:  # the user's default voice
-            voice = await self._voice(reservation.voice, budget)
-            if voice is None:  # deactivated since it was set
-                error = await self._unknown_voice(reservation.voice, budget)
-                await self._release(reservation, FAILED, error, started)
-                raise error
+        early = self._admit_early(credential, job_id, request, voice, texts, model, budget)
+        try:
+            try:
+                reservation = await self._reserve(credential, meta, budget)
+            except BaseException:
+                self._known.pop(credential.hash, None)
+                raise
+            self._known.pop(credential.hash, None)
+            remember(self._known, credential.hash, reservation, limit=_MAX_KNOWN)
+            bind(user_id=reservation.caller.user_id)
+            if voice is None:  # the user's default voice
+                voice = await self._voice(reservation.voice, budget)
+                if voice is None:  # deactivated since it was set
+                    error = await self._unknown_voice(reservation.voice, budget)
+                    await self._release(reservation, FAILED, error, started)
+                    raise error
+        except BaseException:
+            self._give_back(early)
+            raise
+        return self._job(job_id, request, voice, texts, model, reservation, budget, started, early)
+
+    def _job(
+        self,
+        job_id: str,
+        request: SpeechRequest,
+        voice: Voice,
+        texts: list[str],
+        model: str,
+        reservation: metering.Reservation,
+        budget: Budget,
+        started: float,
+        early: _Early | None = None,
+    ) -> _Job:
         parts = self._parts(request, voice, texts, model)
         words = merge_pronunciations(
             request.pronunciations, reservation.pronunciations, self.voices.pronunciations(voice)
         )
         parts = [replace(p, pronunciations=words) for p in parts] if words else parts
-        return _Job(job_id, request, voice, parts, reservation, budget, started)
+        return _Job(job_id, request, voice, parts, reservation, budget, started, early)
+
+    def _admit_early(
+        self,
+        credential: _Credential,
+        job_id: str,
+        request: SpeechRequest,
+        voice: Voice | None,
+        texts: list[str],
+        model: str,
+        budget: Budget,
+    ) -> _Early | None:
+        """The admission, started now, beside the reservation, when this worker has seen
+        the key reserve before: asked with what that reservation said (the user, their
+        limits, default voice, pronunciations and cache scope) and attempt 1. It is the
+        job's admission only if the job's own reservation leads to the very same
+        request (``_admit``); else it is undone. The job then waits for the slower of
+        the two round trips instead of their sum. A key this worker has not seen
+        reserve (new, wrong, refused, or a failure since) goes in turn, as before, and
+        so does a job that must wait for a Postgres connection: there is no round trip
+        to overlap yet, and the queue's admissions would all run at once, each holding
+        its lease and RPM entry while it waits."""
+        known = self._known.get(credential.hash)
+        gate = self.deps.db.gate
+        if known is None or (gate is not None and not gate.open):
+            return None
+        voice = voice or self.voices.cached(known.voice)
+        if voice is None:
+            return None
+        expected = replace(known, attempt=1)
+        guess = self._job(job_id, request, voice, texts, model, expected, budget, time.monotonic())
+        ask = self._ask(guess, self._cache_slot(guess))
+        admit = partial(self.limiter.admit, **ask._asdict())
+        return _Early(ask, asyncio.ensure_future(self.deps.redis.call(admit, budget=budget)))
+
+    def _give_back(self, early: _Early | None) -> None:
+        """Undo an early admission the job will not use, in the background: the job's
+        answer (its error) does not wait for Redis."""
+        if early is not None:
+            task = asyncio.ensure_future(self._undo_quietly(early))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+
+    async def _undo_quietly(self, early: _Early) -> None:
+        with contextlib.suppress(Exception):  # it failed: voided, and logged where it failed
+            await self._undo(early)
+
+    async def _undo(self, early: _Early) -> None:
+        """Once the early admission is answered: an allowed one is undone (its RPM entry,
+        lease and upstream slot); a failed one is voided, as a failed admission is
+        (``_metered``), and its error raised."""
+        ask = early.ask
+        try:
+            decision = await early.task
+        except BaseException:
+            await self.limiter.release(user_id=ask.user_id, lease_id=ask.lease_id, void=True)
+            raise
+        if decision.allowed:
+            await self.limiter.unadmit(
+                user_id=ask.user_id, lease_id=ask.lease_id, chars=ask.chars, decision=decision
+            )
 
     async def _voice(self, name: str, budget: Budget) -> Voice | None:
         return self.voices.cached(name) or await self._db(partial(self.voices.get, name), budget)
@@ -591,9 +707,8 @@ class Pipeline:
         The body may give the lease back early (``_Lease.release_soon``) once MiniMax
         is done with the job: the release's round trip then runs beside the settle."""
         caller = job.reservation.caller
-        marker = self._marker(slot) if slot is not None and job.request.cache else None
         try:
-            decision = await self._admit(job, caller, len(job.parts[0].text), marker)
+            decision = await self._admit(job, self._ask(job, slot))
         except BaseException as exc:
             # The admission may still run in a stalled Redis: void it, whenever it runs.
             await self.limiter.release(user_id=caller.user_id, lease_id=job.lease_id, void=True)
@@ -911,33 +1026,44 @@ class Pipeline:
         made = Made(job.request.format, sample_rate, duration, billed, timings)
         self._writes.submit(slot, audio, made, job_id=job.id)
 
+    async def admissions_undone(self) -> None:
+        """Wait for the early admissions being undone (``_give_back``): tests."""
+        await asyncio.gather(*self._undoing)
+
     async def cache_writes(self) -> None:
         """Wait for the cache writes under way (shutdown, tests, benchmarks)."""
         if self._writes is not None:
             await self._writes.wait()
 
     # --------------------------------------------------------------- admission
-    async def _admit(
-        self, job: _Job, caller: metering.Caller, chars: int, marker: str | None
-    ) -> Decision:
-        """Admission; waits briefly while only our MiniMax account's limit is in the way."""
+    def _ask(self, job: _Job, slot: Slot | None) -> _Ask:
+        """The job's admission request; ``slot``: its audio cache slot, whose marker the
+        admission looks for (unless the job asked for no cache)."""
+        caller = job.reservation.caller
+        marker = self._marker(slot) if slot is not None and job.request.cache else None
+        allowance = caller.allowance
+        rpm, streams = allowance.rpm.value, allowance.concurrent_streams.value
+        return _Ask(caller.user_id, job.lease_id, rpm, streams, len(job.parts[0].text), marker)
+
+    async def _admit(self, job: _Job, ask: _Ask) -> Decision:
+        """Admission; waits briefly while only our MiniMax account's limit is in the way.
+        An early admission (``_admit_early``) that asked exactly this is the first
+        answer, refusals included; one that asked anything else is undone first."""
+        decision: Decision | None = None
+        if job.early is not None:
+            if job.early.ask == ask:
+                decision = await job.early.task
+            else:
+                await self._undo(job.early)
         waited = 0.0
         while True:
-            decision = await self.deps.redis.call(
-                partial(
-                    self.limiter.admit,
-                    user_id=caller.user_id,
-                    lease_id=job.lease_id,
-                    rpm=caller.allowance.rpm.value,
-                    streams=caller.allowance.concurrent_streams.value,
-                    chars=chars,
-                    marker=marker,
-                ),
-                budget=job.budget,
-            )
+            if decision is None:
+                admit = partial(self.limiter.admit, **ask._asdict())
+                decision = await self.deps.redis.call(admit, budget=job.budget)
             if not _worth_waiting(decision, waited, self.settings.upstream_max_wait_seconds):
                 return decision
             waited += await _pause(decision)
+            decision = None
 
     async def _upstream_slot(self, job_id: str, chars: int, max_wait: float | None = None) -> None:
         limit = self.settings.upstream_max_wait_seconds if max_wait is None else max_wait
