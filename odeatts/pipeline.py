@@ -2,8 +2,9 @@
 
 speech:  parse -> voice (cached) -> Postgres: authenticate + reserve (a job without a
          voice gets the user's default here, then from the cache) -> Redis: admit, which
-         also says whether the job's audio cache marker is there -> only if it is: the
-         audio cache (a hit is delivered and settled; MiniMax is asked nothing)
+         also says whether the job's audio cache marker is there (for a key this worker
+         has seen reserve: asked beside the reservation, ``_admit_early``) -> only if it
+         is: the audio cache (a hit is delivered and settled; MiniMax is asked nothing)
          -> MiniMax (one call, or several parts for a long text) -> object storage when
          the audio is large or a URL was asked for -> Postgres: settle -> Redis: release
          (setting the marker, in the same round trip, when the audio will be cached)

@@ -384,7 +384,7 @@ def floor_side(args: argparse.Namespace) -> dict[str, Any]:
         conns: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         for _ in range(5):
             conns.put_nowait(await psycopg.AsyncConnection.connect(db_url, autocommit=True))
-        redis = Redis.from_url(redis_url)
+        redis = Redis.from_url(redis_url, max_connections=1000)  # 200 in flight, 2 calls each
         admit = redis.register_script(_ADMIT)
 
         async def pg(sql: str, params: tuple[Any, ...]) -> Any:
