@@ -6,7 +6,9 @@
 
 Side by side, in one run, on one canned upstream:
 
-``relay``    the floor: httpx POST to the upstream, JSON, unhex, base64. Nothing else.
+``relay``    httpx POST to the upstream, JSON, unhex, base64. Nothing else.
+``floor``    the relay plus the job path's four round trips on the bare libraries
+             (``floor_side``): what the design costs before any code of ours.
 ``worker``   ``Worker.handle`` of this tree (real Postgres and Redis, default settings
              but for MiniMax's account limits, which are off): what a RunPod job costs.
 ``baseline`` with ``--baseline REF``: the same for the tree at git REF (``git archive``
@@ -16,7 +18,8 @@ The upstream is a tiny HTTP/1.1 server in its own process that answers every
 ``/v1/t2a_v2`` with one fixed, valid MiniMax T2A v2 reply (about 55 KB of MP3 as hex,
 3.456 s of audio) after a delay each scenario sets. The same process runs TCP proxies in
 front of Postgres and Redis that count round trips (a client's turn to speak after the
-server spoke) for the round-trip figures; the timed scenarios connect directly.
+server spoke) for the round-trip figures; the timed scenarios connect directly, or
+with ``--network-ms N`` through proxies that hold every chunk N ms each way.
 
 Each side runs in a fresh interpreter of its own, so CPU time is its alone (CPU per job:
 the process's CPU time over a scenario's jobs). Sides run in turn, ``--rounds`` times
