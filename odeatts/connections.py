@@ -22,9 +22,26 @@ from odeatts.minimax import MiniMaxClient
 from odeatts.subtitles import TIMEOUT_SECONDS as SUBTITLE_TIMEOUT_SECONDS
 from odeatts.subtitles import SubtitleFetcher
 
-__all__ = ["build_limiter", "build_minimax", "build_redis", "build_subtitles"]
+__all__ = [
+    "build_limiter",
+    "build_minimax",
+    "build_redis",
+    "build_subtitles",
+    "redis_connections",
+]
 
 log = logging.getLogger(__name__)
+
+
+def redis_connections(settings: Settings) -> int:
+    """The most Redis connections one worker opens: two calls in flight for each job it
+    runs at once (its admission or its release, beside an early admission's or its
+    undoing), and room for the background (the outbox, releases retried, the warm-up).
+    redis-py 8 refuses a call past its pool's limit (100 by default) with
+    MaxConnectionsError instead of waiting for a connection: a burst of more than 100
+    calls at once (a worker may run up to 512 jobs) failed jobs, and five in a row open
+    the Redis breaker for every job of the worker."""
+    return 2 * settings.max_concurrency + 16
 
 
 def build_redis(settings: Settings) -> Redis | None:
@@ -35,6 +52,7 @@ def build_redis(settings: Settings) -> Redis | None:
     timeout = settings.redis_timeout_seconds
     return Redis.from_url(
         url,
+        max_connections=redis_connections(settings),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,

@@ -3,6 +3,7 @@ Redis script (real Redis) must agree on every rule (odeatts/limits.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from odeatts.config import Settings
+from odeatts.connections import build_redis
 from odeatts.limits import (
     Decision,
     InProcessLimiter,
@@ -210,4 +213,23 @@ async def test_the_release_sets_the_mark_for_the_caches_ttl() -> None:
         assert (await admit(limiter, "b", streams=1)).allowed  # the lease was given back
     finally:
         await redis.delete(f"{prefix}:cached:x")
+        await limiter.aclose()
+
+
+async def test_a_burst_of_admissions_as_wide_as_the_workers_concurrency_gets_connections() -> None:
+    """redis-py 8's pool refuses a call past its limit (100 unless told) instead of
+    waiting: the worker's pool is sized by the jobs it runs at once."""
+    settings = Settings(ODEATTS_ENV="test", REDIS_URL=require("redis"), ODEATTS_MAX_CONCURRENCY=80)
+    redis = build_redis(settings)
+    assert redis is not None
+    limiter = RedisLimiter(
+        redis,
+        lease_ttl_seconds=60,
+        upstream=UpstreamBudget(rpm=0, tpm=0),
+        prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        burst = [admit(limiter, f"j{n}", user_id=n) for n in range(2 * 80)]
+        assert all(d.allowed for d in await asyncio.gather(*burst))
+    finally:
         await limiter.aclose()
