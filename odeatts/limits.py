@@ -170,6 +170,27 @@ return {1, 'ok', 0, 0, 0}
 """
 )
 
+# Voids an admission its worker gave up on (an error or a timeout: the script may still
+# be queued in a stalled Redis): whenever the admission runs, before or after this, it
+# ends with no lease, no request in the user's window and no slot of our account. Its
+# own members start with "<lease>:" (the upstream slots of a MiniMax retry are named by
+# the job id, not the lease, and stay). The windows hold at most a minute of entries.
+_VOID = """
+local void_key, lease_key, rpm_key, up_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, lease = tonumber(ARGV[1]), ARGV[2]
+redis.call('SET', void_key, 1, 'PX', ttl)
+redis.call('ZREM', lease_key, lease)
+local prefix = lease .. ':'
+for _, key in ipairs({rpm_key, up_key}) do
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    if string.sub(member, 1, #prefix) == prefix then
+      redis.call('ZREM', key, member)
+    end
+  end
+end
+return 1
+"""
+
 # Records one failed authentication of a subject; returns {failures in the window, ms
 # until fewer than the threshold remain (0 while under it)}. Only the newest `limit`
 # failures are kept: they alone decide when the subject is free again.
@@ -263,10 +284,11 @@ class Limiter(Protocol):
         self, *, user_id: int, lease_id: str, void: bool = False, mark: Mark | None = None
     ) -> None:
         """Give a lease back (idempotent). ``void``: the admission itself failed or timed
-        out, so its script may still run later; make sure it can never take the lease.
-        ``mark``: set this audio cache marker in the same round trip (the job's audio
-        is being cached, or its slot was seen). Never raises: what cannot be done now
-        is retried in the background."""
+        out, so its script may still run later; whenever it runs, it must end with no
+        lease, no request counted and no slot of our account taken (``mark`` is then
+        not set). ``mark``: set this audio cache marker in the same round trip (the
+        job's audio is being cached, or its slot was seen). Never raises: what cannot
+        be done now is retried in the background."""
         ...
 
     async def warm_up(self, connections: int) -> None:
@@ -348,6 +370,7 @@ class RedisLimiter:
         self._admit = redis.register_script(_ADMIT)
         self._acquire = redis.register_script(_UPSTREAM)
         self._auth_script = redis.register_script(_AUTH_FAILED)
+        self._void = redis.register_script(_VOID)
         self._auth = _FailureLog(auth_failures, clock)
         self._retries: set[asyncio.Task[None]] = set()
 
@@ -445,18 +468,19 @@ class RedisLimiter:
     async def _release_once(
         self, user_id: int, lease_id: str, void: bool, mark: Mark | None
     ) -> None:
-        lease_key = self._user_keys(user_id)[1]
-        if not void and mark is None:
+        rpm_key, lease_key = self._user_keys(user_id)
+        if void:  # a job that gave its admission up has no mark to set
+            keys = [self._void_key(lease_id), lease_key, rpm_key, self._upstream_key]
+            await self._void(keys=keys, args=[self._ttl_ms, lease_id])
+            return
+        if mark is None:
             await self._redis.zrem(lease_key, lease_id)
             return
-        # One round trip, no MULTI/EXEC: the keys are independent and Redis runs one
-        # connection's commands in order (the void before the lease goes). MULTI cost
-        # 55 us of CPU more a release, on every miss since misses mark their slot.
+        # One round trip, no MULTI/EXEC: the keys are independent. MULTI cost 55 us of
+        # CPU more a release, on every miss since misses mark their slot.
         pipe = self._redis.pipeline(transaction=False)
-        if void:
-            pipe.set(self._void_key(lease_id), 1, px=self._ttl_ms)
-        if mark is not None:  # "0" (seen) only where nothing is: never over a "1"
-            pipe.set(mark.key, 1 if mark.written else 0, px=mark.ttl_ms, nx=not mark.written)
+        # "0" (seen) only where nothing is: never over a "1".
+        pipe.set(mark.key, 1 if mark.written else 0, px=mark.ttl_ms, nx=not mark.written)
         pipe.zrem(lease_key, lease_id)
         await pipe.execute()
 
@@ -476,7 +500,7 @@ class RedisLimiter:
         """``connections`` connections, open in the pool, and both scripts cached in
         Redis (else the first EVALSHA after a Redis restart costs a second round trip)."""
         await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
-        for script in (_ADMIT, _UPSTREAM, _AUTH_FAILED):
+        for script in (_ADMIT, _UPSTREAM, _AUTH_FAILED, _VOID):
             await self._redis.script_load(script)
 
     async def auth_failed(self, subject: str) -> float | None:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 import minimax_emulator.t2a
 from minimax_emulator import Emulator
-from odeatts import metering
+from odeatts import accounts, metering
 from odeatts.config import Settings
 from odeatts.keys import hash_key
 from odeatts.limits import RedisLimiter, UpstreamBudget
@@ -145,6 +145,35 @@ async def test_an_admission_lost_in_a_frozen_redis_never_holds_the_lease(
     assert code(await speak(faulty, key)) is None  # not refused for the lease TTL
 
 
+async def test_an_early_admission_lost_in_a_frozen_redis_for_a_refused_job_holds_nothing(
+    faulty: Worker,
+    make_user: UserFactory,
+    redis_proxy: TcpProxy,
+    redis: SyncRedis,
+    settings: Settings,
+) -> None:
+    """The key is known, so its admission goes out beside the reservation; Redis is
+    frozen and the reservation refuses (the key was revoked). The caller hears
+    ``unauthorized`` within seconds, and the admission, whenever Redis runs it, takes
+    neither the stream nor a request."""
+    user_id, key = await make_user("free", rpm_override=2)  # one stream
+    assert code(await speak(faulty, key)) is None
+    sessions = faulty.pipeline().sessions
+    await accounts.revoke_key(sessions, prefix=key)
+    redis_proxy.set("stall")
+    started = time.monotonic()
+    assert code(await speak(faulty, key, job_id="revoked")) == "unauthorized"
+    assert time.monotonic() - started < 5
+    redis_proxy.resume()
+    await faulty.pipeline().admissions_undone()
+    prefix = settings.redis_prefix
+    assert redis.exists(f"{prefix}:void:revoked#1")
+    assert redis.zcard(f"{prefix}:leases:{user_id}") == 0
+    other = await accounts.issue_key(sessions, user=str(user_id), pepper=settings.pepper)
+    assert code(await speak(faulty, other.plain)) is None  # the stream, and a request, left
+    assert code(await speak(faulty, other.plain)) == "rate_limited"  # 2 of 2
+
+
 async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(redis_url: str) -> None:
     limiter = RedisLimiter(
         AsyncRedis.from_url(redis_url),
@@ -158,6 +187,25 @@ async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(redis_u
         assert (late.allowed, late.reason) == (False, "void")
         nxt = await limiter.admit(user_id=1, lease_id="late#2", rpm=10, streams=1, chars=5)
         assert nxt.allowed  # the lost admission took no stream
+    finally:
+        await limiter.aclose()
+
+
+async def test_an_admission_voided_after_it_ran_counts_nothing(redis_url: str) -> None:
+    """Redis ran the admission before the void reached it: the void takes back its
+    lease, its request and our account's slot."""
+    limiter = RedisLimiter(
+        AsyncRedis.from_url(redis_url),
+        lease_ttl_seconds=30,
+        upstream=UpstreamBudget(rpm=1, tpm=0),
+        prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        ran = await limiter.admit(user_id=1, lease_id="gone#1", rpm=1, streams=1, chars=5)
+        assert ran.allowed
+        await limiter.release(user_id=1, lease_id="gone#1", void=True)
+        nxt = await limiter.admit(user_id=1, lease_id="next#1", rpm=1, streams=1, chars=5)
+        assert nxt.allowed  # the stream, the user's one request and the account's one slot
     finally:
         await limiter.aclose()
 
