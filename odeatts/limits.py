@@ -174,17 +174,22 @@ return {1, 'ok', 0, 0, 0}
 # be queued in a stalled Redis): whenever the admission runs, before or after this, it
 # ends with no lease, no request in the user's window and no slot of our account. Its
 # own members start with "<lease>:" (the upstream slots of a MiniMax retry are named by
-# the job id, not the lease, and stay). The windows hold at most a minute of entries.
-_VOID = """
+# the job id, not the lease, and stay). The windows hold a minute of entries at most, and
+# are searched only up to _VOID_SCAN of them (our account's window is as large as its
+# RPM limit, or unbounded without one): past that, the entry lapses with its minute.
+_VOID_SCAN = 1000
+_VOID = f"""
 local void_key, lease_key, rpm_key, up_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, lease = tonumber(ARGV[1]), ARGV[2]
 redis.call('SET', void_key, 1, 'PX', ttl)
 redis.call('ZREM', lease_key, lease)
 local prefix = lease .. ':'
-for _, key in ipairs({rpm_key, up_key}) do
-  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-    if string.sub(member, 1, #prefix) == prefix then
-      redis.call('ZREM', key, member)
+for _, key in ipairs({{rpm_key, up_key}}) do
+  if redis.call('ZCARD', key) <= {_VOID_SCAN} then
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if string.sub(member, 1, #prefix) == prefix then
+        redis.call('ZREM', key, member)
+      end
     end
   end
 end
