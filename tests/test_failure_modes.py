@@ -174,40 +174,37 @@ async def test_an_early_admission_lost_in_a_frozen_redis_for_a_refused_job_holds
     assert code(await speak(faulty, other.plain)) == "rate_limited"  # 2 of 2
 
 
-async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(redis_url: str) -> None:
-    limiter = RedisLimiter(
-        AsyncRedis.from_url(redis_url),
-        lease_ttl_seconds=30,
-        upstream=UpstreamBudget(rpm=0, tpm=0),
-        prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}",
-    )
-    try:
-        await limiter.release(user_id=1, lease_id="late#1", void=True)  # the void first
-        late = await limiter.admit(user_id=1, lease_id="late#1", rpm=10, streams=1, chars=5)
-        assert (late.allowed, late.reason) == (False, "void")
-        nxt = await limiter.admit(user_id=1, lease_id="late#2", rpm=10, streams=1, chars=5)
-        assert nxt.allowed  # the lost admission took no stream
-    finally:
-        await limiter.aclose()
-
-
-async def test_an_admission_voided_after_it_ran_counts_nothing(redis_url: str) -> None:
-    """Redis ran the admission before the void reached it: the void takes back its
-    lease, its request and our account's slot."""
-    limiter = RedisLimiter(
+@pytest.fixture
+async def limiter(redis_url: str) -> AsyncIterator[RedisLimiter]:
+    """A limiter alone on real Redis; our MiniMax account allows one request a minute."""
+    made = RedisLimiter(
         AsyncRedis.from_url(redis_url),
         lease_ttl_seconds=30,
         upstream=UpstreamBudget(rpm=1, tpm=0),
         prefix=f"odeatts-test-{uuid.uuid4().hex[:8]}",
     )
-    try:
-        ran = await limiter.admit(user_id=1, lease_id="gone#1", rpm=1, streams=1, chars=5)
-        assert ran.allowed
-        await limiter.release(user_id=1, lease_id="gone#1", void=True)
-        nxt = await limiter.admit(user_id=1, lease_id="next#1", rpm=1, streams=1, chars=5)
-        assert nxt.allowed  # the stream, the user's one request and the account's one slot
-    finally:
-        await limiter.aclose()
+    yield made
+    await made.aclose()
+
+
+async def test_a_voided_admission_never_takes_its_lease_whenever_it_runs(
+    limiter: RedisLimiter,
+) -> None:
+    await limiter.release(user_id=1, lease_id="late#1", void=True)  # the void first
+    late = await limiter.admit(user_id=1, lease_id="late#1", rpm=10, streams=1, chars=5)
+    assert (late.allowed, late.reason) == (False, "void")
+    nxt = await limiter.admit(user_id=1, lease_id="late#2", rpm=10, streams=1, chars=5)
+    assert nxt.allowed  # the lost admission took no stream, nor our account's slot
+
+
+async def test_an_admission_voided_after_it_ran_counts_nothing(limiter: RedisLimiter) -> None:
+    """Redis ran the admission before the void reached it: the void takes back its
+    lease, its request and our account's slot."""
+    ran = await limiter.admit(user_id=1, lease_id="gone#1", rpm=1, streams=1, chars=5)
+    assert ran.allowed
+    await limiter.release(user_id=1, lease_id="gone#1", void=True)
+    nxt = await limiter.admit(user_id=1, lease_id="next#1", rpm=1, streams=1, chars=5)
+    assert nxt.allowed  # the stream, the user's one request and the account's one slot
 
 
 # --------------------------------------------------------------------- defects 2, 8
