@@ -707,6 +707,17 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
         f"CPU per job, sequential (least of 5 runs{x})",
         lambda r: f"{r['cpu_seq_ms']:.1f} ms",
     )
+    floor = next((r for name, r in results.items() if name.startswith("floor")), None)
+    if floor is not None:  # what a side adds to the design's own cost
+        row(
+            "beyond the floor: sequential p50 / CPU per job",
+            lambda r: (
+                "-"
+                if r is floor or r is results.get("relay") or "seq" not in r
+                else f"{fmt_ms(statistics.median(r['seq']) - statistics.median(floor['seq']))}"
+                f" / {r['cpu_seq_ms'] - floor['cpu_seq_ms']:.1f} ms"
+            ),
+        )
     row(
         "CPU per job (200 in flight, upstream 200 ms; least round)",
         lambda r: f"{r['cpu_ms']:.1f} ms",
