@@ -57,6 +57,43 @@ async def test_a_known_keys_admission_runs_beside_its_reservation(
     assert events.count("admit") == 1  # it stood: not asked again
 
 
+async def test_a_stream_of_a_known_key_is_admitted_early_and_gives_its_stream_back(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = Worker(make_settings(ODEATTS_HANDLER="stream"))
+    try:
+        _, key = await user_factory(worker)("free")  # one stream
+        events: list[str] = []
+        reserve, admit = metering.reserve, worker.pipeline().limiter.admit
+
+        async def reserving(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await reserve(*args, **kwargs)
+            finally:
+                events.append(f"reserved {kwargs['job'].job_id}")
+
+        async def admitting(**kwargs: Any) -> Any:
+            events.append(f"admit {kwargs['lease_id']}")
+            return await admit(**kwargs)
+
+        monkeypatch.setattr(metering, "reserve", reserving)
+        monkeypatch.setattr(worker.pipeline().limiter, "admit", admitting)
+        for job_id in ("learn", "streamed", "after"):
+            streamed = {**job(job_id, key)["input"], "stream": True}
+            items = [i async for i in worker.handler({"id": job_id, "input": streamed})]
+            assert items[-1].get("done") and len(items) > 1, items[-1]  # one stream at a time
+        assert events == [
+            "reserved learn",
+            "admit learn#1",
+            "admit streamed#1",  # early: before its reservation came back
+            "reserved streamed",
+            "admit after#1",
+            "reserved after",
+        ]
+    finally:
+        await worker.aclose()
+
+
 async def test_a_job_that_waits_for_a_postgres_connection_is_admitted_in_turn(
     make_settings: Callable[..., Settings],
     make_user: UserFactory,
