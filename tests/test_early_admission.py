@@ -29,32 +29,40 @@ def speak(run_job: JobRunner, key: str, job_id: str | None = None) -> Awaitable[
     return run_job(job_id, api_key=key, text=TEXT, voice="british-female")
 
 
-async def test_a_known_keys_admission_runs_beside_its_reservation(
-    run_job: JobRunner, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch, worker: Worker
-) -> None:
-    _, key = await make_user()
+def record(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order of ``reserved <job id>`` (a reservation came back) and ``admit <lease>``
+    (an admission was asked), as the worker's jobs go."""
     events: list[str] = []
     reserve, admit = metering.reserve, worker.pipeline().limiter.admit
 
     async def reserving(*args: Any, **kwargs: Any) -> Any:
-        events.append("reserve")
         try:
             return await reserve(*args, **kwargs)
         finally:
-            events.append("reserved")
+            events.append(f"reserved {kwargs['job'].job_id}")
 
     async def admitting(**kwargs: Any) -> Any:
-        events.append("admit")
+        events.append(f"admit {kwargs['lease_id']}")
         return await admit(**kwargs)
 
     monkeypatch.setattr(metering, "reserve", reserving)  # the pipeline calls it so
     monkeypatch.setattr(worker.pipeline().limiter, "admit", admitting)
-    assert "error" not in await speak(run_job, key)  # a key not seen before: in turn
-    assert events == ["reserve", "reserved", "admit"]
-    events.clear()
-    assert "error" not in await speak(run_job, key)
-    assert events.index("admit") < events.index("reserved")
-    assert events.count("admit") == 1  # it stood: not asked again
+    return events
+
+
+async def test_a_known_keys_admission_runs_beside_its_reservation(
+    run_job: JobRunner, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch, worker: Worker
+) -> None:
+    _, key = await make_user()
+    events = record(worker, monkeypatch)
+    assert "error" not in await speak(run_job, key, "first")  # a key not seen before
+    assert "error" not in await speak(run_job, key, "second")
+    assert events == [
+        "reserved first",
+        "admit first#1",  # in turn
+        "admit second#1",  # early, and it stood: asked once
+        "reserved second",
+    ]
 
 
 async def test_a_stream_of_a_known_key_is_admitted_early_and_gives_its_stream_back(
@@ -63,21 +71,7 @@ async def test_a_stream_of_a_known_key_is_admitted_early_and_gives_its_stream_ba
     worker = Worker(make_settings(ODEATTS_HANDLER="stream"))
     try:
         _, key = await user_factory(worker)("free")  # one stream
-        events: list[str] = []
-        reserve, admit = metering.reserve, worker.pipeline().limiter.admit
-
-        async def reserving(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await reserve(*args, **kwargs)
-            finally:
-                events.append(f"reserved {kwargs['job'].job_id}")
-
-        async def admitting(**kwargs: Any) -> Any:
-            events.append(f"admit {kwargs['lease_id']}")
-            return await admit(**kwargs)
-
-        monkeypatch.setattr(metering, "reserve", reserving)
-        monkeypatch.setattr(worker.pipeline().limiter, "admit", admitting)
+        events = record(worker, monkeypatch)
         for job_id in ("learn", "streamed", "after"):
             streamed = {**job(job_id, key)["input"], "stream": True}
             items = [i async for i in worker.handler({"id": job_id, "input": streamed})]
@@ -95,34 +89,18 @@ async def test_a_stream_of_a_known_key_is_admitted_early_and_gives_its_stream_ba
 
 
 async def test_a_job_that_waits_for_a_postgres_connection_is_admitted_in_turn(
-    make_settings: Callable[..., Settings],
-    make_user: UserFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing to overlap while it waits; a queue's admissions would all run at once."""
     worker = Worker(make_settings(ODEATTS_DB_POOL_SIZE=1))
     try:
         _, key = await user_factory(worker)("pro")
         await worker.handle(job("learn", key))
-        events: list[tuple[str, str]] = []
-        reserve, admit = metering.reserve, worker.pipeline().limiter.admit
-
-        async def reserving(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await reserve(*args, **kwargs)
-            finally:
-                events.append(("reserved", kwargs["job"].job_id))
-
-        async def admitting(**kwargs: Any) -> Any:
-            events.append(("admit", kwargs["lease_id"].split("#")[0]))
-            return await admit(**kwargs)
-
-        monkeypatch.setattr(metering, "reserve", reserving)
-        monkeypatch.setattr(worker.pipeline().limiter, "admit", admitting)
+        events = record(worker, monkeypatch)
         answers = await asyncio.gather(*(worker.handle(job(n, key)) for n in ("a", "b")))
         assert not [a for a in answers if "error" in a]
-        assert events.index(("admit", "a")) < events.index(("reserved", "a"))  # early
-        assert events.index(("reserved", "b")) < events.index(("admit", "b"))  # in turn
+        assert events.index("admit a#1") < events.index("reserved a")  # early
+        assert events.index("reserved b") < events.index("admit b#1")  # in turn
     finally:
         await worker.aclose()
 
