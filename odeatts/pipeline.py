@@ -431,10 +431,8 @@ class Pipeline:
         try:
             try:
                 reservation = await self._reserve(credential, meta, budget)
-            except BaseException:
+            finally:  # forgotten if refused; learnt again, as the newest, if not
                 self._known.pop(credential.hash, None)
-                raise
-            self._known.pop(credential.hash, None)
             remember(self._known, credential.hash, reservation, limit=_MAX_KNOWN)
             bind(user_id=reservation.caller.user_id)
             if voice is None:  # the user's default voice
@@ -1028,7 +1026,7 @@ class Pipeline:
         self._writes.submit(slot, audio, made, job_id=job.id)
 
     async def admissions_undone(self) -> None:
-        """Wait for the early admissions being undone (``_give_back``): tests."""
+        """Wait for the early admissions being undone (``_give_back``): shutdown, tests."""
         await asyncio.gather(*self._undoing)
 
     async def cache_writes(self) -> None:
