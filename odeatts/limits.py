@@ -178,14 +178,14 @@ return {1, 'ok', 0, 0, 0}
 # are searched only up to _VOID_SCAN of them (our account's window is as large as its
 # RPM limit, or unbounded without one): past that, the entry lapses with its minute.
 _VOID_SCAN = 1000
-_VOID = f"""
+_VOID = """
 local void_key, lease_key, rpm_key, up_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ttl, lease = tonumber(ARGV[1]), ARGV[2]
+local ttl, lease, scan = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 redis.call('SET', void_key, 1, 'PX', ttl)
 redis.call('ZREM', lease_key, lease)
 local prefix = lease .. ':'
-for _, key in ipairs({{rpm_key, up_key}}) do
-  if redis.call('ZCARD', key) <= {_VOID_SCAN} then
+for _, key in ipairs({rpm_key, up_key}) do
+  if redis.call('ZCARD', key) <= scan then
     for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
       if string.sub(member, 1, #prefix) == prefix then
         redis.call('ZREM', key, member)
@@ -476,7 +476,7 @@ class RedisLimiter:
         rpm_key, lease_key = self._user_keys(user_id)
         if void:  # a job that gave its admission up has no mark to set
             keys = [self._void_key(lease_id), lease_key, rpm_key, self._upstream_key]
-            await self._void(keys=keys, args=[self._ttl_ms, lease_id])
+            await self._void(keys=keys, args=[self._ttl_ms, lease_id, _VOID_SCAN])
             return
         if mark is None:
             await self._redis.zrem(lease_key, lease_id)
