@@ -213,8 +213,10 @@ async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
     make_user: UserFactory,
     pg_proxy: TcpProxy,
     caplog: pytest.LogCaptureFixture,
+    redis: SyncRedis,
+    settings: Settings,
 ) -> None:
-    _, key = await make_user("pro")
+    user_id, key = await make_user("pro")
     assert code(await speak(faulty, key)) is None
     caplog.set_level(logging.INFO)
     caplog.clear()
@@ -227,6 +229,12 @@ async def test_a_silent_postgres_is_answered_within_seconds_and_logged_once(
     fast = time.monotonic()
     assert code(await speak(faulty, key)) == "service_unavailable"
     assert time.monotonic() - fast < 0.5  # the breaker is open: no waiting at all
+    # The key was known: the first jobs' admissions went out beside their reservations,
+    # and were undone when those failed. Only the first job holds a request; no lease.
+    await faulty.pipeline().admissions_undone()
+    prefix = settings.redis_prefix
+    assert redis.zcard(f"{prefix}:leases:{user_id}") == 0
+    assert redis.zcard(f"{prefix}:rpm:{user_id}") == 1
 
     pg_proxy.resume()
 
